@@ -1,0 +1,2 @@
+//! Parser throughput benches (filled in with the parsers).
+fn main() {}

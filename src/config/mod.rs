@@ -1,0 +1,1 @@
+//! Configuration: TOML loading, validation (every error at once), secrets.

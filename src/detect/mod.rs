@@ -1,0 +1,1 @@
+//! Detection: event-time windows, baselines and detectors (issue 3).

@@ -1,0 +1,1 @@
+//! Atomic durable writes for every state file: tmp + fsync + rename + directory fsync.

@@ -1,0 +1,1 @@
+//! Enrichment: keyed token fingerprints, GeoIP.

@@ -1,0 +1,1 @@
+//! Synthetic labelled log generator (`tokenwatch gen`).

@@ -1,0 +1,1 @@
+//! Response: policy, journal and revoke hooks (issue 4).

@@ -1,0 +1,1 @@
+//! HTTP server: /metrics, /healthz, /readyz and the admin API.

@@ -1,0 +1,1 @@
+//! File tailer: follows files through rotation, truncation and restarts.

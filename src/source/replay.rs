@@ -1,0 +1,1 @@
+//! Replay: read whole files (or stdin) start to end as fast as possible.
