@@ -20,6 +20,7 @@ pub mod enrich;
 pub mod event;
 pub mod gen;
 pub mod metrics;
+pub mod net;
 pub mod parse;
 pub mod pipeline;
 pub mod respond;

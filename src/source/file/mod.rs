@@ -1,1 +1,60 @@
 //! File tailer: follows files through rotation, truncation and restarts.
+
+use std::time::Duration;
+
+use crate::event::SourceIdx;
+
+/// Where to start in a file that has no checkpoint yet (files that appear after start are
+/// always read from their beginning).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartAt {
+    /// Only new lines (the default for a daemon: no backfill storm).
+    #[default]
+    End,
+    /// The whole file.
+    Beginning,
+}
+
+/// How changes are noticed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WatchMode {
+    /// inotify wake-ups (via `notify`) plus a periodic stat/glob reconcile as ground truth.
+    #[default]
+    Notify,
+    /// Periodic stat/glob only (network filesystems, containers without inotify).
+    Poll,
+}
+
+/// One source's tailing settings (the runtime form of a `[[source]]` table).
+#[derive(Debug, Clone)]
+pub struct TailConfig {
+    /// The source index that batches are tagged with.
+    pub source: SourceIdx,
+    /// The source name (for logs and checkpoint keys).
+    pub name: String,
+    /// Paths or glob patterns.
+    pub include: Vec<String>,
+    /// Start position for files without a checkpoint.
+    pub start_at: StartAt,
+    /// Wake-up mechanism.
+    pub watch: WatchMode,
+    /// Reconcile period (and poll period in `Poll` mode).
+    pub poll_interval: Duration,
+    /// Lines longer than this are dropped and counted.
+    pub max_line_bytes: usize,
+}
+
+impl TailConfig {
+    /// Settings with defaults for one path or glob.
+    pub fn new(source: SourceIdx, name: impl Into<String>, include: Vec<String>) -> Self {
+        TailConfig {
+            source,
+            name: name.into(),
+            include,
+            start_at: StartAt::End,
+            watch: WatchMode::Notify,
+            poll_interval: Duration::from_millis(250),
+            max_line_bytes: 102_400,
+        }
+    }
+}
