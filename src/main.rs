@@ -1,4 +1,4 @@
 //! The `tokenwatch` binary: parse the command line, dispatch, map errors to exit codes.
 fn main() {
-    std::process::exit(0)
+    std::process::exit(tokenwatch::cli::main());
 }

@@ -1,1 +1,242 @@
 //! The Prometheus registry and typed metric handles.
+//!
+//! Handles are resolved once per source at build time (labels come from config and closed
+//! enums, never from log input), and the pipeline counts into plain integers that it flushes
+//! once per batch, so the per-line cost is an integer add.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::event::Reason;
+
+/// Result label of `tokenwatch_lines_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineResult {
+    /// Parsed into a token check.
+    Parsed,
+    /// Well-formed but not a token check.
+    Skipped,
+    /// Could not be parsed (counted by reason in `tokenwatch_malformed_lines_total`).
+    Malformed,
+}
+
+impl LineResult {
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            LineResult::Parsed => "parsed",
+            LineResult::Skipped => "skipped",
+            LineResult::Malformed => "malformed",
+        }
+    }
+}
+
+/// Every metric family tokenwatch exports.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    checks: IntCounterVec,
+    rejected: IntCounterVec,
+    lines: IntCounterVec,
+    malformed: IntCounterVec,
+    too_long: IntCounterVec,
+    lag_bytes: IntGaugeVec,
+    rotations: IntCounterVec,
+    files_opened: IntCounterVec,
+    read_errors: IntCounterVec,
+    /// Unix time of the last successful checkpoint write.
+    pub checkpoint_last_success: IntGauge,
+    /// Failed checkpoint writes.
+    pub checkpoint_failures: IntCounter,
+    /// Wall clock minus event time, sampled once per batch.
+    pub event_lag: Histogram,
+    reloads: IntCounterVec,
+}
+
+/// Registration cannot fail for the fixed, distinct names below; a failure is a programming
+/// error caught by the unit test, so it panics with the metric's name.
+fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
+    r.register(Box::new(c.clone()))
+        .unwrap_or_else(|e| panic!("metric registration: {e}"));
+    c
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    reg(r, c)
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    reg(r, g)
+}
+
+impl Metrics {
+    /// Builds and registers every family (plus process metrics and build info).
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let m = Metrics {
+            checks: counter_vec(&r, "auth_token_check_total", "Token checks seen in auth logs.", &["source"]),
+            rejected: counter_vec(&r, "auth_token_rejected_total", "Token checks that were rejected, by reason.", &["source", "reason"]),
+            lines: counter_vec(&r, "tokenwatch_lines_total", "Log lines read, by parse result.", &["source", "result"]),
+            malformed: counter_vec(&r, "tokenwatch_malformed_lines_total", "Lines that could not be parsed, by reason.", &["source", "reason"]),
+            too_long: counter_vec(&r, "tokenwatch_lines_too_long_total", "Lines over max_line_bytes, dropped.", &["source"]),
+            lag_bytes: gauge_vec(&r, "tokenwatch_source_lag_bytes", "Bytes written to a source's files but not yet read.", &["source"]),
+            rotations: counter_vec(&r, "tokenwatch_file_rotations_total", "File rotations and truncations seen.", &["source", "kind"]),
+            files_opened: counter_vec(&r, "tokenwatch_files_opened_total", "Files the tailer started following.", &["source"]),
+            read_errors: counter_vec(&r, "tokenwatch_read_errors_total", "I/O errors reading a source's files.", &["source"]),
+            checkpoint_last_success: reg(&r, IntGauge::new("tokenwatch_checkpoint_last_success_timestamp_seconds", "Unix time of the last successful checkpoint write.").unwrap_or_else(|e| panic!("{e}"))),
+            checkpoint_failures: reg(&r, IntCounter::new("tokenwatch_checkpoint_failures_total", "Checkpoint writes that failed.").unwrap_or_else(|e| panic!("{e}"))),
+            event_lag: reg(&r, Histogram::with_opts(HistogramOpts::new("tokenwatch_event_lag_seconds", "Wall clock minus event time of processed lines, sampled per batch.").buckets(vec![0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0])).unwrap_or_else(|e| panic!("{e}"))),
+            reloads: counter_vec(&r, "tokenwatch_config_reloads_total", "Config reloads (SIGHUP), by result.", &["result"]),
+            registry: r,
+        };
+        m.register_static();
+        m
+    }
+
+    fn register_static(&self) {
+        let info = IntGaugeVec::new(
+            Opts::new("tokenwatch_build_info", "Build information; always 1."),
+            &["version"],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        reg(&self.registry, info);
+        #[cfg(target_os = "linux")]
+        {
+            let pc = prometheus::process_collector::ProcessCollector::for_self();
+            // Process metrics are a convenience: a sandbox without /proc must not stop us.
+            let _ = self.registry.register(Box::new(pc));
+        }
+        for r in ["success", "failure"] {
+            self.reloads.with_label_values(&[r]);
+        }
+    }
+
+    /// Resolves the labelled handles for one source and creates its zero-valued series, so
+    /// `rate()` and dashboards see the source before its first line.
+    pub fn source(&self, name: &str) -> SourceMetrics {
+        let rejected = Reason::ALL.map(|r| self.rejected.with_label_values(&[name, r.as_str()]));
+        for kind in ["rotated", "truncated"] {
+            self.rotations.with_label_values(&[name, kind]);
+        }
+        SourceMetrics {
+            name: name.to_string(),
+            checks: self.checks.with_label_values(&[name]),
+            rejected,
+            parsed: self.lines.with_label_values(&[name, LineResult::Parsed.as_str()]),
+            skipped: self.lines.with_label_values(&[name, LineResult::Skipped.as_str()]),
+            malformed: self.lines.with_label_values(&[name, LineResult::Malformed.as_str()]),
+            malformed_by: self.malformed.clone(),
+            too_long: self.too_long.with_label_values(&[name]),
+            lag_bytes: self.lag_bytes.with_label_values(&[name]),
+            rotated: self.rotations.with_label_values(&[name, "rotated"]),
+            truncated: self.rotations.with_label_values(&[name, "truncated"]),
+            files_opened: self.files_opened.with_label_values(&[name]),
+            read_errors: self.read_errors.with_label_values(&[name]),
+        }
+    }
+
+    /// Counts a config reload attempt.
+    pub fn reload(&self, ok: bool) {
+        self.reloads
+            .with_label_values(&[if ok { "success" } else { "failure" }])
+            .inc();
+    }
+
+    /// The registry, for components that register their own families.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Renders the text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        // Encoding into a Vec cannot fail for families we built ourselves.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// One source's resolved handles.
+#[derive(Clone)]
+pub struct SourceMetrics {
+    name: String,
+    /// `auth_token_check_total{source}`.
+    pub checks: IntCounter,
+    /// `auth_token_rejected_total{source,reason}`, indexed like [`Reason::ALL`].
+    pub rejected: [IntCounter; 5],
+    /// `tokenwatch_lines_total{result="parsed"}`.
+    pub parsed: IntCounter,
+    /// `tokenwatch_lines_total{result="skipped"}`.
+    pub skipped: IntCounter,
+    /// `tokenwatch_lines_total{result="malformed"}`.
+    pub malformed: IntCounter,
+    malformed_by: IntCounterVec,
+    /// `tokenwatch_lines_too_long_total`.
+    pub too_long: IntCounter,
+    /// `tokenwatch_source_lag_bytes`.
+    pub lag_bytes: IntGauge,
+    /// Rotations (rename/delete + create, inode change).
+    pub rotated: IntCounter,
+    /// Truncations (copytruncate).
+    pub truncated: IntCounter,
+    /// Files opened.
+    pub files_opened: IntCounter,
+    /// Read errors.
+    pub read_errors: IntCounter,
+}
+
+impl SourceMetrics {
+    /// Counts malformed lines by a bounded reason label (from `ParseError::reason`).
+    pub fn malformed_reason(&self, reason: &'static str, n: u64) {
+        self.malformed_by
+            .with_label_values(&[&self.name, reason])
+            .inc_by(n);
+    }
+}
+
+/// Index of a reason in [`Reason::ALL`] (and in [`SourceMetrics::rejected`]).
+pub const fn reason_index(r: Reason) -> usize {
+    match r {
+        Reason::Expired => 0,
+        Reason::Invalid => 1,
+        Reason::Revoked => 2,
+        Reason::Forbidden => 3,
+        Reason::Other => 4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_render_with_zero_series() {
+        let m = Metrics::new();
+        let s = m.source("gw");
+        s.checks.inc_by(3);
+        s.rejected[reason_index(Reason::Revoked)].inc();
+        s.malformed_reason("json", 2);
+        let text = m.render();
+        assert!(text.contains("auth_token_check_total{source=\"gw\"} 3"));
+        assert!(text.contains("auth_token_rejected_total{reason=\"revoked\",source=\"gw\"} 1"));
+        assert!(text.contains("auth_token_rejected_total{reason=\"expired\",source=\"gw\"} 0"));
+        assert!(text.contains("tokenwatch_malformed_lines_total{reason=\"json\",source=\"gw\"} 2"));
+        assert!(text.contains("tokenwatch_build_info{version="));
+        for r in Reason::ALL {
+            assert_eq!(Reason::ALL[reason_index(r)], r);
+        }
+    }
+}

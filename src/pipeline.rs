@@ -1,1 +1,228 @@
-//! The pipeline driver: batches of lines through parse, enrich, count (and later detect).
+//! The pipeline driver: batches of lines through parse, enrich and count, then on to the
+//! event sink (the detection engine).
+//!
+//! One `Pipeline` runs on one thread and owns its parsers; counters are kept in plain
+//! integers and flushed to Prometheus once per batch.
+
+use crate::enrich::{identify, Fingerprinter, TokenKind};
+use crate::event::{AuthEvent, EventTime, Outcome, SourceIdx};
+use crate::metrics::{reason_index, SourceMetrics};
+use crate::parse::{ParseError, Parsed, Parser, Record};
+use crate::source::LineBatch;
+
+/// Receives every parsed token check (the detection engine implements this).
+pub trait EventSink: Send {
+    /// One enriched event, in file order.
+    fn event(&mut self, ev: AuthEvent);
+}
+
+/// One configured source's parse stage.
+pub struct SourceStage {
+    /// The source's name (for reports).
+    pub name: String,
+    /// Its parser.
+    pub parser: Box<dyn Parser>,
+    /// How its token values are treated.
+    pub token_kind: TokenKind,
+    /// Its metric handles.
+    pub metrics: SourceMetrics,
+}
+
+/// Totals over a pipeline's life (the replay summary).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Lines read.
+    pub lines: u64,
+    /// Token checks parsed.
+    pub events: u64,
+    /// Rejected token checks.
+    pub rejected: u64,
+    /// Well-formed lines without a token check (and empty lines).
+    pub skipped: u64,
+    /// Malformed lines.
+    pub malformed: u64,
+    /// Malformed lines by reason label.
+    pub malformed_by: Vec<(&'static str, u64)>,
+}
+
+impl Totals {
+    fn add_malformed(&mut self, reason: &'static str, n: u64) {
+        match self.malformed_by.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, c)) => *c += n,
+            None => self.malformed_by.push((reason, n)),
+        }
+    }
+}
+
+/// Per-batch counts, flushed into Prometheus after the batch.
+#[derive(Default)]
+struct BatchCounts {
+    checks: u64,
+    rejected: [u64; 5],
+    parsed: u64,
+    skipped: u64,
+    malformed: u64,
+    malformed_by: Vec<(&'static str, u64)>,
+    max_time: Option<EventTime>,
+}
+
+/// Parses, enriches and counts lines; forwards events to the sink.
+pub struct Pipeline {
+    stages: Vec<SourceStage>,
+    fingerprinter: Fingerprinter,
+    sink: Option<Box<dyn EventSink>>,
+    lag: Option<prometheus::Histogram>,
+    totals: Totals,
+    counts: BatchCounts,
+}
+
+impl Pipeline {
+    /// A pipeline over `stages` (indexed by `SourceIdx`). Without a sink, tokens are never
+    /// even fingerprinted: metrics-only mode does the least work.
+    pub fn new(
+        stages: Vec<SourceStage>,
+        fingerprinter: Fingerprinter,
+        sink: Option<Box<dyn EventSink>>,
+    ) -> Self {
+        Pipeline {
+            stages,
+            fingerprinter,
+            sink,
+            lag: None,
+            totals: Totals::default(),
+            counts: BatchCounts::default(),
+        }
+    }
+
+    /// Also records wall-clock minus event time (live mode; meaningless for replay).
+    pub fn with_lag_histogram(mut self, h: prometheus::Histogram) -> Self {
+        self.lag = Some(h);
+        self
+    }
+
+    /// Totals so far.
+    pub fn totals(&self) -> &Totals {
+        &self.totals
+    }
+
+    /// Processes a batch and then acknowledges it (so its checkpoint may advance).
+    pub fn process(&mut self, batch: LineBatch) {
+        self.process_lines(batch.source, &batch.buf);
+        if let Some(ack) = batch.ack {
+            ack.ack();
+        }
+    }
+
+    /// Processes complete `\n`-terminated lines of one source (a final unterminated line is
+    /// processed too) and flushes counters.
+    pub fn process_lines(&mut self, source: SourceIdx, buf: &[u8]) {
+        let Some(stage) = self.stages.get_mut(usize::from(source)) else {
+            return;
+        };
+        let mut counts = std::mem::take(&mut self.counts);
+        let mut start = 0;
+        while start < buf.len() {
+            let end = memchr::memchr(b'\n', &buf[start..]).map_or(buf.len(), |i| start + i);
+            let line = &buf[start..end];
+            start = end + 1;
+            handle_line(stage, source, line, &self.fingerprinter, &mut self.sink, &mut counts);
+        }
+        flush(stage, &mut counts, &mut self.totals, self.lag.as_ref());
+        self.counts = counts;
+    }
+}
+
+fn handle_line(
+    stage: &mut SourceStage,
+    source: SourceIdx,
+    line: &[u8],
+    fp: &Fingerprinter,
+    sink: &mut Option<Box<dyn EventSink>>,
+    counts: &mut BatchCounts,
+) {
+    if line.is_empty() || line == b"\r" {
+        counts.skipped += 1;
+        return;
+    }
+    match stage.parser.parse(line) {
+        Ok(Parsed::Event(rec)) => {
+            counts.parsed += 1;
+            counts.checks += 1;
+            if let Outcome::Rejected(r) = rec.outcome {
+                counts.rejected[reason_index(r)] += 1;
+            }
+            if let Some(t) = rec.time {
+                counts.max_time = counts.max_time.max(Some(t));
+            }
+            if let Some(sink) = sink {
+                sink.event(to_event(rec, source, stage.token_kind, fp));
+            }
+        }
+        Ok(Parsed::Skip) => counts.skipped += 1,
+        Err(e) => {
+            counts.malformed += 1;
+            bump(&mut counts.malformed_by, reason_of(&e));
+        }
+    }
+}
+
+fn reason_of(e: &ParseError) -> &'static str {
+    e.reason()
+}
+
+fn bump(v: &mut Vec<(&'static str, u64)>, reason: &'static str) {
+    match v.iter_mut().find(|(r, _)| *r == reason) {
+        Some((_, c)) => *c += 1,
+        None => v.push((reason, 1)),
+    }
+}
+
+/// Enriches a borrowed record into an owned event; the raw token is fingerprinted here and
+/// dropped with the record.
+fn to_event(rec: Record<'_>, source: SourceIdx, kind: TokenKind, fp: &Fingerprinter) -> AuthEvent {
+    AuthEvent {
+        time: rec.time.unwrap_or_default(),
+        source,
+        token: rec.token.as_deref().and_then(|t| identify(t, kind, fp)),
+        ip: rec.ip,
+        user: rec.user.map(|u| u.into_owned().into_boxed_str()),
+        outcome: rec.outcome,
+        status: rec.status,
+    }
+}
+
+fn flush(
+    stage: &SourceStage,
+    c: &mut BatchCounts,
+    totals: &mut Totals,
+    lag: Option<&prometheus::Histogram>,
+) {
+    let m = &stage.metrics;
+    let rejected: u64 = c.rejected.iter().sum();
+    m.checks.inc_by(c.checks);
+    for (i, n) in c.rejected.iter().enumerate() {
+        if *n > 0 {
+            m.rejected[i].inc_by(*n);
+        }
+    }
+    m.parsed.inc_by(c.parsed);
+    m.skipped.inc_by(c.skipped);
+    m.malformed.inc_by(c.malformed);
+    for (reason, n) in c.malformed_by.drain(..) {
+        m.malformed_reason(reason, n);
+        totals.add_malformed(reason, n);
+    }
+    if let (Some(h), Some(t)) = (lag, c.max_time) {
+        h.observe((EventTime::now().as_millis() - t.as_millis()) as f64 / 1000.0);
+    }
+    totals.lines += c.parsed + c.skipped + c.malformed;
+    totals.events += c.checks;
+    totals.rejected += rejected;
+    totals.skipped += c.skipped;
+    totals.malformed += c.malformed;
+    let keep = std::mem::take(&mut c.malformed_by);
+    *c = BatchCounts {
+        malformed_by: keep,
+        ..BatchCounts::default()
+    };
+}

@@ -1,1 +1,8 @@
-//! Enrichment: keyed token fingerprints, GeoIP.
+//! Enrichment: turning a raw token into a safe [`TokenId`](crate::event::TokenId) (keyed
+//! fingerprint or non-secret id), and (later) GeoIP.
+
+pub mod fingerprint;
+pub mod token;
+
+pub use fingerprint::Fingerprinter;
+pub use token::{identify, TokenKind};

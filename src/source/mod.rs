@@ -10,6 +10,7 @@ use crate::event::SourceIdx;
 
 pub mod file;
 pub mod replay;
+pub mod tail_metrics;
 
 /// Complete lines read from one file, each terminated by `\n` (over-long lines are cut and
 /// terminated by the reader).

@@ -1,0 +1,154 @@
+//! `tokenwatch replay`: read files start to end as fast as possible, print a summary.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+
+use super::build::{build_stages, load_config, offline_fingerprinter};
+use super::CliError;
+use crate::metrics::Metrics;
+use crate::parse::Preset;
+use crate::pipeline::{Pipeline, Totals};
+use crate::source::replay::for_each_chunk;
+
+/// Arguments of `replay`.
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// Config file (default: the embedded default config).
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+    /// Which configured source's parser settings to use (default: the first).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Override the source's preset (nginx, json, vault, keycloak, oauth2-proxy, regex).
+    #[arg(long, value_parser = parse_preset)]
+    pub format: Option<Preset>,
+    /// nginx: override the log_format (tokenwatch, combined, main, or a log_format string).
+    #[arg(long)]
+    pub log_format: Option<String>,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the final Prometheus exposition to this file (`-` for stdout).
+    #[arg(long)]
+    pub metrics_out: Option<PathBuf>,
+    /// Log files to read in order (`-` for stdin).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// Parses a preset name for clap.
+pub fn parse_preset(s: &str) -> Result<Preset, String> {
+    Preset::from_name(s).ok_or_else(|| {
+        let names: Vec<&str> = Preset::ALL.iter().map(|(_, n)| *n).collect();
+        format!("unknown format {s:?} (expected one of {})", names.join(", "))
+    })
+}
+
+/// Picks the source to replay as and applies the command-line overrides.
+pub(crate) fn replay_config(
+    config: Option<&std::path::Path>,
+    source: Option<&str>,
+    format: Option<Preset>,
+    log_format: Option<&str>,
+) -> Result<crate::config::Config, CliError> {
+    let mut cfg = load_config(config)?;
+    let idx = match source {
+        Some(name) => cfg
+            .sources
+            .iter()
+            .position(|s| s.name == name)
+            .ok_or_else(|| CliError::Config(format!("no source named {name:?} in the config")))?,
+        None => 0,
+    };
+    if cfg.sources.is_empty() {
+        cfg.sources.push(crate::config::SourceConfig::default());
+    }
+    let mut src = cfg.sources.swap_remove(idx.min(cfg.sources.len() - 1));
+    if let Some(p) = format {
+        src.set_format(p);
+    }
+    if let Some(lf) = log_format {
+        src.log_format = Some(lf.to_string());
+    }
+    cfg.sources = vec![src];
+    Ok(cfg)
+}
+
+/// Runs `replay`.
+pub fn run(args: ReplayArgs) -> Result<(), CliError> {
+    let cfg = replay_config(
+        args.config.as_deref(),
+        args.source.as_deref(),
+        args.format,
+        args.log_format.as_deref(),
+    )?;
+    let metrics = Metrics::new();
+    let stages = build_stages(&cfg, &metrics)?;
+    let fp = offline_fingerprinter(&cfg)?;
+    let mut pipeline = Pipeline::new(stages, fp, None);
+    let started = Instant::now();
+    let mut bytes = 0;
+    for path in &args.files {
+        bytes += replay_file(path, &mut pipeline)?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    print_summary(pipeline.totals(), bytes, elapsed, args.json)?;
+    if let Some(out) = &args.metrics_out {
+        write_out(out, metrics.render().as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Feeds one file (or stdin for `-`) through the pipeline as source 0.
+pub(crate) fn replay_file(path: &std::path::Path, p: &mut Pipeline) -> anyhow::Result<u64> {
+    if path.as_os_str() == "-" {
+        return Ok(for_each_chunk(std::io::stdin().lock(), |c| p.process_lines(0, c))?);
+    }
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    for_each_chunk(f, |c| p.process_lines(0, c)).with_context(|| format!("reading {}", path.display()))
+}
+
+fn write_out(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if path.as_os_str() == "-" {
+        std::io::stdout().write_all(bytes)?;
+        return Ok(());
+    }
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+fn print_summary(t: &Totals, bytes: u64, secs: f64, json: bool) -> anyhow::Result<()> {
+    let rate = if secs > 0.0 { t.lines as f64 / secs } else { 0.0 };
+    let mut out = std::io::stdout().lock();
+    if json {
+        let malformed: serde_json::Map<String, serde_json::Value> = t
+            .malformed_by
+            .iter()
+            .map(|(r, n)| (r.to_string(), (*n).into()))
+            .collect();
+        let v = serde_json::json!({
+            "lines": t.lines, "events": t.events, "rejected": t.rejected,
+            "skipped": t.skipped, "malformed": t.malformed, "malformed_by_reason": malformed,
+            "bytes": bytes, "seconds": secs, "lines_per_sec": rate.round(),
+        });
+        writeln!(out, "{v}")?;
+        return Ok(());
+    }
+    writeln!(out, "lines      {:>12}", t.lines)?;
+    writeln!(out, "events     {:>12}  (token checks)", t.events)?;
+    writeln!(out, "rejected   {:>12}", t.rejected)?;
+    writeln!(out, "skipped    {:>12}", t.skipped)?;
+    writeln!(out, "malformed  {:>12}", t.malformed)?;
+    for (reason, n) in &t.malformed_by {
+        writeln!(out, "  {reason:<18}{n:>8}")?;
+    }
+    writeln!(
+        out,
+        "elapsed    {secs:>12.3} s   {:.0} lines/s   {:.1} MB/s",
+        rate,
+        bytes as f64 / secs.max(1e-9) / 1e6
+    )?;
+    Ok(())
+}

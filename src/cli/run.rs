@@ -1,0 +1,213 @@
+//! `tokenwatch run`: the daemon. Load config, build, start the tailer, the pipeline thread
+//! and the HTTP server, then wait for a signal: SIGTERM/SIGINT drain and exit 0, SIGHUP
+//! reloads the config (validated first; a bad config keeps the running one).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::build::{build_stages, fingerprint_key, load_config};
+use super::CliError;
+use crate::config::Config;
+use crate::enrich::Fingerprinter;
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::server::{AppState, Server};
+use crate::source::file::{Tailer, TailerHandle};
+use crate::source::tail_metrics::MetricsTailEvents;
+
+/// Capacity of the reader → pipeline channel, in batches (each ≤ 64 KiB): bounds memory
+/// and makes a slow pipeline slow the reader down rather than buffer.
+const CHANNEL_BATCHES: usize = 64;
+
+/// Arguments of `run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Config file (default: the embedded default config).
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+    /// Override `[server] listen` (e.g. `127.0.0.1:0` for a free port).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Write the bound listen address to this file once serving (for scripts and tests).
+    #[arg(long)]
+    pub addr_file: Option<PathBuf>,
+}
+
+/// What a signal asks for.
+enum Stop {
+    Shutdown,
+    Reload,
+}
+
+/// A running tailer + pipeline pair for one config.
+struct Running {
+    tailer: TailerHandle,
+    pipeline: JoinHandle<()>,
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub fn run(args: RunArgs) -> Result<(), CliError> {
+    let mut cfg = load_config(args.config.as_deref())?;
+    if let Some(l) = args.listen {
+        cfg.server.listen = l;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(daemon(cfg, args))
+}
+
+async fn daemon(mut cfg: Config, args: RunArgs) -> Result<(), CliError> {
+    let metrics = Metrics::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    std::fs::create_dir_all(&cfg.state.dir)
+        .with_context(|| format!("creating state dir {}", cfg.state.dir.display()))?;
+    let key = fingerprint_key(&cfg, true)?.unwrap_or_default();
+    let fp = Fingerprinter::new(&key);
+    let server = Server::bind(cfg.server.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.server.listen))?;
+    let addr = server.local_addr().context("reading the bound address")?;
+    if let Some(f) = &args.addr_file {
+        crate::durable::write_atomic(f, addr.to_string().as_bytes())
+            .with_context(|| format!("writing {}", f.display()))?;
+    }
+    tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+    let (stop_server_tx, stop_server_rx) = tokio::sync::oneshot::channel::<()>();
+    let state = AppState {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    let http = tokio::spawn(server.serve(state, async {
+        let _ = stop_server_rx.await;
+    }));
+    let mut signals = Signals::new().context("installing signal handlers")?;
+    loop {
+        let running = start(&cfg, &metrics, &fp)?;
+        wait_ready(&running.tailer, &ready).await;
+        let what = signals.next().await;
+        ready.store(false, Ordering::Release);
+        stop(running).await?;
+        match what {
+            Stop::Shutdown => break,
+            Stop::Reload => cfg = reload(cfg, args.config.as_deref(), &metrics),
+        }
+    }
+    let _ = stop_server_tx.send(());
+    let _ = http.await;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Starts the tailer and the pipeline thread for `cfg`.
+fn start(cfg: &Config, metrics: &Metrics, fp: &Fingerprinter) -> Result<Running, CliError> {
+    let stages = build_stages(cfg, metrics)?;
+    let events = Arc::new(MetricsTailEvents::new(
+        stages.iter().map(|s| s.metrics.clone()).collect(),
+        metrics.clone(),
+    ));
+    let (tx, rx) = mpsc::sync_channel(CHANNEL_BATCHES);
+    let tail_cfgs = cfg
+        .sources
+        .iter()
+        .enumerate()
+        .map(|(i, s)| s.tail_config(i as u16))
+        .collect();
+    let tailer = Tailer::start(tail_cfgs, Some(cfg.state.dir.clone()), tx, events)
+        .context("starting the file tailer")?;
+    let mut pipeline =
+        Pipeline::new(stages, fp.clone(), None).with_lag_histogram(metrics.event_lag.clone());
+    let pipeline = std::thread::Builder::new()
+        .name("pipeline".into())
+        .spawn(move || {
+            // Ends when the tailer drops its sender: everything read has been processed.
+            while let Ok(batch) = rx.recv() {
+                pipeline.process(batch);
+            }
+        })
+        .context("starting the pipeline thread")?;
+    Ok(Running { tailer, pipeline })
+}
+
+/// Polls the tailer's readiness latch into the `/readyz` flag.
+async fn wait_ready(tailer: &TailerHandle, ready: &AtomicBool) {
+    for _ in 0..3000 {
+        if tailer.is_ready() {
+            ready.store(true, Ordering::Release);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tracing::warn!("sources not ready after 30 s; /readyz stays 503");
+}
+
+/// Stop order matters: stop reading, let the pipeline drain what was read (acking it), then
+/// write the final checkpoint so a restart neither loses nor repeats lines.
+async fn stop(running: Running) -> Result<(), CliError> {
+    let Running { tailer, pipeline } = running;
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        tailer.stop_reading();
+        pipeline
+            .join()
+            .map_err(|_| anyhow::anyhow!("pipeline thread panicked"))?;
+        tailer.write_checkpoints().context("final checkpoint")?;
+        tailer.join().context("stopping the tailer")?;
+        Ok(())
+    })
+    .await
+    .context("joining shutdown task")??;
+    Ok(())
+}
+
+/// Loads the new config; on any error keeps the old one and says why.
+fn reload(old: Config, path: Option<&Path>, metrics: &Metrics) -> Config {
+    match load_config(path).and_then(|c| build_stages(&c, &Metrics::new()).map(|_| c)) {
+        Ok(mut new) => {
+            if new.server.listen != old.server.listen {
+                tracing::warn!("server.listen changed: restart tokenwatch to apply it");
+                new.server.listen = old.server.listen;
+            }
+            metrics.reload(true);
+            tracing::info!("config reloaded");
+            new
+        }
+        Err(e) => {
+            metrics.reload(false);
+            tracing::error!("config reload rejected, keeping the running config:\n{e}");
+            old
+        }
+    }
+}
+
+/// SIGTERM, SIGINT and SIGHUP as one stream.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn next(&mut self) -> Stop {
+        tokio::select! {
+            _ = self.term.recv() => Stop::Shutdown,
+            _ = self.int.recv() => Stop::Shutdown,
+            _ = self.hup.recv() => Stop::Reload,
+        }
+    }
+}
