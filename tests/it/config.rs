@@ -508,3 +508,87 @@ fn errors_in_a_real_file_name_the_file() {
         )
     );
 }
+
+#[test]
+fn shipped_examples_load_and_round_trip() {
+    let secrets = MapSecrets::new().with_env("TOKENWATCH_ADMIN_TOKEN", "example-admin-token");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let c = Config::load(&path, &secrets).unwrap_or_else(|e| panic!("{e}"));
+            assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+            assert!(!c.sources.is_empty(), "{}", path.display());
+            let again = Config::from_toml(&c.to_effective_toml(), "eff", &secrets).unwrap();
+            assert_eq!(again, c);
+            seen += 1;
+        }
+    }
+    assert!(seen >= 3, "examples/*.toml missing");
+}
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Lines that are valid, wrong or broken in various ways, mixed at random.
+    const LINES: &[&str] = &[
+        "[server]",
+        "listen = \"127.0.0.1:1\"",
+        "listen = 5",
+        "admin_token = \"inline\"",
+        "admin_token = \"env:X\"",
+        "[[source]]",
+        "[source]",
+        "path = \"/a\"",
+        "include = [\"/a\", 3]",
+        "format = \"regex\"",
+        "format = \"ngnix\"",
+        "pattern = '(x'",
+        "pattern = '(?P<ts>\\S+)'",
+        "name = \"a\"",
+        "name = \"\"",
+        "trusted_proxies = [\"1.2.3.4/40\", \"::1\", {a = 1}]",
+        "timezone = \"Nowhere/Else\"",
+        "[source.fields]",
+        "ts = \"t\"",
+        "bogus = true",
+        "[detectors.brute_force]",
+        "enabled = \"yes\"",
+        "[detectors.nope]",
+        "[geo]",
+        "ipv6_prefix = 300",
+        "mmdb = [\"/missing.mmdb\"]",
+        "[response]",
+        "mode = \"enforce\"",
+        "x = = 1",
+        "\"unterminated",
+        "a.b.c = 1",
+        "source = []",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn any_mix_of_lines_loads_or_reports_placed_errors(
+            picks in proptest::collection::vec(0..LINES.len(), 0..24)
+        ) {
+            let text: String = picks.iter().map(|&i| format!("{}\n", LINES[i])).collect();
+            match Config::from_toml(&text, "p.toml", &MapSecrets::new()) {
+                Ok(c) => {
+                    let again = Config::from_toml(&c.to_effective_toml(), "eff", &MapSecrets::new());
+                    prop_assert_eq!(again.ok(), Some(c));
+                }
+                Err(e) => {
+                    prop_assert!(!e.errors.is_empty());
+                    for err in &e.errors {
+                        prop_assert!(err.location.is_some(), "unplaced: {}\n{}", err, text);
+                        prop_assert!(!err.message.contains('\n'), "multi-line: {}", err);
+                    }
+                }
+            }
+        }
+    }
+}
