@@ -139,6 +139,9 @@ fn check_source(c: &mut Checker<'_, '_, '_>, i: usize, s: &SourceConfig) {
             "format = \"regex\" needs a pattern (a regex with named captures such as ts, token, ip, status)".to_string(),
         );
     }
+    if let Some(pattern) = s.pattern.as_deref().filter(|_| s.format == Preset::Regex) {
+        check_captures(c, i, pattern);
+    }
     if s.poll_interval_ms == 0 {
         c.error(
             &source_key(i, "poll_interval_ms"),
@@ -158,6 +161,28 @@ fn check_source(c: &mut Checker<'_, '_, '_>, i: usize, s: &SourceConfig) {
         );
     }
     warn_unused_keys(c, i, s.format);
+}
+
+/// The named captures the regex preset reads.
+const CAPTURES: [&str; 9] = [
+    "ts", "token", "ip", "status", "outcome", "reason", "user", "path", "method",
+];
+
+/// A regex without any capture the preset reads yields nothing useful: say so.
+fn check_captures(c: &mut Checker<'_, '_, '_>, i: usize, pattern: &str) {
+    let Ok(re) = regex::Regex::new(pattern) else {
+        return; // already reported while reading
+    };
+    let known = re.capture_names().flatten().any(|n| CAPTURES.contains(&n));
+    if !known {
+        c.warning(
+            &source_key(i, "pattern"),
+            format!(
+                "pattern has none of the named captures the regex preset reads ({})",
+                CAPTURES.join(", ")
+            ),
+        );
+    }
 }
 
 fn valid_name(name: &str) -> bool {

@@ -592,3 +592,48 @@ mod never_panics {
         }
     }
 }
+
+#[test]
+fn nested_and_inline_tables_are_located_too() {
+    let errs = errors(
+        "[[source]]\npath = \"/a\"\nformat = \"json\"\n[source.fields]\ntss = \"t\"\n\n\
+         [[source]]\npath = \"/b\"\n[source.fields]\nip = 7\n",
+    );
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(
+        errs[0].starts_with(
+            "tw.toml:5:1: source[0].fields.tss: unknown key \"tss\" (did you mean \"ts\"?)"
+        ),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[1].starts_with("tw.toml:10:6: source[1].fields.ip: invalid type: integer"),
+        "{}",
+        errs[1]
+    );
+
+    let errs =
+        errors("source = [{ path = \"/a\", bogus = 1 }, { path = \"/b\", watch = \"inotify\" }]\n");
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("tw.toml:1:26: source[0].bogus: unknown key"),
+        "{}",
+        errs[0]
+    );
+    assert!(errs[1].starts_with("tw.toml:1:62: source[1].watch: unknown watch mode \"inotify\" (expected one of notify, poll); did you mean \"notify\"?"), "{}", errs[1]);
+}
+
+#[test]
+fn regex_without_known_captures_warns() {
+    let c = load(
+        "[[source]]\npath = \"/a\"\nformat = \"regex\"\npattern = '^(?P<when>\\S+) (\\d+)$'\n",
+    )
+    .unwrap();
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(c.warnings[0]
+        .to_string()
+        .starts_with("tw.toml:4:11: source[0].pattern: pattern has none of the named captures"));
+    let ok = load("[[source]]\npath = \"/a\"\nformat = \"regex\"\npattern = '^(?P<ip>\\S+) (?P<status>\\d+)$'\n").unwrap();
+    assert!(ok.warnings.is_empty(), "{:?}", ok.warnings);
+}
