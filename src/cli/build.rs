@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::CliError;
-use crate::config::{Config, EnvSecrets};
+use crate::config::{Config, SystemSecrets};
 use crate::enrich::{fingerprint, Fingerprinter};
 use crate::metrics::Metrics;
 use crate::pipeline::SourceStage;
@@ -16,7 +16,7 @@ pub fn load_config(path: Option<&Path>) -> Result<Config, CliError> {
     let Some(path) = path else {
         return Ok(Config::embedded_default());
     };
-    let cfg = Config::load(path, &EnvSecrets).map_err(|e| CliError::Config(e.to_string()))?;
+    let cfg = Config::load(path, &SystemSecrets).map_err(|e| CliError::Config(e.to_string()))?;
     Ok(cfg)
 }
 
@@ -51,8 +51,8 @@ pub fn build_stages(cfg: &Config, metrics: &Metrics) -> Result<Vec<SourceStage>,
 /// The fingerprint key: the configured secret, else `state.dir/fingerprint.key` (created
 /// when `create` is set and missing). `None` when neither exists and creation is off.
 pub fn fingerprint_key(cfg: &Config, create: bool) -> anyhow::Result<Option<Vec<u8>>> {
-    if let Some(k) = cfg.fingerprint_key() {
-        return Ok(Some(k));
+    if let Some(k) = cfg.fingerprint.key.as_ref().and_then(|s| s.expose()) {
+        return Ok(Some(k.as_bytes().to_vec()));
     }
     let dir = &cfg.state.dir;
     if create {

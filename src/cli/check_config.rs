@@ -21,7 +21,7 @@ pub fn run(args: CheckConfigArgs) -> Result<(), CliError> {
     let cfg = load_config(Some(&args.file))?;
     // Building the parsers catches what only the parser knows (e.g. a log_format variable).
     build_stages(&cfg, &Metrics::new())?;
-    for w in cfg.warnings() {
+    for w in &cfg.warnings {
         eprintln!("warning: {w}");
     }
     if !args.quiet {

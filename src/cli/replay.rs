@@ -67,8 +67,9 @@ pub(crate) fn replay_config(
         cfg.sources.push(crate::config::SourceConfig::default());
     }
     let mut src = cfg.sources.swap_remove(idx.min(cfg.sources.len() - 1));
-    if let Some(p) = format {
-        src.set_format(p);
+    if let Some(p) = format.filter(|p| *p != src.format) {
+        src.format = p;
+        src.token_kind = crate::config::TokenKind::default_for(p);
     }
     if let Some(lf) = log_format {
         src.log_format = Some(lf.to_string());

@@ -3,17 +3,7 @@
 use super::Fingerprinter;
 use crate::event::TokenId;
 
-/// How a source's token values are treated (DESIGN §4 `token_kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TokenKind {
-    /// Secret-shaped values are fingerprinted, short ids kept.
-    #[default]
-    Auto,
-    /// Always kept as they are (Vault accessors, key ids).
-    Id,
-    /// Always fingerprinted.
-    Secret,
-}
+pub use crate::config::TokenKind;
 
 /// Prefixes of well-known secret formats (OpenAI/Dify/LobeChat keys, Vault, GitHub, Slack, GitLab).
 const SECRET_PREFIXES: &[&str] = &[

@@ -1,1 +1,209 @@
-//! Integration tests: e2e.
+//! End to end: the real `tokenwatch run` binary tails a real file; we scrape `/metrics` over
+//! HTTP, check it with `promtool check metrics`, stop with SIGTERM and restart from the
+//! checkpoint.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running daemon, killed on drop so a failing test never leaks a process.
+struct Daemon {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics after `secs` with `what`.
+fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A minimal HTTP/1.1 GET returning (status, body).
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let status = resp.get(9..12)?.parse().ok()?;
+    let body = resp.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
+}
+
+/// The value of one sample line, e.g. `auth_token_check_total{source="gw"}`.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+fn write_config(dir: &Path, log: &Path) -> PathBuf {
+    let cfg = dir.join("tokenwatch.toml");
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[state]
+dir = "{state}"
+
+[[source]]
+name = "gw"
+path = "{log}"
+format = "nginx"
+start_at = "beginning"
+"#,
+        state = dir.join("state").display(),
+        log = log.display()
+    );
+    std::fs::write(&cfg, text).unwrap();
+    cfg
+}
+
+fn start(cfg: &Path, dir: &Path) -> Daemon {
+    let addr_file = dir.join("addr");
+    let _ = std::fs::remove_file(&addr_file);
+    let child = Command::new(env!("CARGO_BIN_EXE_tokenwatch"))
+        .args(["run", "-c"])
+        .arg(cfg)
+        .arg("--addr-file")
+        .arg(&addr_file)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn tokenwatch run");
+    let mut d = Daemon {
+        child,
+        addr: String::new(),
+    };
+    d.addr = wait_for(30, "listen address", || {
+        std::fs::read_to_string(&addr_file).ok().filter(|s| !s.is_empty())
+    });
+    wait_for(30, "/readyz 200", || {
+        http_get(&d.addr, "/readyz").filter(|(s, _)| *s == 200)
+    });
+    d
+}
+
+fn line(i: u32, status: u16, reason: &str) -> String {
+    format!(
+        "203.0.113.{} - - [02/Mar/2026:13:55:{:02} +0000] \"POST /v1/chat/completions HTTP/1.1\" {status} 512 \"-\" \"curl/8.5\" \"ak_3f9c2b11d0a{}\" \"{reason}\"\n",
+        i % 250,
+        i % 60,
+        i % 10
+    )
+}
+
+fn append(path: &Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+fn terminate(mut d: Daemon) {
+    let pid = d.child.id().to_string();
+    let ok = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(ok.success());
+    let status = wait_for(30, "exit after SIGTERM", || d.child.try_wait().ok().flatten());
+    assert_eq!(status.code(), Some(0), "SIGTERM must exit 0");
+}
+
+fn scrape_until(d: &Daemon, series: &str, want: f64) -> String {
+    wait_for(20, &format!("{series} == {want}"), || {
+        let (_, body) = http_get(&d.addr, "/metrics")?;
+        (sample(&body, series) == Some(want)).then_some(body)
+    })
+}
+
+#[test]
+fn run_counts_scrapes_and_resumes_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let mut text = String::new();
+    for i in 0..30 {
+        text += &line(i, if i % 3 == 0 { 401 } else { 200 }, if i % 3 == 0 { "revoked" } else { "-" });
+    }
+    text += "this is not an access log line\n";
+    append(&log, &text);
+    let cfg = write_config(dir.path(), &log);
+
+    let d = start(&cfg, dir.path());
+    let body = scrape_until(&d, "auth_token_check_total{source=\"gw\"}", 30.0);
+    assert_eq!(sample(&body, "auth_token_rejected_total{reason=\"revoked\",source=\"gw\"}"), Some(10.0));
+    assert_eq!(sample(&body, "tokenwatch_lines_total{result=\"malformed\",source=\"gw\"}"), Some(1.0));
+    assert!(!body.contains("ak_3f9c2b11d0a"), "token ids must never be labels");
+    promtool_check(&body);
+
+    // Lines appended while running arrive live.
+    append(&log, &line(99, 200, "-"));
+    scrape_until(&d, "auth_token_check_total{source=\"gw\"}", 31.0);
+    terminate(d);
+
+    // Restart: the checkpoint means old lines are not counted again; new ones are.
+    append(&log, &line(100, 403, "-"));
+    let d = start(&cfg, dir.path());
+    let body = scrape_until(&d, "auth_token_check_total{source=\"gw\"}", 1.0);
+    assert_eq!(sample(&body, "auth_token_rejected_total{reason=\"forbidden\",source=\"gw\"}"), Some(1.0));
+    terminate(d);
+}
+
+/// `promtool check metrics` on the scrape; required in CI, skipped locally without promtool.
+fn promtool_check(body: &str) {
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        assert!(std::env::var_os("CI").is_none(), "CI must have promtool");
+        eprintln!("promtool not installed: skipping the metrics lint");
+        return;
+    };
+    child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn bad_config_exits_2_listing_every_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(
+        &cfg,
+        "[server]\nlisten = \"nope\"\n\n[[source]]\nname = \"a\"\nformat = \"ngnix\"\nbogus = 1\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tokenwatch"))
+        .args(["check-config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in ["bad.toml:2", "server.listen", "bad.toml:6", "ngnix", "bad.toml:7", "bogus"] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+}

@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one module per feature.
 
+mod cli;
 mod config;
 mod e2e;
 mod parse;
