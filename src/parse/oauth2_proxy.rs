@@ -49,8 +49,8 @@ impl OAuth2ProxyParser {
 impl Parser for OAuth2ProxyParser {
     fn parse<'l>(&mut self, line: &'l [u8]) -> Result<Parsed<'l>, ParseError> {
         let line = utf8(trim_cr(line))?;
-        if line.starts_with('[') {
-            return standard(line, self);
+        if is_standard(line, self) {
+            return Ok(Parsed::Skip);
         }
         let open = line.find(" [").ok_or(NO_MATCH)?;
         let close = line[open..].find("] ").ok_or(NO_MATCH)? + open;
@@ -75,11 +75,14 @@ impl Parser for OAuth2ProxyParser {
     }
 }
 
-/// `[timestamp] [file:line] message`: well-formed, not a check.
-fn standard<'l>(line: &str, p: &OAuth2ProxyParser) -> Result<Parsed<'l>, ParseError> {
-    let close = line.find("] ").ok_or(NO_MATCH)?;
-    p.stamp(&line[1..close])?;
-    Ok(Parsed::Skip)
+/// `[timestamp] [file:line] message`: well-formed, not a check. (A line starting with `[`
+/// may also be a request from an IPv6 client `[2001:db8::1]:443 - ...`.)
+fn is_standard(line: &str, p: &OAuth2ProxyParser) -> bool {
+    let Some(rest) = line.strip_prefix('[') else {
+        return false;
+    };
+    rest.split_once("] ")
+        .is_some_and(|(stamp, _)| p.stamp(stamp).is_ok())
 }
 
 /// `client - request-id - user` or `client - user`.

@@ -2,7 +2,8 @@
 //! `outcome`, `reason`, `user`, `path` (and `xff` for `client_ip = x_forwarded_for`).
 //!
 //! The pattern is compiled once over bytes (`regex::bytes`), so invalid UTF-8 elsewhere in a
-//! line does not matter; only a needed capture that is not UTF-8 makes the line malformed.
+//! line does not matter; only a needed capture that is not UTF-8 makes the line malformed
+//! (note `\S` matches only valid UTF-8: write `(?-u:\S)` to capture arbitrary bytes).
 //! Capture locations are allocated once and reused. `time_format` is `auto` (default: RFC
 //! 3339, nginx, oauth2-proxy or epoch), `rfc3339`, `epoch`, `epoch_ms`, `nginx`, or a
 //! strftime string (jiff). Outcome: `status` (401/403 rejected), else `outcome` words
