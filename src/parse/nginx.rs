@@ -119,7 +119,8 @@ impl NginxParser {
         })
     }
 
-    /// Splits `line` into role spans; `Err(true)` means the line ended early.
+    /// Splits `line` into role spans. A line that ends early (inside the optional tail) yields
+    /// the spans up to the last place the format may end, dropping the partial tail.
     fn scan(&self, line: &[u8]) -> Result<Spans, ParseError> {
         let mut spans: Spans = [NONE; ROLES];
         let mut saved: Option<Spans> = None;
