@@ -6,7 +6,16 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 
-use crate::event::{EventTime, Outcome};
+use crate::event::{EventTime, Outcome, Reason};
+
+pub mod client;
+mod json;
+mod keycloak;
+mod nginx;
+mod oauth2_proxy;
+mod regex;
+pub mod time;
+mod vault;
 
 /// What a parser extracted from one line. Borrowed from the line; lives only for that line.
 #[derive(Debug, Clone, PartialEq)]
@@ -202,4 +211,125 @@ pub struct ParserSpec {
     pub pattern: Option<String>,
     /// Regex preset: timestamp format (`rfc3339`, `epoch`, `epoch_ms`, `nginx`, or strftime).
     pub time_format: Option<String>,
+}
+
+/// Why a source's parser settings were refused at build time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpecError {
+    /// The nginx `log_format` is unusable (names the problem).
+    #[error("log_format: {0}")]
+    LogFormat(String),
+    /// The regex pattern does not compile or has no usable captures.
+    #[error("pattern: {0}")]
+    Pattern(String),
+    /// `time_format` is not `rfc3339`, `epoch`, `epoch_ms`, `nginx`, `auto` or a strftime string.
+    #[error("unknown time_format {0:?}: expected rfc3339, epoch, epoch_ms, nginx, auto or a strftime string with %")]
+    TimeFormat(String),
+    /// A field mapping or client-IP choice cannot work with this preset.
+    #[error("{0}")]
+    Field(String),
+}
+
+/// Builds the parser a source's spec asks for, validating it first.
+pub fn build(spec: &ParserSpec) -> Result<Box<dyn Parser>, SpecError> {
+    Ok(match spec.preset {
+        Preset::Nginx => Box::new(nginx::NginxParser::new(spec)?),
+        Preset::Json => Box::new(json::JsonParser::new(spec)?),
+        Preset::Vault => Box::new(vault::VaultParser::new(spec)),
+        Preset::Keycloak => Box::new(keycloak::KeycloakParser::new(spec)),
+        Preset::OAuth2Proxy => Box::new(oauth2_proxy::OAuth2ProxyParser::new(spec)),
+        Preset::Regex => Box::new(regex::RegexParser::new(spec)?),
+    })
+}
+
+/// Drops one trailing `\r` (CRLF files).
+fn trim_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// `-` and the empty string mean "absent" in every preset.
+fn present(s: &str) -> Option<&str> {
+    (!s.is_empty() && s != "-").then_some(s)
+}
+
+/// Bytes as text, or `ParseError::Utf8`.
+fn utf8(b: &[u8]) -> Result<&str, ParseError> {
+    std::str::from_utf8(b).map_err(|_| ParseError::Utf8)
+}
+
+/// A three-digit HTTP status.
+fn parse_status(b: &[u8]) -> Result<u16, ParseError> {
+    match b {
+        [a @ b'1'..=b'5', c @ b'0'..=b'9', d @ b'0'..=b'9'] => {
+            Ok(u16::from(a - b'0') * 100 + u16::from(c - b'0') * 10 + u16::from(d - b'0'))
+        }
+        _ => Err(ParseError::Status),
+    }
+}
+
+/// An explicit outcome word: `Some(true)` for rejected, `Some(false)` for accepted.
+fn outcome_word(s: &str) -> Option<bool> {
+    const REJECTED: [&str; 6] = ["rejected", "failure", "failed", "denied", "false", "reject"];
+    const ACCEPTED: [&str; 5] = ["accepted", "success", "ok", "true", "accept"];
+    let s = s.trim();
+    if REJECTED.iter().any(|w| s.eq_ignore_ascii_case(w)) {
+        Some(true)
+    } else if ACCEPTED.iter().any(|w| s.eq_ignore_ascii_case(w)) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Outcome from an explicit word and/or status: the word wins; a rejection's reason comes
+/// from the reason text, else the status (403 forbidden, 401 invalid), else `Other`.
+fn decide(rejected: Option<bool>, status: Option<u16>, reason: Option<&str>) -> Option<Outcome> {
+    let reason = reason.and_then(present);
+    match (rejected, status) {
+        (Some(false), _) => Some(Outcome::Accepted),
+        (Some(true), Some(s @ (401 | 403))) => Some(Outcome::from_status(s, reason)),
+        (Some(true), _) => Some(Outcome::Rejected(
+            reason.map(Reason::classify).unwrap_or(Reason::Other),
+        )),
+        (None, Some(s)) => Some(Outcome::from_status(s, reason)),
+        (None, None) => None,
+    }
+}
+
+/// Detaches a record from its line (for the rare formats that had to unescape into a copy).
+fn into_owned(r: Record<'_>) -> Record<'static> {
+    Record {
+        time: r.time,
+        token: r.token.map(|t| Cow::Owned(t.into_owned())),
+        ip: r.ip,
+        user: r.user.map(|u| Cow::Owned(u.into_owned())),
+        status: r.status,
+        outcome: r.outcome,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_and_words() {
+        assert_eq!(parse_status(b"401"), Ok(401));
+        assert!(parse_status(b"40").is_err());
+        assert!(parse_status(b"999").is_err());
+        assert_eq!(outcome_word("Denied"), Some(true));
+        assert_eq!(outcome_word("ok"), Some(false));
+        assert_eq!(outcome_word("maybe"), None);
+        assert_eq!(
+            decide(Some(true), None, None),
+            Some(Outcome::Rejected(Reason::Other))
+        );
+        assert_eq!(
+            decide(Some(true), Some(403), None),
+            Some(Outcome::Rejected(Reason::Forbidden))
+        );
+        assert_eq!(decide(None, Some(429), None), Some(Outcome::Accepted));
+        assert_eq!(decide(None, None, Some("x")), None);
+    }
 }

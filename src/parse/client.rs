@@ -1,0 +1,132 @@
+//! Client-address resolution: peer address, `X-Forwarded-For` behind trusted proxies, or a
+//! named field.
+
+use std::net::{IpAddr, Ipv6Addr};
+
+use crate::net::{canonical, Cidr};
+
+/// Parses an address as logs write it: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`,
+/// `[2001:db8::1]:443` or `[2001:db8::1]`; IPv4-mapped IPv6 becomes IPv4. `-` and empty are `None`.
+pub fn parse_addr(b: &[u8]) -> Option<IpAddr> {
+    let b = b.trim_ascii();
+    if b.len() > 64 {
+        return None;
+    }
+    let s = std::str::from_utf8(b).ok()?;
+    if let Some(rest) = s.strip_prefix('[') {
+        let (v6, _) = rest.split_once(']')?;
+        return v6
+            .parse::<Ipv6Addr>()
+            .ok()
+            .map(|a| canonical(IpAddr::V6(a)));
+    }
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(canonical(ip));
+    }
+    // `host:port` with an IPv4 host (a bare IPv6 address was handled above).
+    let (host, port) = s.rsplit_once(':')?;
+    port.bytes().all(|c| c.is_ascii_digit()).then_some(())?;
+    host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+/// How a preset turns its peer address and forwarded-for header into the client address.
+#[derive(Debug, Clone, Default)]
+pub struct Resolver {
+    forwarded_for: bool,
+    trusted: Vec<Cidr>,
+}
+
+impl Resolver {
+    /// A resolver; `forwarded_for` selects `X-Forwarded-For` resolution.
+    pub fn new(forwarded_for: bool, trusted: &[Cidr]) -> Resolver {
+        Resolver {
+            forwarded_for,
+            trusted: trusted.to_vec(),
+        }
+    }
+
+    /// True when this resolver reads `X-Forwarded-For`.
+    pub fn uses_forwarded_for(&self) -> bool {
+        self.forwarded_for
+    }
+
+    fn trusted(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|c| c.contains(ip))
+    }
+
+    /// The client: the peer, unless forwarded-for mode is on and the peer is a trusted proxy;
+    /// then the header is read right to left and the first untrusted hop is the client. If
+    /// every hop is trusted the leftmost is taken; an unparsable hop stops the walk (the last
+    /// good address stands), so a spoofed garbage entry cannot inject anything.
+    pub fn resolve(&self, peer: Option<IpAddr>, xff: Option<&[u8]>) -> Option<IpAddr> {
+        let peer = peer.map(canonical);
+        let (Some(p), Some(xff), true) = (peer, xff, self.forwarded_for) else {
+            return peer;
+        };
+        if !self.trusted(p) {
+            return peer;
+        }
+        let mut client = p;
+        for hop in xff.rsplit(|&c| c == b',') {
+            match parse_addr(hop) {
+                Some(ip) => {
+                    client = ip;
+                    if !self.trusted(ip) {
+                        break;
+                    }
+                }
+                None => break,
+            }
+        }
+        Some(client)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn address_forms() {
+        assert_eq!(parse_addr(b"10.0.0.1"), Some(ip("10.0.0.1")));
+        assert_eq!(parse_addr(b" 10.0.0.1:5678 "), Some(ip("10.0.0.1")));
+        assert_eq!(parse_addr(b"2001:db8::1"), Some(ip("2001:db8::1")));
+        assert_eq!(parse_addr(b"[2001:db8::1]:443"), Some(ip("2001:db8::1")));
+        assert_eq!(parse_addr(b"::ffff:192.0.2.1"), Some(ip("192.0.2.1")));
+        assert_eq!(parse_addr(b"-"), None);
+        assert_eq!(parse_addr(b"host:80"), None);
+        assert_eq!(parse_addr(b"[::1"), None);
+    }
+
+    #[test]
+    fn forwarded_for_right_to_left() {
+        let trusted: Vec<Cidr> = vec!["10.0.0.0/8".parse().unwrap()];
+        let r = Resolver::new(true, &trusted);
+        let xff = b"6.6.6.6, 203.0.113.9, 10.1.1.1";
+        // Spoofed leftmost entry ignored: the first untrusted hop from the right is the client.
+        assert_eq!(
+            r.resolve(Some(ip("10.0.0.2")), Some(xff)),
+            Some(ip("203.0.113.9"))
+        );
+        // Untrusted peer: header ignored.
+        assert_eq!(
+            r.resolve(Some(ip("198.51.100.1")), Some(xff)),
+            Some(ip("198.51.100.1"))
+        );
+        // Garbage hop stops the walk.
+        assert_eq!(
+            r.resolve(Some(ip("10.0.0.2")), Some(b"1.2.3.4, junk, 10.9.9.9")),
+            Some(ip("10.9.9.9"))
+        );
+        // Peer mode ignores the header.
+        let peer = Resolver::new(false, &trusted);
+        assert_eq!(
+            peer.resolve(Some(ip("10.0.0.2")), Some(xff)),
+            Some(ip("10.0.0.2"))
+        );
+    }
+}

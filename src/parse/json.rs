@@ -1,0 +1,319 @@
+//! The `json` preset: one JSON object a line, fields found by a (dotted) mapping.
+//!
+//! A custom serde visitor walks the object once and keeps only the mapped keys, borrowing
+//! strings from the line (a copy only when a string has escapes); everything else is skipped
+//! with `IgnoredAny`, so nothing is allocated for unmapped data.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use super::client::{parse_addr, Resolver};
+use super::time::{self, Zone};
+use super::{
+    decide, outcome_word, present, ClientIp, ParseError, Parsed, Parser, ParserSpec, Record,
+    SpecError,
+};
+use crate::event::EventTime;
+
+/// Slots of the values the preset reads.
+const TS: usize = 0;
+const TOKEN: usize = 1;
+const USER: usize = 2;
+const IP: usize = 3;
+const STATUS: usize = 4;
+const OUTCOME: usize = 5;
+const REASON: usize = 6;
+const XFF: usize = 7;
+const SLOTS: usize = 8;
+/// Where `client_ip = x_forwarded_for` finds the header in a JSON line.
+const XFF_PATH: &str = "x_forwarded_for";
+
+/// A scalar found at a mapped path.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(super) enum Val<'a> {
+    /// Absent or `null`.
+    #[default]
+    Null,
+    /// A string (borrowed unless it had escapes).
+    Str(Cow<'a, str>),
+    /// A number (integers kept exact).
+    Int(i64),
+    /// A float.
+    Float(f64),
+    /// A boolean.
+    Bool(bool),
+}
+
+impl Val<'_> {
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Val::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// A trie of wanted paths: each node may fill a slot and/or have children.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Node {
+    slot: Option<usize>,
+    kids: Vec<(Box<str>, Node)>,
+}
+
+impl Node {
+    /// Adds a dotted path that fills `slot`.
+    pub(super) fn add(&mut self, path: &str, slot: usize) {
+        let mut n = self;
+        for part in path.split('.') {
+            let i = match n.kids.iter().position(|(k, _)| &**k == part) {
+                Some(i) => i,
+                None => {
+                    n.kids.push((part.into(), Node::default()));
+                    n.kids.len() - 1
+                }
+            };
+            n = &mut n.kids[i].1;
+        }
+        n.slot = Some(slot);
+    }
+
+    fn child(&self, key: &str) -> Option<&Node> {
+        self.kids.iter().find(|(k, _)| &**k == key).map(|(_, n)| n)
+    }
+}
+
+/// Decodes `line` (a JSON object) into the slots named by `root`.
+pub(super) fn extract<'l, const N: usize>(
+    root: &Node,
+    line: &'l [u8],
+) -> Result<[Val<'l>; N], ParseError> {
+    let mut out: [Val<'l>; N] = std::array::from_fn(|_| Val::Null);
+    let mut de = serde_json::Deserializer::from_slice(line);
+    let seed = Walk {
+        node: root,
+        out: &mut out,
+        top: true,
+    };
+    seed.deserialize(&mut de).map_err(json_err)?;
+    de.end().map_err(json_err)?;
+    Ok(out)
+}
+
+/// A JSON error without any of the input in it (values may be secrets).
+fn json_err(e: serde_json::Error) -> ParseError {
+    ParseError::Json(format!("{:?} error at column {}", e.classify(), e.column()))
+}
+
+struct Walk<'n, 'o, 'l, const N: usize> {
+    node: &'n Node,
+    out: &'o mut [Val<'l>; N],
+    top: bool,
+}
+
+impl<'n, 'o, 'l, const N: usize> Walk<'n, 'o, 'l, N> {
+    fn put(self, v: Val<'l>) -> Result<(), String> {
+        if self.top {
+            return Err("not a JSON object".into());
+        }
+        if let Some(slot) = self.node.slot.and_then(|s| self.out.get_mut(s)) {
+            *slot = v;
+        }
+        Ok(())
+    }
+}
+
+impl<'de, const N: usize> DeserializeSeed<'de> for Walk<'_, '_, 'de, N> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, const N: usize> Visitor<'de> for Walk<'_, '_, 'de, N> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<(), E> {
+        self.put(Val::Str(Cow::Borrowed(v))).map_err(E::custom)
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        self.put(Val::Str(Cow::Owned(v.to_owned())))
+            .map_err(E::custom)
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
+        self.put(Val::Int(v)).map_err(E::custom)
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
+        let v = i64::try_from(v).map_or(Val::Float(v as f64), Val::Int);
+        self.put(v).map_err(E::custom)
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+        self.put(Val::Float(v)).map_err(E::custom)
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
+        self.put(Val::Bool(v)).map_err(E::custom)
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.put(Val::Null).map_err(E::custom)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if self.top {
+            return Err(serde::de::Error::custom("not a JSON object"));
+        }
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key_seed(KeySeed(self.node))? {
+            match key {
+                Some(node) => map.next_value_seed(Walk {
+                    node,
+                    out: &mut *self.out,
+                    top: false,
+                })?,
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads a key and finds its child node without allocating (unless the key has escapes).
+struct KeySeed<'n>(&'n Node);
+
+impl<'de, 'n> DeserializeSeed<'de> for KeySeed<'n> {
+    type Value = Option<&'n Node>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de, 'n> Visitor<'de> for KeySeed<'n> {
+    type Value = Option<&'n Node>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(self.0.child(v))
+    }
+}
+
+/// The generic JSON-lines parser.
+pub struct JsonParser {
+    root: Node,
+    resolver: Resolver,
+    zone: Zone,
+}
+
+impl JsonParser {
+    /// Builds the path trie from the spec's field mapping.
+    pub fn new(spec: &ParserSpec) -> Result<JsonParser, SpecError> {
+        let f = &spec.fields;
+        let token = spec.token_field.as_deref().unwrap_or(&f.token);
+        let reason = spec.reason_field.as_deref().unwrap_or(&f.reason);
+        let ip = match &spec.client_ip {
+            ClientIp::Field(name) => name.as_str(),
+            _ => &f.ip,
+        };
+        let mut root = Node::default();
+        for (path, slot) in [
+            (f.ts.as_str(), TS),
+            (token, TOKEN),
+            (&f.user, USER),
+            (ip, IP),
+            (&f.status, STATUS),
+            (&f.outcome, OUTCOME),
+            (reason, REASON),
+            (XFF_PATH, XFF),
+        ] {
+            if path.is_empty() || path.split('.').any(str::is_empty) {
+                return Err(SpecError::Field(format!(
+                    "json field path {path:?} is empty or has an empty part"
+                )));
+            }
+            root.add(path, slot);
+        }
+        Ok(JsonParser {
+            root,
+            resolver: Resolver::new(
+                spec.client_ip == ClientIp::ForwardedFor,
+                &spec.trusted_proxies,
+            ),
+            zone: Zone::new(spec.timezone.as_ref()),
+        })
+    }
+}
+
+impl Parser for JsonParser {
+    fn parse<'l>(&mut self, line: &'l [u8]) -> Result<Parsed<'l>, ParseError> {
+        let mut v: [Val<'l>; SLOTS] = extract(&self.root, line)?;
+        let status = status(&v[STATUS])?;
+        let rejected = match &v[OUTCOME] {
+            Val::Bool(ok) => Some(!ok),
+            Val::Str(s) => outcome_word(s),
+            _ => None,
+        };
+        let Some(outcome) = decide(rejected, status, v[REASON].as_str()) else {
+            return Ok(Parsed::Skip);
+        };
+        let time = ts(&v[TS], &self.zone)?;
+        let peer = v[IP].as_str().and_then(|s| parse_addr(s.as_bytes()));
+        let ip = self
+            .resolver
+            .resolve(peer, v[XFF].as_str().map(str::as_bytes));
+        Ok(Parsed::Event(Record {
+            time: Some(time),
+            token: take_str(&mut v[TOKEN]),
+            ip,
+            user: take_str(&mut v[USER]),
+            status,
+            outcome,
+        }))
+    }
+}
+
+/// A present string value, moved out of its slot.
+fn take_str<'l>(v: &mut Val<'l>) -> Option<Cow<'l, str>> {
+    match std::mem::take(v) {
+        Val::Str(s) if present(&s).is_some() => Some(s),
+        Val::Int(n) => Some(Cow::Owned(n.to_string())),
+        _ => None,
+    }
+}
+
+/// A status number or numeric string; absent is `None`, anything else is an error.
+fn status(v: &Val<'_>) -> Result<Option<u16>, ParseError> {
+    match v {
+        Val::Null => Ok(None),
+        Val::Int(n) => u16::try_from(*n)
+            .ok()
+            .filter(|s| (100..600).contains(s))
+            .map(Some)
+            .ok_or(ParseError::Status),
+        Val::Str(s) if present(s).is_none() => Ok(None),
+        Val::Str(s) => super::parse_status(s.as_bytes()).map(Some),
+        _ => Err(ParseError::Status),
+    }
+}
+
+/// RFC 3339 or epoch (seconds or millis, number or numeric string).
+fn ts(v: &Val<'_>, zone: &Zone) -> Result<EventTime, ParseError> {
+    let t = match v {
+        Val::Str(s) => time::rfc3339(s.as_bytes(), zone).or_else(|| time::epoch_auto(s.as_bytes())),
+        Val::Int(n) if n.unsigned_abs() >= 100_000_000_000 => Some(EventTime::from_millis(*n)),
+        Val::Int(n) => Some(EventTime::from_secs(*n)),
+        Val::Float(f) if f.is_finite() && f.abs() < 1e15 => {
+            let ms = if f.abs() >= 1e11 { *f } else { f * 1000.0 };
+            Some(EventTime::from_millis(ms.round() as i64))
+        }
+        Val::Null => return Err(ParseError::MissingField("ts")),
+        _ => None,
+    };
+    t.ok_or(ParseError::Timestamp)
+}
