@@ -24,7 +24,7 @@
 //! client_ip = "peer"                # peer | x_forwarded_for | field:<name>
 //! trusted_proxies = ["10.0.0.0/8"]
 //! timezone = "UTC"                  # UTC | IANA name | +HH:MM
-//! token_kind = "auto"               # auto | id | secret (vault defaults to id)
+//! token_kind = "auto"               # auto | id | secret (vault and keycloak default to id)
 //! start_at = "end"                  # end | beginning
 //! watch = "notify"                  # notify | poll
 //! poll_interval_ms = 250

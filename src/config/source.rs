@@ -42,10 +42,11 @@ impl TokenKind {
         }
     }
 
-    /// The default for a preset: Vault's audit log already HMACs its tokens, so `id`.
+    /// The default for a preset: Vault's audit log already HMACs its tokens, and Keycloak's
+    /// token is `clientId:userId` (user ids are UUIDs, not secrets), so both are `id`.
     pub fn default_for(preset: Preset) -> TokenKind {
         match preset {
-            Preset::Vault => TokenKind::Id,
+            Preset::Vault | Preset::Keycloak => TokenKind::Id,
             _ => TokenKind::Auto,
         }
     }
