@@ -33,6 +33,9 @@ pub use scenario::{GenFormat, Scenario, UnknownName};
 
 use crate::event::{days_from_civil, EventTime};
 
+/// Days of normal history before attacks whose detectors need baselines.
+pub const LEARNING_DAYS: u32 = 5;
+
 /// What to generate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenOptions {

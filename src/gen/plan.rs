@@ -1,10 +1,7 @@
 //! When things happen: the run's span, the learning period and the attack day.
 
 use super::clock::{day_start, DAY, HOUR};
-use super::GenOptions;
-
-/// Days of normal history detectors with baselines get before an attack.
-pub(crate) const LEARNING_DAYS: i64 = 5;
+use super::{GenOptions, LEARNING_DAYS};
 
 /// The time frame of one run.
 #[derive(Debug, Clone, Copy)]
@@ -32,7 +29,7 @@ impl Plan {
             end,
             horizon: if opts.lines.is_some() { i64::MAX } else { end },
             attack_day: day_start(start) + (days - 1).max(0) * DAY,
-            learned: start + LEARNING_DAYS * DAY,
+            learned: start + i64::from(LEARNING_DAYS) * DAY,
         }
     }
 

@@ -199,13 +199,13 @@ impl<'a> Builder<'a> {
             Kind::Office => self.office_worker(false, "office_worker"),
             Kind::Expired => self.office_worker(true, "expired_refresh"),
             Kind::Service => {
-                let rate = 0.05 * 20f64.powf(self.pick.f64());
+                let rate = 0.03 * 20f64.powf(self.pick.f64());
                 self.machine(Mode::Steady, rate, "service", true);
             }
             Kind::Batch => self.machine(Mode::Batch, 0.0, "daily_batch", false),
             Kind::Growth => {
                 let from = self.plan.start + DAY + self.pick.range(0, DAY);
-                let rate = self.pick.range(20, 100) as f64 / 100.0;
+                let rate = self.pick.range(10, 50) as f64 / 100.0;
                 self.machine(Mode::Growth { from }, rate, "organic_growth", false);
             }
             Kind::Nat => self.nat_pool(),
@@ -296,7 +296,7 @@ impl<'a> Builder<'a> {
                 ips.push(ip);
             }
         }
-        let rate = self.pick.range(100, 300) as f64 / 100.0;
+        let rate = self.pick.range(30, 100) as f64 / 100.0;
         self.push_machine(id, Mode::Nat { ips }, rate, Some("nat_pool"));
     }
 

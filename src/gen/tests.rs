@@ -443,3 +443,30 @@ fn hard_cases_behave_benignly() {
         }
     }
 }
+
+/// Throughput report, not an assertion: `cargo test --lib gen::tests::throughput -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn throughput() {
+    for format in GenFormat::ALL {
+        let o = GenOptions {
+            lines: Some(1_000_000),
+            ..opts(format, 2000)
+        };
+        let began = std::time::Instant::now();
+        let s = generate(&o, &mut std::io::sink(), None).expect("generate");
+        let secs = began.elapsed().as_secs_f64();
+        println!(
+            "{format}: {} lines in {secs:.2} s = {:.0} lines/s",
+            s.lines,
+            s.lines as f64 / secs
+        );
+    }
+    let began = std::time::Instant::now();
+    let s = generate(&GenOptions::default(), &mut std::io::sink(), None).expect("generate");
+    let secs = began.elapsed().as_secs_f64();
+    println!(
+        "defaults: {} lines, {} incidents, {} hard cases in {secs:.2} s",
+        s.lines, s.incidents, s.hard_cases
+    );
+}

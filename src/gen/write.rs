@@ -249,11 +249,14 @@ pub(crate) fn push_u64(buf: &mut Vec<u8>, mut n: u64) {
     buf.extend_from_slice(&tmp[i..]);
 }
 
-/// The low `digits` nibbles of `v` as lowercase hex.
+/// The low `digits` (at most 16) nibbles of `v` as lowercase hex.
 fn push_hex(buf: &mut Vec<u8>, v: u64, digits: u32) {
-    for i in (0..digits).rev() {
-        buf.push(HEX[((v >> (i * 4)) & 0xf) as usize]);
+    let mut tmp = [0u8; 16];
+    let digits = digits.min(16) as usize;
+    for (i, slot) in tmp[..digits].iter_mut().rev().enumerate() {
+        *slot = HEX[((v >> (i * 4)) & 0xf) as usize];
     }
+    buf.extend_from_slice(&tmp[..digits]);
 }
 
 /// A token id: `ak_` + 12 hex.
