@@ -137,8 +137,11 @@ impl LineWriter {
             push_hmac(&mut self.buf, tok);
             self.buf.extend_from_slice(b"\",\"accessor\":\"");
             push_token(&mut self.buf, tok);
-            self.buf.extend_from_slice(b"\",\"display_name\":\"token-");
-            push_user(&mut self.buf, ev.user);
+            self.buf.extend_from_slice(b"\",\"display_name\":\"token");
+            if ev.user != 0 {
+                self.buf.push(b'-');
+                push_user(&mut self.buf, ev.user);
+            }
             self.buf.extend_from_slice(
                 b"\",\"policies\":[\"default\",\"app\"],\"token_policies\":[\"default\",\"app\"],\"token_type\":\"service\"",
             );
