@@ -1,0 +1,196 @@
+//! One followed file: its open handle, line splitter and committed offset.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::checkpoint::{Live, Registry};
+use super::identity::{fingerprint_file, DevIno};
+use super::lines::LineSplitter;
+use super::sink::{Sink, Stopped};
+use crate::event::SourceIdx;
+use crate::source::{Ack, LineBatch};
+
+/// Lines per batch: a batch is flushed once it holds this many bytes.
+pub const BATCH_BYTES: usize = 64 * 1024;
+/// Batches read from one file per pass before the others get a turn.
+const BATCHES_PER_PASS: usize = 16;
+
+/// What one read pass over a file found.
+#[derive(Debug, Default)]
+pub struct ReadOutcome {
+    /// The file shrank below the read offset and is read again from 0.
+    pub truncated: bool,
+    /// Bytes were read.
+    pub got_data: bool,
+    /// The pass stopped early; more data is waiting.
+    pub more: bool,
+    /// File size minus read offset.
+    pub lag: u64,
+    /// Over-long lines dropped.
+    pub too_long: u32,
+}
+
+/// A followed file.
+pub struct Tracked {
+    /// Registry key.
+    pub key: u64,
+    /// The source this file belongs to.
+    pub source: SourceIdx,
+    /// Last path it was seen at.
+    pub path: PathBuf,
+    /// Device and inode of the open handle.
+    pub id: DevIno,
+    /// Head fingerprint once known.
+    pub fp: Option<u64>,
+    /// Set while no include path leads to this file any more (renamed away or deleted).
+    pub orphan_since: Option<Instant>,
+    /// Scan generation that last saw it.
+    pub seen_gen: u64,
+    file: File,
+    split: LineSplitter,
+    committed: Arc<AtomicU64>,
+    sent_end: u64,
+    source_name: Arc<str>,
+    registry: Arc<Registry>,
+}
+
+/// Everything needed to start following a file.
+pub struct Opened {
+    /// Registry key.
+    pub key: u64,
+    /// Source index.
+    pub source: SourceIdx,
+    /// Source name.
+    pub source_name: Arc<str>,
+    /// Path.
+    pub path: PathBuf,
+    /// The open handle.
+    pub file: File,
+    /// Its identity.
+    pub id: DevIno,
+    /// Its fingerprint.
+    pub fp: Option<u64>,
+}
+
+impl Tracked {
+    /// Starts following at `split`'s position and registers for checkpointing.
+    pub fn new(o: Opened, split: LineSplitter, registry: Arc<Registry>) -> Self {
+        let start = split.line_end();
+        let t = Tracked {
+            key: o.key,
+            source: o.source,
+            path: o.path,
+            id: o.id,
+            fp: o.fp,
+            orphan_since: None,
+            seen_gen: 0,
+            file: o.file,
+            split,
+            committed: Arc::new(AtomicU64::new(start)),
+            sent_end: start,
+            source_name: o.source_name,
+            registry,
+        };
+        t.publish();
+        t
+    }
+
+    /// Pushes path, fingerprint and committed-offset cell to the checkpoint registry.
+    pub fn publish(&self) {
+        let live = Live {
+            source: self.source_name.to_string(),
+            path: self.path.clone(),
+            id: self.id,
+            fp: self.fp,
+            committed: Arc::clone(&self.committed),
+        };
+        self.registry.put(self.key, live);
+    }
+
+    /// Forgets the file in the registry (it is no longer followed).
+    pub fn unregister(&self) {
+        self.registry.remove(self.key);
+    }
+
+    /// Reads the file again from 0 (truncated or rewritten in place).
+    pub fn restart(&mut self, max_line: usize) {
+        self.split = LineSplitter::new(0, max_line);
+        // A fresh cell: acks of batches from before the truncation still in flight must not
+        // push the new offset forward.
+        self.committed = Arc::new(AtomicU64::new(0));
+        self.sent_end = 0;
+        self.fp = fingerprint_file(&self.file).ok().flatten();
+        self.publish();
+    }
+
+    /// The head fingerprint read now (for spotting a file rewritten in place).
+    pub fn current_fp(&self) -> io::Result<Option<u64>> {
+        fingerprint_file(&self.file)
+    }
+
+    /// Reads what is new, sending complete lines in batches.
+    pub fn read(
+        &mut self,
+        scratch: &mut [u8],
+        max_line: usize,
+        sink: &Sink,
+    ) -> io::Result<Result<ReadOutcome, Stopped>> {
+        let mut out = ReadOutcome::default();
+        if self.file.metadata()?.len() < self.split.next_offset() {
+            self.restart(max_line);
+            out.truncated = true;
+        }
+        let mut batch = Vec::with_capacity(BATCH_BYTES);
+        let mut sent = 0;
+        loop {
+            let n = self.file.read_at(scratch, self.split.next_offset())?;
+            if n == 0 {
+                break;
+            }
+            out.got_data = true;
+            out.too_long += self.split.feed(scratch.get(..n).unwrap_or_default(), &mut batch);
+            if batch.len() >= BATCH_BYTES {
+                if let Err(s) = self.flush(&mut batch, sink) {
+                    return Ok(Err(s));
+                }
+                sent += 1;
+                if sent >= BATCHES_PER_PASS {
+                    out.more = true;
+                    break;
+                }
+            }
+        }
+        if let Err(s) = self.flush(&mut batch, sink) {
+            return Ok(Err(s));
+        }
+        if self.fp.is_none() && out.got_data {
+            self.fp = fingerprint_file(&self.file)?;
+            self.publish();
+        }
+        let size = self.file.metadata()?.len();
+        out.lag = size.saturating_sub(self.split.next_offset());
+        Ok(Ok(out))
+    }
+
+    /// Sends the batch (possibly empty, to let dropped or skipped bytes be committed).
+    fn flush(&mut self, batch: &mut Vec<u8>, sink: &Sink) -> Result<(), Stopped> {
+        let end = self.split.line_end();
+        if batch.is_empty() && end == self.sent_end {
+            return Ok(());
+        }
+        let buf = std::mem::replace(batch, Vec::with_capacity(BATCH_BYTES));
+        let ack = Ack::new(Arc::clone(&self.committed), end);
+        sink.send(LineBatch {
+            source: self.source,
+            buf,
+            ack: Some(ack),
+        })?;
+        self.sent_end = end;
+        Ok(())
+    }
+}
