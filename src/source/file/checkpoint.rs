@@ -180,8 +180,8 @@ pub fn load(dir: &Path, events: &dyn TailEvents) -> Vec<Entry> {
 }
 
 fn parse(bytes: &[u8]) -> io::Result<Vec<Entry>> {
-    let file: CheckpointFile = serde_json::from_slice(bytes)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let file: CheckpointFile =
+        serde_json::from_slice(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     if file.version != VERSION {
         let msg = format!("unsupported checkpoint version {}", file.version);
         return Err(io::Error::new(io::ErrorKind::InvalidData, msg));
@@ -223,13 +223,7 @@ pub fn take_match(
     let by_id = entries
         .iter()
         .position(|e| mine(e) && e.dev_ino() == id && agrees(e));
-    let by_fp = || {
-        fp.and_then(|f| {
-            entries
-                .iter()
-                .position(|e| mine(e) && e.fp() == Some(f))
-        })
-    };
+    let by_fp = || fp.and_then(|f| entries.iter().position(|e| mine(e) && e.fp() == Some(f)));
     if let Some(i) = by_id.or_else(by_fp) {
         let e = entries.remove(i);
         return match e.offset <= size {
@@ -269,11 +263,17 @@ mod tests {
         let p = Path::new("/l/app.log");
         let other = Path::new("/l/app.log.1");
         let mut v = vec![entry(5, Some(9), 100)];
-        assert_eq!(take_match(&mut v, "s", other, id(5), Some(9), 200), Resume::At(100));
+        assert_eq!(
+            take_match(&mut v, "s", other, id(5), Some(9), 200),
+            Resume::At(100)
+        );
         assert!(v.is_empty());
         // Copied elsewhere (new inode, same head).
         let mut v = vec![entry(5, Some(9), 100)];
-        assert_eq!(take_match(&mut v, "s", other, id(6), Some(9), 200), Resume::At(100));
+        assert_eq!(
+            take_match(&mut v, "s", other, id(6), Some(9), 200),
+            Resume::At(100)
+        );
         // Same inode, other head: truncated and rewritten.
         let mut v = vec![entry(5, Some(9), 100)];
         let r = take_match(&mut v, "s", p, id(5), Some(8), 500);

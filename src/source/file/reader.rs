@@ -170,19 +170,14 @@ impl Reader {
         let Some(src) = self.sources.get_mut(i) else {
             return;
         };
-        let max_line = src.cfg.max_line_bytes;
         if let Some(t) = src.files.iter_mut().find(|t| t.id == id) {
+            // Same inode, held open by us: the same file, maybe renamed (truncation is
+            // checked on every read).
             t.seen_gen = gen;
             if t.path != path {
                 src.seen_paths.insert(path.clone());
                 t.path = path;
                 t.publish();
-            }
-            let rewritten = matches!((t.fp, t.current_fp()), (Some(a), Ok(Some(b))) if a != b);
-            if rewritten {
-                // Same inode, other head: truncated and written past our offset since.
-                t.restart(max_line);
-                self.events.file_truncated(t.source, &t.path);
             }
             return;
         }
@@ -213,8 +208,12 @@ impl Reader {
         let rotated_here = src.seen_paths.contains(&path);
         let (split, event) = match resume {
             Resume::At(off) => (LineSplitter::new(off, max_line), Event::Added),
-            Resume::Replaced { truncated: true } => (LineSplitter::new(0, max_line), Event::Truncated),
-            Resume::Replaced { truncated: false } => (LineSplitter::new(0, max_line), Event::Rotated),
+            Resume::Replaced { truncated: true } => {
+                (LineSplitter::new(0, max_line), Event::Truncated)
+            }
+            Resume::Replaced { truncated: false } => {
+                (LineSplitter::new(0, max_line), Event::Rotated)
+            }
             Resume::Unknown if first && src.cfg.start_at == StartAt::End => {
                 (start_at_end(&file, size, max_line)?, Event::Added)
             }
@@ -230,7 +229,8 @@ impl Reader {
             id,
             fp,
         };
-        let mut t = Tracked::new(opened, split, Arc::clone(&self.registry));
+        let events = Arc::clone(&self.events);
+        let mut t = Tracked::new(opened, split, Arc::clone(&self.registry), events);
         t.seen_gen = self.scan_gen;
         src.seen_paths.insert(path.clone());
         src.files.push(t);
@@ -259,12 +259,6 @@ impl Reader {
                         continue;
                     }
                 };
-                if o.truncated {
-                    self.events.file_truncated(t.source, &t.path);
-                }
-                for _ in 0..o.too_long {
-                    self.events.line_too_long(t.source);
-                }
                 more |= o.more;
                 lag += o.lag;
                 let idle_orphan = t.orphan_since.is_some_and(|s| s.elapsed() >= grace);

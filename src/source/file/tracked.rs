@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::checkpoint::{Live, Registry};
+use super::events::TailEvents;
 use super::identity::{fingerprint_file, DevIno};
 use super::lines::LineSplitter;
 use super::sink::{Sink, Stopped};
@@ -23,16 +24,12 @@ const BATCHES_PER_PASS: usize = 16;
 /// What one read pass over a file found.
 #[derive(Debug, Default)]
 pub struct ReadOutcome {
-    /// The file shrank below the read offset and is read again from 0.
-    pub truncated: bool,
     /// Bytes were read.
     pub got_data: bool,
     /// The pass stopped early; more data is waiting.
     pub more: bool,
     /// File size minus read offset.
     pub lag: u64,
-    /// Over-long lines dropped.
-    pub too_long: u32,
 }
 
 /// A followed file.
@@ -57,6 +54,7 @@ pub struct Tracked {
     sent_end: u64,
     source_name: Arc<str>,
     registry: Arc<Registry>,
+    events: Arc<dyn TailEvents>,
 }
 
 /// Everything needed to start following a file.
@@ -79,7 +77,12 @@ pub struct Opened {
 
 impl Tracked {
     /// Starts following at `split`'s position and registers for checkpointing.
-    pub fn new(o: Opened, split: LineSplitter, registry: Arc<Registry>) -> Self {
+    pub fn new(
+        o: Opened,
+        split: LineSplitter,
+        registry: Arc<Registry>,
+        events: Arc<dyn TailEvents>,
+    ) -> Self {
         let start = split.line_end();
         let t = Tracked {
             key: o.key,
@@ -95,6 +98,7 @@ impl Tracked {
             sent_end: start,
             source_name: o.source_name,
             registry,
+            events,
         };
         t.publish();
         t
@@ -128,9 +132,15 @@ impl Tracked {
         self.publish();
     }
 
-    /// The head fingerprint read now (for spotting a file rewritten in place).
-    pub fn current_fp(&self) -> io::Result<Option<u64>> {
-        fingerprint_file(&self.file)
+    /// True when the file was truncated (copytruncate): it is shorter than the read offset,
+    /// or its head changed (truncated and already written past the offset again).
+    fn rewritten(&self) -> io::Result<bool> {
+        if self.file.metadata()?.len() < self.split.next_offset() {
+            return Ok(true);
+        }
+        // One 256-byte pread per pass: cheap next to the read, and it catches the
+        // truncate-then-outgrow case a size check cannot see.
+        Ok(self.fp.is_some() && fingerprint_file(&self.file)? != self.fp)
     }
 
     /// Reads what is new, sending complete lines in batches.
@@ -141,9 +151,11 @@ impl Tracked {
         sink: &Sink,
     ) -> io::Result<Result<ReadOutcome, Stopped>> {
         let mut out = ReadOutcome::default();
-        if self.file.metadata()?.len() < self.split.next_offset() {
+        // Events are reported before the lines they concern are sent, so a consumer that
+        // saw the lines also sees the counts.
+        if self.rewritten()? {
             self.restart(max_line);
-            out.truncated = true;
+            self.events.file_truncated(self.source, &self.path);
         }
         let mut batch = Vec::with_capacity(BATCH_BYTES);
         let mut sent = 0;
@@ -153,7 +165,10 @@ impl Tracked {
                 break;
             }
             out.got_data = true;
-            out.too_long += self.split.feed(scratch.get(..n).unwrap_or_default(), &mut batch);
+            let chunk = scratch.get(..n).unwrap_or_default();
+            for _ in 0..self.split.feed(chunk, &mut batch) {
+                self.events.line_too_long(self.source);
+            }
             if batch.len() >= BATCH_BYTES {
                 if let Err(s) = self.flush(&mut batch, sink) {
                     return Ok(Err(s));
