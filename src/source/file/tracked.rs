@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use super::checkpoint::{Live, Registry};
 use super::events::TailEvents;
-use super::identity::{fingerprint_file, DevIno};
+use super::identity::{fingerprint_file, fingerprint_of, DevIno};
 use super::lines::LineSplitter;
 use super::sink::{Sink, Stopped};
 use crate::event::SourceIdx;
@@ -166,6 +166,9 @@ impl Tracked {
             }
             out.got_data = true;
             let chunk = scratch.get(..n).unwrap_or_default();
+            if self.fp.is_none() {
+                self.learn_fp(chunk)?;
+            }
             for _ in 0..self.split.feed(chunk, &mut batch) {
                 self.events.line_too_long(self.source);
             }
@@ -183,13 +186,26 @@ impl Tracked {
         if let Err(s) = self.flush(&mut batch, sink) {
             return Ok(Err(s));
         }
-        if self.fp.is_none() && out.got_data {
-            self.fp = fingerprint_file(&self.file)?;
-            self.publish();
-        }
         let size = self.file.metadata()?.len();
         out.lag = size.saturating_sub(self.split.next_offset());
         Ok(Ok(out))
+    }
+
+    /// Fingerprints the head from the bytes just read (`chunk`, read at the splitter's
+    /// position) before any line of it is sent: once the consumer has the lines, a writer
+    /// may rotate, and a head read later could belong to the next generation of the file.
+    fn learn_fp(&mut self, chunk: &[u8]) -> io::Result<()> {
+        let from_chunk = (self.split.next_offset() == 0)
+            .then(|| fingerprint_of(chunk))
+            .flatten();
+        self.fp = match from_chunk {
+            Some(fp) => Some(fp),
+            None => fingerprint_file(&self.file)?,
+        };
+        if self.fp.is_some() {
+            self.publish();
+        }
+        Ok(())
     }
 
     /// Sends the batch (possibly empty, to let dropped or skipped bytes be committed).
