@@ -686,6 +686,11 @@ fn action() -> impl proptest::strategy::Strategy<Value = Action> {
 /// actions; rotations happen once the tailer has caught up, as in the stress test, since a
 /// file rotated away before it was ever opened is out of reach by design.
 fn run_model(actions: &[Action]) -> R {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
+    tracing::debug!(?actions, "model case");
     let dir = tempfile::tempdir()?;
     let (p, ck) = (dir.path().join("app.log"), dir.path().join("state"));
     let cfg = config(&p, StartAt::Beginning, WatchMode::Notify);

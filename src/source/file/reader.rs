@@ -174,6 +174,7 @@ impl Reader {
             // Same inode, held open by us: the same file, maybe renamed (truncation is
             // checked on every read).
             t.seen_gen = gen;
+            t.check_head = true;
             if t.path != path {
                 src.seen_paths.insert(path.clone());
                 t.path = path;
@@ -220,6 +221,7 @@ impl Reader {
             Resume::Unknown if rotated_here => (LineSplitter::new(0, max_line), Event::Rotated),
             Resume::Unknown => (LineSplitter::new(0, max_line), Event::Added),
         };
+        tracing::debug!(path = %path.display(), ?id, ?fp, size, start = split.line_end(), first, "following file");
         let opened = Opened {
             key,
             source: src.cfg.source,
@@ -268,6 +270,7 @@ impl Reader {
             }
             for idx in retire.into_iter().rev() {
                 let t = src.files.remove(idx);
+                tracing::debug!(path = %t.path.display(), id = ?t.id, "closing rotated-away file");
                 t.unregister();
             }
             self.events.lag_bytes(src.cfg.source, lag);

@@ -48,6 +48,10 @@ pub struct Tracked {
     pub orphan_since: Option<Instant>,
     /// Scan generation that last saw it.
     pub seen_gen: u64,
+    /// Compare the head at the next read even if the size looks unchanged (set by the
+    /// periodic scan: a truncate-and-regrow to the very same size is otherwise invisible).
+    pub check_head: bool,
+    last_size: u64,
     file: File,
     split: LineSplitter,
     committed: Arc<AtomicU64>,
@@ -92,6 +96,8 @@ impl Tracked {
             fp: o.fp,
             orphan_since: None,
             seen_gen: 0,
+            check_head: false,
+            last_size: 0,
             file: o.file,
             split,
             committed: Arc::new(AtomicU64::new(start)),
@@ -134,12 +140,19 @@ impl Tracked {
 
     /// True when the file was truncated (copytruncate): it is shorter than the read offset,
     /// or its head changed (truncated and already written past the offset again).
-    fn rewritten(&self) -> io::Result<bool> {
-        if self.file.metadata()?.len() < self.split.next_offset() {
+    fn rewritten(&self, size: u64) -> io::Result<bool> {
+        if size < self.split.next_offset() {
             return Ok(true);
         }
-        // One 256-byte pread per pass: cheap next to the read, and it catches the
-        // truncate-then-outgrow case a size check cannot see.
+        // A 256-byte pread: it catches the truncate-then-outgrow case a size check
+        // cannot see.
+        self.head_changed()
+    }
+
+    /// True when the file's head no longer matches the known fingerprint. Checked after
+    /// every read too: a writer always writes a new generation's head before anything we
+    /// could read past our offset, so this closes the check-then-read race.
+    fn head_changed(&self) -> io::Result<bool> {
         Ok(self.fp.is_some() && fingerprint_file(&self.file)? != self.fp)
     }
 
@@ -151,9 +164,18 @@ impl Tracked {
         sink: &Sink,
     ) -> io::Result<Result<ReadOutcome, Stopped>> {
         let mut out = ReadOutcome::default();
+        let size = self.file.metadata()?.len();
+        let idle = size == self.last_size && size == self.split.next_offset();
+        self.last_size = size;
+        if idle && !std::mem::take(&mut self.check_head) {
+            // Nothing new: one fstat per pass for an idle file, no head read.
+            return Ok(Ok(out));
+        }
         // Events are reported before the lines they concern are sent, so a consumer that
         // saw the lines also sees the counts.
-        if self.rewritten()? {
+        if self.rewritten(size)? {
+            let (next, fp) = (self.split.next_offset(), self.fp);
+            tracing::debug!(path = %self.path.display(), id = ?self.id, size, next, ?fp, "truncated");
             self.restart(max_line);
             self.events.file_truncated(self.source, &self.path);
         }
@@ -165,6 +187,17 @@ impl Tracked {
                 break;
             }
             out.got_data = true;
+            if self.head_changed()? {
+                // Truncated and rewritten between our size check and this read: the bytes
+                // belong to the new generation at a wrong offset. Keep the lines read
+                // before, drop these, start over at 0.
+                if let Err(s) = self.flush(&mut batch, sink) {
+                    return Ok(Err(s));
+                }
+                self.restart(max_line);
+                self.events.file_truncated(self.source, &self.path);
+                continue;
+            }
             let chunk = scratch.get(..n).unwrap_or_default();
             if self.fp.is_none() {
                 self.learn_fp(chunk)?;
