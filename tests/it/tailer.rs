@@ -769,3 +769,27 @@ proptest::proptest! {
         run_model(&actions).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
     }
 }
+
+#[test]
+fn symlinked_file_is_followed_through_its_target_directory() -> R {
+    // Kubernetes: /var/log/containers/*.log are symlinks into /var/log/pods/…, and the
+    // kubelet rotates the target by rename+create.
+    let dir = tempfile::tempdir()?;
+    let (pods, containers) = (dir.path().join("pods"), dir.path().join("containers"));
+    fs::create_dir_all(&pods)?;
+    fs::create_dir_all(&containers)?;
+    let target = pods.join("0.log");
+    append(&target, "")?;
+    std::os::unix::fs::symlink(&target, containers.join("app.log"))?;
+    let mut cfg = config(
+        &containers.join("*.log"),
+        StartAt::Beginning,
+        WatchMode::Notify,
+    );
+    cfg.poll_interval = Duration::from_secs(30);
+    let mut run = start(cfg, None, 16)?;
+    append(&target, &numbered("k", 0..2))?;
+    // Only an inotify watch on the target's directory can deliver within the deadline.
+    run.until_lines(2)?;
+    Ok(())
+}

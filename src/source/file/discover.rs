@@ -47,6 +47,16 @@ pub fn watch_dir(pattern: &str) -> Option<(PathBuf, bool)> {
     Some((dir, recursive))
 }
 
+/// The directory holding a symlink's final target, `None` for a plain file.
+pub fn symlink_target_dir(path: &Path) -> Option<PathBuf> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if !meta.file_type().is_symlink() {
+        return None;
+    }
+    let target = std::fs::canonicalize(path).ok()?;
+    target.parent().map(Path::to_path_buf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

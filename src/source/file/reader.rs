@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::checkpoint::{take_match, Entry, Registry, Resume};
-use super::discover::{expand, watch_dir};
+use super::discover::{expand, symlink_target_dir, watch_dir};
 use super::events::TailEvents;
 use super::identity::{fingerprint_file, DevIno};
 use super::lines::LineSplitter;
@@ -145,6 +145,13 @@ impl Reader {
             }
         }
         for path in expand(&patterns) {
+            if watch == WatchMode::Notify {
+                // A symlink (Kubernetes' /var/log/containers) is written in its target's
+                // directory: watch that one too.
+                if let Some(dir) = symlink_target_dir(&path) {
+                    self.watcher.ensure(&dir, false);
+                }
+            }
             self.visit(i, path);
         }
         let (gen, now) = (self.scan_gen, Instant::now());
@@ -201,26 +208,11 @@ impl Reader {
         let Some(src) = self.sources.get_mut(i) else {
             return Ok(());
         };
-        let max_line = src.cfg.max_line_bytes;
         let resume = match first {
             true => take_match(&mut self.loaded, &src.name, &path, id, fp, size),
             false => Resume::Unknown,
         };
-        let rotated_here = src.seen_paths.contains(&path);
-        let (split, event) = match resume {
-            Resume::At(off) => (LineSplitter::new(off, max_line), Event::Added),
-            Resume::Replaced { truncated: true } => {
-                (LineSplitter::new(0, max_line), Event::Truncated)
-            }
-            Resume::Replaced { truncated: false } => {
-                (LineSplitter::new(0, max_line), Event::Rotated)
-            }
-            Resume::Unknown if first && src.cfg.start_at == StartAt::End => {
-                (start_at_end(&file, size, max_line)?, Event::Added)
-            }
-            Resume::Unknown if rotated_here => (LineSplitter::new(0, max_line), Event::Rotated),
-            Resume::Unknown => (LineSplitter::new(0, max_line), Event::Added),
-        };
+        let (split, event) = start_position(src, &path, resume, first, &file, size)?;
         tracing::debug!(path = %path.display(), ?id, ?fp, size, start = split.line_end(), first, "following file");
         let opened = Opened {
             key,
@@ -290,6 +282,32 @@ enum Event {
     Added,
     Rotated,
     Truncated,
+}
+
+/// Where a newly found file starts, and what it is: a checkpoint match resumes; a file
+/// replaced while we were down, or one at a path that held a followed file, starts at 0;
+/// a file found by the first scan with no checkpoint follows `start_at`; any other new file
+/// is read from its beginning.
+fn start_position(
+    src: &SourceState,
+    path: &Path,
+    resume: Resume,
+    first: bool,
+    file: &File,
+    size: u64,
+) -> io::Result<(LineSplitter, Event)> {
+    let max_line = src.cfg.max_line_bytes;
+    let zero = || LineSplitter::new(0, max_line);
+    Ok(match resume {
+        Resume::At(off) => (LineSplitter::new(off, max_line), Event::Added),
+        Resume::Replaced { truncated: true } => (zero(), Event::Truncated),
+        Resume::Replaced { truncated: false } => (zero(), Event::Rotated),
+        Resume::Unknown if first && src.cfg.start_at == StartAt::End => {
+            (start_at_end(file, size, max_line)?, Event::Added)
+        }
+        Resume::Unknown if src.seen_paths.contains(path) => (zero(), Event::Rotated),
+        Resume::Unknown => (zero(), Event::Added),
+    })
 }
 
 /// Positions a splitter at the end of a file, on a line boundary: just after the last `\n`
