@@ -23,6 +23,8 @@ use super::{StartAt, TailConfig, WatchMode};
 
 /// A file no include path leads to any more is closed once idle this long.
 const ORPHAN_GRACE_MIN: Duration = Duration::from_secs(2);
+/// Remembered paths per source (date-stamped file names must not grow it forever).
+const MAX_SEEN_PATHS: usize = 4096;
 /// How far back a start-at-end looks for the last line boundary.
 const TAIL_WINDOW: u64 = 64 * 1024;
 
@@ -226,6 +228,10 @@ impl Reader {
         let events = Arc::clone(&self.events);
         let mut t = Tracked::new(opened, split, Arc::clone(&self.registry), events);
         t.seen_gen = self.scan_gen;
+        if src.seen_paths.len() >= MAX_SEEN_PATHS {
+            // Only the event name (rotated vs added) depends on it: bound it crudely.
+            src.seen_paths.clear();
+        }
         src.seen_paths.insert(path.clone());
         src.files.push(t);
         let source = src.cfg.source;
