@@ -80,19 +80,95 @@ impl Metrics {
     pub fn new() -> Metrics {
         let r = Registry::new();
         let m = Metrics {
-            checks: counter_vec(&r, "auth_token_check_total", "Token checks seen in auth logs.", &["source"]),
-            rejected: counter_vec(&r, "auth_token_rejected_total", "Token checks that were rejected, by reason.", &["source", "reason"]),
-            lines: counter_vec(&r, "tokenwatch_lines_total", "Log lines read, by parse result.", &["source", "result"]),
-            malformed: counter_vec(&r, "tokenwatch_malformed_lines_total", "Lines that could not be parsed, by reason.", &["source", "reason"]),
-            too_long: counter_vec(&r, "tokenwatch_lines_too_long_total", "Lines over max_line_bytes, dropped.", &["source"]),
-            lag_bytes: gauge_vec(&r, "tokenwatch_source_lag_bytes", "Bytes written to a source's files but not yet read.", &["source"]),
-            rotations: counter_vec(&r, "tokenwatch_file_rotations_total", "File rotations and truncations seen.", &["source", "kind"]),
-            files_opened: counter_vec(&r, "tokenwatch_files_opened_total", "Files the tailer started following.", &["source"]),
-            read_errors: counter_vec(&r, "tokenwatch_read_errors_total", "I/O errors reading a source's files.", &["source"]),
-            checkpoint_last_success: reg(&r, IntGauge::new("tokenwatch_checkpoint_last_success_timestamp_seconds", "Unix time of the last successful checkpoint write.").unwrap_or_else(|e| panic!("{e}"))),
-            checkpoint_failures: reg(&r, IntCounter::new("tokenwatch_checkpoint_failures_total", "Checkpoint writes that failed.").unwrap_or_else(|e| panic!("{e}"))),
-            event_lag: reg(&r, Histogram::with_opts(HistogramOpts::new("tokenwatch_event_lag_seconds", "Wall clock minus event time of processed lines, sampled per batch.").buckets(vec![0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0])).unwrap_or_else(|e| panic!("{e}"))),
-            reloads: counter_vec(&r, "tokenwatch_config_reloads_total", "Config reloads (SIGHUP), by result.", &["result"]),
+            checks: counter_vec(
+                &r,
+                "auth_token_check_total",
+                "Token checks seen in auth logs.",
+                &["source"],
+            ),
+            rejected: counter_vec(
+                &r,
+                "auth_token_rejected_total",
+                "Token checks that were rejected, by reason.",
+                &["source", "reason"],
+            ),
+            lines: counter_vec(
+                &r,
+                "tokenwatch_lines_total",
+                "Log lines read, by parse result.",
+                &["source", "result"],
+            ),
+            malformed: counter_vec(
+                &r,
+                "tokenwatch_malformed_lines_total",
+                "Lines that could not be parsed, by reason.",
+                &["source", "reason"],
+            ),
+            too_long: counter_vec(
+                &r,
+                "tokenwatch_lines_too_long_total",
+                "Lines over max_line_bytes, dropped.",
+                &["source"],
+            ),
+            lag_bytes: gauge_vec(
+                &r,
+                "tokenwatch_source_lag_bytes",
+                "Bytes written to a source's files but not yet read.",
+                &["source"],
+            ),
+            rotations: counter_vec(
+                &r,
+                "tokenwatch_file_rotations_total",
+                "File rotations and truncations seen.",
+                &["source", "kind"],
+            ),
+            files_opened: counter_vec(
+                &r,
+                "tokenwatch_files_opened_total",
+                "Files the tailer started following.",
+                &["source"],
+            ),
+            read_errors: counter_vec(
+                &r,
+                "tokenwatch_read_errors_total",
+                "I/O errors reading a source's files.",
+                &["source"],
+            ),
+            checkpoint_last_success: reg(
+                &r,
+                IntGauge::new(
+                    "tokenwatch_checkpoint_last_success_timestamp_seconds",
+                    "Unix time of the last successful checkpoint write.",
+                )
+                .unwrap_or_else(|e| panic!("{e}")),
+            ),
+            checkpoint_failures: reg(
+                &r,
+                IntCounter::new(
+                    "tokenwatch_checkpoint_failures_total",
+                    "Checkpoint writes that failed.",
+                )
+                .unwrap_or_else(|e| panic!("{e}")),
+            ),
+            event_lag: reg(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "tokenwatch_event_lag_seconds",
+                        "Wall clock minus event time of processed lines, sampled per batch.",
+                    )
+                    .buckets(vec![
+                        0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0,
+                    ]),
+                )
+                .unwrap_or_else(|e| panic!("{e}")),
+            ),
+            reloads: counter_vec(
+                &r,
+                "tokenwatch_config_reloads_total",
+                "Config reloads (SIGHUP), by result.",
+                &["result"],
+            ),
             registry: r,
         };
         m.register_static();
@@ -129,9 +205,15 @@ impl Metrics {
             name: name.to_string(),
             checks: self.checks.with_label_values(&[name]),
             rejected,
-            parsed: self.lines.with_label_values(&[name, LineResult::Parsed.as_str()]),
-            skipped: self.lines.with_label_values(&[name, LineResult::Skipped.as_str()]),
-            malformed: self.lines.with_label_values(&[name, LineResult::Malformed.as_str()]),
+            parsed: self
+                .lines
+                .with_label_values(&[name, LineResult::Parsed.as_str()]),
+            skipped: self
+                .lines
+                .with_label_values(&[name, LineResult::Skipped.as_str()]),
+            malformed: self
+                .lines
+                .with_label_values(&[name, LineResult::Malformed.as_str()]),
             malformed_by: self.malformed.clone(),
             too_long: self.too_long.with_label_values(&[name]),
             lag_bytes: self.lag_bytes.with_label_values(&[name]),

@@ -125,7 +125,14 @@ impl Pipeline {
             let end = memchr::memchr(b'\n', &buf[start..]).map_or(buf.len(), |i| start + i);
             let line = &buf[start..end];
             start = end + 1;
-            handle_line(stage, source, line, &self.fingerprinter, &mut self.sink, &mut counts);
+            handle_line(
+                stage,
+                source,
+                line,
+                &self.fingerprinter,
+                &mut self.sink,
+                &mut counts,
+            );
         }
         flush(stage, &mut counts, &mut self.totals, self.lag.as_ref());
         self.counts = counts;

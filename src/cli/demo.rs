@@ -57,7 +57,10 @@ async fn demo(args: DemoArgs) -> Result<(), CliError> {
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let (log, labels) = (dir.join("access.log"), dir.join("labels.jsonl"));
-    eprintln!("tokenwatch demo: generating {} days of traffic for {} tokens ...", args.days, args.tokens);
+    eprintln!(
+        "tokenwatch demo: generating {} days of traffic for {} tokens ...",
+        args.days, args.tokens
+    );
     generate(&args, &log, &labels)?;
 
     let mut cfg = Config::embedded_default();
@@ -83,9 +86,11 @@ async fn demo(args: DemoArgs) -> Result<(), CliError> {
     // A demo key: the generated ids are not secrets, and nothing is persisted.
     let mut pipeline = Pipeline::new(stages, Fingerprinter::new(b"tokenwatch-demo"), None);
     let log2 = log.clone();
-    let (pipeline, secs) = tokio::task::spawn_blocking(move || replay_with_progress(&log2, &mut pipeline).map(|s| (pipeline, s)))
-        .await
-        .context("replay task")??;
+    let (pipeline, secs) = tokio::task::spawn_blocking(move || {
+        replay_with_progress(&log2, &mut pipeline).map(|s| (pipeline, s))
+    })
+    .await
+    .context("replay task")??;
     report(&pipeline, secs, &log, &labels, addr)?;
     if args.keep_running {
         eprintln!("serving on http://{addr}/metrics until Ctrl-C ...");
@@ -96,13 +101,19 @@ async fn demo(args: DemoArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn generate(args: &DemoArgs, log: &std::path::Path, labels: &std::path::Path) -> anyhow::Result<()> {
+fn generate(
+    args: &DemoArgs,
+    log: &std::path::Path,
+    labels: &std::path::Path,
+) -> anyhow::Result<()> {
     let opts = crate::gen::GenOptions {
         tokens: args.tokens,
         days: args.days,
         ..crate::gen::GenOptions::default()
     };
-    let mut out = std::io::BufWriter::new(std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?);
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?,
+    );
     let mut lab = std::io::BufWriter::new(std::fs::File::create(labels)?);
     crate::gen::generate(&opts, &mut out, Some(&mut lab)).context("generating the demo log")?;
     out.flush()?;
@@ -131,19 +142,42 @@ fn replay_with_progress(log: &std::path::Path, p: &mut Pipeline) -> anyhow::Resu
     Ok(started.elapsed().as_secs_f64())
 }
 
-fn report(p: &Pipeline, secs: f64, log: &std::path::Path, labels: &std::path::Path, addr: SocketAddr) -> anyhow::Result<()> {
+fn report(
+    p: &Pipeline,
+    secs: f64,
+    log: &std::path::Path,
+    labels: &std::path::Path,
+    addr: SocketAddr,
+) -> anyhow::Result<()> {
     let t = p.totals();
     let mut o = std::io::stdout().lock();
     writeln!(o, "\ntokenwatch demo report")?;
     writeln!(o, "  log           {}", log.display())?;
     writeln!(o, "  ground truth  {}", labels.display())?;
-    writeln!(o, "  lines         {}  ({:.0} lines/s)", t.lines, t.lines as f64 / secs.max(1e-9))?;
+    writeln!(
+        o,
+        "  lines         {}  ({:.0} lines/s)",
+        t.lines,
+        t.lines as f64 / secs.max(1e-9)
+    )?;
     writeln!(o, "  token checks  {}", t.events)?;
-    writeln!(o, "  rejected      {}  ({:.1} %)", t.rejected, 100.0 * t.rejected as f64 / (t.events.max(1)) as f64)?;
+    writeln!(
+        o,
+        "  rejected      {}  ({:.1} %)",
+        t.rejected,
+        100.0 * t.rejected as f64 / (t.events.max(1)) as f64
+    )?;
     writeln!(o, "  malformed     {}", t.malformed)?;
     writeln!(o, "\nLook at:")?;
-    writeln!(o, "  http://{addr}/metrics   e.g. auth_token_check_total, auth_token_rejected_total")?;
+    writeln!(
+        o,
+        "  http://{addr}/metrics   e.g. auth_token_check_total, auth_token_rejected_total"
+    )?;
     writeln!(o, "  http://{addr}/readyz")?;
-    writeln!(o, "  tokenwatch parse --format nginx {} | head", log.display())?;
+    writeln!(
+        o,
+        "  tokenwatch parse --format nginx {} | head",
+        log.display()
+    )?;
     Ok(())
 }

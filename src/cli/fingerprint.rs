@@ -28,7 +28,11 @@ pub fn run(args: FingerprintArgs) -> Result<(), CliError> {
     std::io::stdin()
         .read_to_string(&mut input)
         .context("reading stdin")?;
-    let kind = if args.auto { TokenKind::Auto } else { TokenKind::Secret };
+    let kind = if args.auto {
+        TokenKind::Auto
+    } else {
+        TokenKind::Secret
+    };
     let mut any = false;
     for line in input.lines().filter(|l| !l.trim().is_empty()) {
         if let Some(id) = identify(line, kind, &fp) {

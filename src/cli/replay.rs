@@ -43,7 +43,10 @@ pub struct ReplayArgs {
 pub fn parse_preset(s: &str) -> Result<Preset, String> {
     Preset::from_name(s).ok_or_else(|| {
         let names: Vec<&str> = Preset::ALL.iter().map(|(_, n)| *n).collect();
-        format!("unknown format {s:?} (expected one of {})", names.join(", "))
+        format!(
+            "unknown format {s:?} (expected one of {})",
+            names.join(", ")
+        )
     })
 }
 
@@ -106,10 +109,13 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
 /// Feeds one file (or stdin for `-`) through the pipeline as source 0.
 pub(crate) fn replay_file(path: &std::path::Path, p: &mut Pipeline) -> anyhow::Result<u64> {
     if path.as_os_str() == "-" {
-        return Ok(for_each_chunk(std::io::stdin().lock(), |c| p.process_lines(0, c))?);
+        return Ok(for_each_chunk(std::io::stdin().lock(), |c| {
+            p.process_lines(0, c)
+        })?);
     }
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    for_each_chunk(f, |c| p.process_lines(0, c)).with_context(|| format!("reading {}", path.display()))
+    for_each_chunk(f, |c| p.process_lines(0, c))
+        .with_context(|| format!("reading {}", path.display()))
 }
 
 fn write_out(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
@@ -121,7 +127,11 @@ fn write_out(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 fn print_summary(t: &Totals, bytes: u64, secs: f64, json: bool) -> anyhow::Result<()> {
-    let rate = if secs > 0.0 { t.lines as f64 / secs } else { 0.0 };
+    let rate = if secs > 0.0 {
+        t.lines as f64 / secs
+    } else {
+        0.0
+    };
     let mut out = std::io::stdout().lock();
     if json {
         let malformed: serde_json::Map<String, serde_json::Value> = t

@@ -108,9 +108,7 @@ pub fn load_or_create_key(dir: &std::path::Path) -> std::io::Result<Vec<u8>> {
             Ok(text.into_bytes())
         }
         // Another process created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            read_key(&path)?.ok_or(e)
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_key(&path)?.ok_or(e),
         Err(e) => Err(e),
     }
 }

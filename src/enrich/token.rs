@@ -7,8 +7,22 @@ pub use crate::config::TokenKind;
 
 /// Prefixes of well-known secret formats (OpenAI/Dify/LobeChat keys, Vault, GitHub, Slack, GitLab).
 const SECRET_PREFIXES: &[&str] = &[
-    "sk-", "app-", "dataset-", "hvs.", "hvb.", "s.", "ghp_", "gho_", "ghs_", "github_pat_",
-    "xoxb-", "xoxp-", "glpat-", "sk_live_", "sk_test_", "rk_live_",
+    "sk-",
+    "app-",
+    "dataset-",
+    "hvs.",
+    "hvb.",
+    "s.",
+    "ghp_",
+    "gho_",
+    "ghs_",
+    "github_pat_",
+    "xoxb-",
+    "xoxp-",
+    "glpat-",
+    "sk_live_",
+    "sk_test_",
+    "rk_live_",
 ];
 
 /// Ids longer than this are treated as key material in `auto` mode.

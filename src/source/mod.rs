@@ -12,8 +12,9 @@ pub mod file;
 pub mod replay;
 pub mod tail_metrics;
 
-/// Complete lines read from one file, each terminated by `\n` (over-long lines are cut and
-/// terminated by the reader).
+/// Complete lines read from one file, each terminated by `\n`. Over-long lines are dropped
+/// whole by the reader (and counted); a batch may be empty and still carry an ack, when only
+/// dropped lines or skipped NUL runs moved the offset.
 #[derive(Debug)]
 pub struct LineBatch {
     /// Which configured source the lines belong to.

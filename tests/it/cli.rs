@@ -39,7 +39,7 @@ fn config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
     std::fs::write(
         &p,
         format!(
-            "[state]\ndir = \"{}\"\n{extra}\n[[source]]\nname = \"gw\"\n",
+            "[state]\ndir = \"{}\"\n{extra}\n[[source]]\nname = \"gw\"\npath = \"/var/log/nginx/access.log\"\n",
             dir.join("state").display()
         ),
     )
@@ -54,11 +54,22 @@ fn replay_summarises_a_file_and_stdin_alike() {
     let log = dir.path().join("access.log");
     std::fs::write(&log, LINES).unwrap();
     let cfg = cfg.to_str().unwrap();
-    let from_file = tokenwatch(&["replay", "-c", cfg, "--json", log.to_str().unwrap()], None, &[]);
-    assert!(from_file.status.success(), "{}", String::from_utf8_lossy(&from_file.stderr));
+    let from_file = tokenwatch(
+        &["replay", "-c", cfg, "--json", log.to_str().unwrap()],
+        None,
+        &[],
+    );
+    assert!(
+        from_file.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_file.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&from_file.stdout).unwrap();
     assert_eq!(v["lines"], 5);
-    assert_eq!(v["events"], 4, "a combined-only line still parses, without token");
+    assert_eq!(
+        v["events"], 4,
+        "a combined-only line still parses, without token"
+    );
     assert_eq!(v["rejected"], 1, "429 is not an auth rejection");
     assert_eq!(v["malformed"], 1);
     let from_stdin = tokenwatch(&["replay", "-c", cfg, "--json", "-"], Some(LINES), &[]);
@@ -72,12 +83,22 @@ fn replay_writes_metrics_without_token_labels() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "");
     let out = tokenwatch(
-        &["replay", "-c", cfg.to_str().unwrap(), "--metrics-out", "-", "-"],
+        &[
+            "replay",
+            "-c",
+            cfg.to_str().unwrap(),
+            "--metrics-out",
+            "-",
+            "-",
+        ],
         Some(LINES),
         &[],
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("auth_token_rejected_total{reason=\"expired\",source=\"gw\"} 1"), "{text}");
+    assert!(
+        text.contains("auth_token_rejected_total{reason=\"expired\",source=\"gw\"} 1"),
+        "{text}"
+    );
     assert!(!text.contains("ak_3f9c2b11d0aa"));
 }
 
@@ -85,7 +106,19 @@ fn replay_writes_metrics_without_token_labels() {
 fn parse_shows_failures_with_line_numbers() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "");
-    let out = tokenwatch(&["parse", "-c", cfg.to_str().unwrap(), "--format", "nginx", "-v", "-"], Some(LINES), &[]);
+    let out = tokenwatch(
+        &[
+            "parse",
+            "-c",
+            cfg.to_str().unwrap(),
+            "--format",
+            "nginx",
+            "-v",
+            "-",
+        ],
+        Some(LINES),
+        &[],
+    );
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Parsed (token checks): 4"), "{text}");
@@ -107,8 +140,16 @@ fn fingerprint_is_keyed_stable_and_hides_the_secret() {
     let cfg = config(dir.path(), "[fingerprint]\nkey = \"env:TW_TEST_KEY\"\n");
     let cfg = cfg.to_str().unwrap();
     let run = |key: &str| {
-        let out = tokenwatch(&["fingerprint", "-c", cfg], Some("sk-live-abcdefghijklmnopqrstuvwxyz\n"), &[("TW_TEST_KEY", key)]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = tokenwatch(
+            &["fingerprint", "-c", cfg],
+            Some("sk-live-abcdefghijklmnopqrstuvwxyz\n"),
+            &[("TW_TEST_KEY", key)],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     let a = run("one");
@@ -117,7 +158,11 @@ fn fingerprint_is_keyed_stable_and_hides_the_secret() {
     assert!(a.starts_with("fp:") && a.trim().len() == 19, "{a}");
     // A token in a replayed line gets the same fingerprint as the verb prints.
     let line = "203.0.113.9 - - [02/Mar/2026:13:55:36 +0000] \"GET / HTTP/1.1\" 200 5 \"-\" \"c\" \"Bearer sk-live-abcdefghijklmnopqrstuvwxyz\" \"-\"\n";
-    let out = tokenwatch(&["parse", "-c", cfg, "-v", "-"], Some(line), &[("TW_TEST_KEY", "one")]);
+    let out = tokenwatch(
+        &["parse", "-c", cfg, "-v", "-"],
+        Some(line),
+        &[("TW_TEST_KEY", "one")],
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(a.trim()), "{text}");
     assert!(!text.contains("sk-live"), "{text}");

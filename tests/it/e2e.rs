@@ -37,7 +37,11 @@ fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut resp = String::new();
     s.read_to_string(&mut resp).ok()?;
     let status = resp.get(9..12)?.parse().ok()?;
@@ -91,7 +95,9 @@ fn start(cfg: &Path, dir: &Path) -> Daemon {
         addr: String::new(),
     };
     d.addr = wait_for(30, "listen address", || {
-        std::fs::read_to_string(&addr_file).ok().filter(|s| !s.is_empty())
+        std::fs::read_to_string(&addr_file)
+            .ok()
+            .filter(|s| !s.is_empty())
     });
     wait_for(30, "/readyz 200", || {
         http_get(&d.addr, "/readyz").filter(|(s, _)| *s == 200)
@@ -121,7 +127,9 @@ fn terminate(mut d: Daemon) {
     let pid = d.child.id().to_string();
     let ok = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(ok.success());
-    let status = wait_for(30, "exit after SIGTERM", || d.child.try_wait().ok().flatten());
+    let status = wait_for(30, "exit after SIGTERM", || {
+        d.child.try_wait().ok().flatten()
+    });
     assert_eq!(status.code(), Some(0), "SIGTERM must exit 0");
 }
 
@@ -138,7 +146,11 @@ fn run_counts_scrapes_and_resumes_after_restart() {
     let log = dir.path().join("access.log");
     let mut text = String::new();
     for i in 0..30 {
-        text += &line(i, if i % 3 == 0 { 401 } else { 200 }, if i % 3 == 0 { "revoked" } else { "-" });
+        text += &line(
+            i,
+            if i % 3 == 0 { 401 } else { 200 },
+            if i % 3 == 0 { "revoked" } else { "-" },
+        );
     }
     text += "this is not an access log line\n";
     append(&log, &text);
@@ -146,9 +158,24 @@ fn run_counts_scrapes_and_resumes_after_restart() {
 
     let d = start(&cfg, dir.path());
     let body = scrape_until(&d, "auth_token_check_total{source=\"gw\"}", 30.0);
-    assert_eq!(sample(&body, "auth_token_rejected_total{reason=\"revoked\",source=\"gw\"}"), Some(10.0));
-    assert_eq!(sample(&body, "tokenwatch_lines_total{result=\"malformed\",source=\"gw\"}"), Some(1.0));
-    assert!(!body.contains("ak_3f9c2b11d0a"), "token ids must never be labels");
+    assert_eq!(
+        sample(
+            &body,
+            "auth_token_rejected_total{reason=\"revoked\",source=\"gw\"}"
+        ),
+        Some(10.0)
+    );
+    assert_eq!(
+        sample(
+            &body,
+            "tokenwatch_lines_total{result=\"malformed\",source=\"gw\"}"
+        ),
+        Some(1.0)
+    );
+    assert!(
+        !body.contains("ak_3f9c2b11d0a"),
+        "token ids must never be labels"
+    );
     promtool_check(&body);
 
     // Lines appended while running arrive live.
@@ -160,7 +187,13 @@ fn run_counts_scrapes_and_resumes_after_restart() {
     append(&log, &line(100, 403, "-"));
     let d = start(&cfg, dir.path());
     let body = scrape_until(&d, "auth_token_check_total{source=\"gw\"}", 1.0);
-    assert_eq!(sample(&body, "auth_token_rejected_total{reason=\"forbidden\",source=\"gw\"}"), Some(1.0));
+    assert_eq!(
+        sample(
+            &body,
+            "auth_token_rejected_total{reason=\"forbidden\",source=\"gw\"}"
+        ),
+        Some(1.0)
+    );
     terminate(d);
 }
 
@@ -177,7 +210,12 @@ fn promtool_check(body: &str) {
         eprintln!("promtool not installed: skipping the metrics lint");
         return;
     };
-    child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -203,7 +241,14 @@ fn bad_config_exits_2_listing_every_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    for needle in ["bad.toml:2", "server.listen", "bad.toml:6", "ngnix", "bad.toml:7", "bogus"] {
+    for needle in [
+        "bad.toml:2",
+        "server.listen",
+        "bad.toml:6",
+        "ngnix",
+        "bad.toml:7",
+        "bogus",
+    ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
 }
