@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
 # Replay throughput of tokenwatch against physical floors and a Python baseline, on one
-# generated nginx-format log, in one invocation. Medians of $RUNS runs, pinned to one core.
-#   bench/replay.sh            # LINES=2000000 RUNS=5 by default
+# generated nginx-format log (`tokenwatch gen`: TOKENS tokens over DAYS days, attacks
+# included), in one invocation. Medians of $RUNS runs, pinned to one core.
+#   bench/replay.sh            # TOKENS=2000 DAYS=7 (2.8 M lines) RUNS=5 by default
 # Prints a Markdown table (lines/s, ratio to the Python baseline and to `wc -l`, peak RSS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-LINES=${LINES:-2000000}
+TOKENS=${TOKENS:-2000}
+DAYS=${DAYS:-7}
 RUNS=${RUNS:-5}
 DIR=${BENCH_DIR:-${TMPDIR:-/tmp}/tokenwatch-bench}
 mkdir -p "$DIR"
 cargo build --release --quiet
 BIN=$PWD/target/release/tokenwatch
-LOG=$DIR/access-$LINES.log
+LOG=$DIR/access-$TOKENS-$DAYS.log
 if [ ! -s "$LOG" ]; then
-  "$BIN" gen --format nginx --tokens 20000 --days 30 --lines "$LINES" -o "$LOG"
+  "$BIN" gen --format nginx --tokens "$TOKENS" --days "$DAYS" -o "$LOG"
 fi
+LINES=$(wc -l < "$LOG")
 CFG=$DIR/bench.toml
 printf '[state]\ndir = "%s/state"\n[[source]]\nname = "bench"\npath = "%s"\n' "$DIR" "$LOG" > "$CFG"
 PIN=""
@@ -25,8 +28,11 @@ measure() {
   local name=$1; shift
   local times=() rss=0
   for _ in $(seq "$RUNS"); do
-    /usr/bin/time -f '%e %M' -o "$DIR/time" $PIN "$@" >/dev/null 2>&1
-    read -r t m < "$DIR/time"
+    # Output to a file, not /dev/null: GNU grep stops at the first match when it sees
+    # /dev/null, which would time nothing.
+    /usr/bin/time -f '%e %M' -o "$DIR/time" $PIN "$@" >"$DIR/out" 2>&1
+    # Last line: a non-zero exit (grep finding nothing) adds a line before it.
+    read -r t m < <(tail -n 1 "$DIR/time")
     times+=("$t"); [ "$m" -gt "$rss" ] && rss=$m
   done
   local med

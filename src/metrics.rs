@@ -53,7 +53,41 @@ pub struct Metrics {
     /// Wall clock minus event time, sampled once per batch.
     pub event_lag: Histogram,
     reloads: IntCounterVec,
+    /// `tokenwatch_detections_total{detector,severity}`.
+    pub detections: IntCounterVec,
+    /// `tokenwatch_tracked_entities{kind}`: live per-key state entries (token, ip, ...).
+    pub tracked: IntGaugeVec,
+    /// `tokenwatch_evictions_total{kind}`: state entries dropped to stay within the caps.
+    pub evictions: IntCounterVec,
+    /// `tokenwatch_late_events_total`: events older than the reorder tolerance.
+    pub late_events: IntCounter,
+    /// `tokenwatch_actions_total{action,hook,result}`.
+    pub actions: IntCounterVec,
+    /// `tokenwatch_frozen_tokens`: tokens currently frozen.
+    pub frozen_tokens: IntGauge,
+    /// `tokenwatch_hook_duration_seconds{hook}`.
+    pub hook_duration: prometheus::HistogramVec,
+    /// `tokenwatch_hook_queue_depth`: actions waiting for a hook.
+    pub hook_queue_depth: IntGauge,
+    /// `tokenwatch_freeze_breaker_open`: 1 while the freeze rate cap suppresses freezes.
+    pub breaker_open: IntGauge,
 }
+
+/// The detector names of DESIGN §6 (stable: users' rules match on them).
+pub const DETECTORS: [&str; 9] = [
+    "rejection_ratio",
+    "brute_force",
+    "token_spray",
+    "distributed_spray",
+    "rate_spike",
+    "impossible_travel",
+    "ip_fanout",
+    "off_hours",
+    "revoked_reuse",
+];
+
+/// Detection severities.
+pub const SEVERITIES: [&str; 3] = ["low", "medium", "high"];
 
 /// Registration cannot fail for the fixed, distinct names below; a failure is a programming
 /// error caught by the unit test, so it panics with the metric's name.
@@ -191,6 +225,12 @@ impl Metrics {
         }
         for r in ["success", "failure"] {
             self.reloads.with_label_values(&[r]);
+        }
+        // Zero-valued series so increase() sees the first detection and dashboards show 0.
+        for d in DETECTORS {
+            for s in SEVERITIES {
+                self.detections.with_label_values(&[d, s]);
+            }
         }
     }
 

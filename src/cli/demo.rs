@@ -128,17 +128,25 @@ fn replay_with_progress(log: &std::path::Path, p: &mut Pipeline) -> anyhow::Resu
     let started = Instant::now();
     let mut done = 0u64;
     let mut last_pct = u64::MAX;
+    // A redrawn bar on a terminal; every 25 % otherwise (logs, CI).
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     for_each_chunk(f, |chunk| {
         p.process_lines(0, chunk);
         done += chunk.len() as u64;
         let pct = done * 100 / size;
-        if pct != last_pct {
+        if pct != last_pct && (tty || pct % 25 == 0) {
             last_pct = pct;
             let bar = "#".repeat((pct / 4) as usize);
-            eprint!("\r  replaying [{bar:<25}] {pct:>3}%");
+            if tty {
+                eprint!("\r  replaying [{bar:<25}] {pct:>3}%");
+            } else {
+                eprintln!("  replaying {pct:>3}%");
+            }
         }
     })?;
-    eprintln!();
+    if tty {
+        eprintln!();
+    }
     Ok(started.elapsed().as_secs_f64())
 }
 
