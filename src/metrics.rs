@@ -203,6 +203,70 @@ impl Metrics {
                 "Config reloads (SIGHUP), by result.",
                 &["result"],
             ),
+            detections: counter_vec(
+                &r,
+                "tokenwatch_detections_total",
+                "Detection records emitted, by detector and severity.",
+                &["detector", "severity"],
+            ),
+            tracked: gauge_vec(
+                &r,
+                "tokenwatch_tracked_entities",
+                "Live per-key detector state entries, by kind.",
+                &["kind"],
+            ),
+            evictions: counter_vec(
+                &r,
+                "tokenwatch_evictions_total",
+                "State entries evicted to stay within memory caps, by kind.",
+                &["kind"],
+            ),
+            late_events: reg(
+                &r,
+                IntCounter::new(
+                    "tokenwatch_late_events_total",
+                    "Events older than the reorder tolerance (counted, not used for windows).",
+                )
+                .unwrap_or_else(|e| panic!("{e}")),
+            ),
+            actions: counter_vec(
+                &r,
+                "tokenwatch_actions_total",
+                "Response actions, by action, hook and result.",
+                &["action", "hook", "result"],
+            ),
+            frozen_tokens: reg(
+                &r,
+                IntGauge::new("tokenwatch_frozen_tokens", "Tokens currently frozen.")
+                    .unwrap_or_else(|e| panic!("{e}")),
+            ),
+            hook_duration: reg(
+                &r,
+                prometheus::HistogramVec::new(
+                    HistogramOpts::new("tokenwatch_hook_duration_seconds", "Hook call latency.")
+                        .buckets(vec![
+                            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                        ]),
+                    &["hook"],
+                )
+                .unwrap_or_else(|e| panic!("{e}")),
+            ),
+            hook_queue_depth: reg(
+                &r,
+                IntGauge::new(
+                    "tokenwatch_hook_queue_depth",
+                    "Actions waiting for a hook call.",
+                )
+                .unwrap_or_else(|e| panic!("{e}")),
+            ),
+            breaker_open: reg(
+                &r,
+                IntGauge::new(
+                    "tokenwatch_freeze_breaker_open",
+                    "1 while the freeze rate cap is suppressing freezes.",
+                )
+                .unwrap_or_else(|e| panic!("{e}")),
+            ),
             registry: r,
         };
         m.register_static();
