@@ -4,7 +4,20 @@ use std::fmt;
 use std::net::IpAddr;
 
 /// Event time: milliseconds since the Unix epoch, taken from the log line, never the wall clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct EventTime(i64);
 
 impl EventTime {
@@ -184,7 +197,10 @@ impl Outcome {
 
 /// A token as tokenwatch knows it: a non-secret id from the log or a keyed fingerprint
 /// (`fp:` + 16 hex) of a secret. Never a raw secret.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct TokenId(Box<str>);
 
 impl TokenId {

@@ -1,62 +1,68 @@
-//! `[detectors.NAME]`: per-detector settings (for now only `enabled`).
+//! `[detectors]`: engine limits, and one `[detectors.NAME]` table per detector whose
+//! fields are that detector's own `Settings` (defined beside the detector, so a threshold
+//! and the code that uses it live in one file).
 
 use serde::{Deserialize, Serialize};
 
-/// One `[detectors.NAME]` table as read from the file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DetectorConfig {
-    /// Whether the detector runs (default true).
-    pub enabled: bool,
-}
+use crate::detect::detectors::{
+    brute_force, distributed_spray, impossible_travel, ip_fanout, off_hours, rate_spike,
+    rejection_ratio, revoked_reuse, token_spray, Common,
+};
 
-impl Default for DetectorConfig {
-    fn default() -> Self {
-        DetectorConfig { enabled: true }
-    }
-}
-
-/// `[detectors]`: one table per detector, by its stable name (DESIGN §6); other names are
-/// rejected.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `[detectors]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DetectorsConfig {
+    /// Budget for all detector state, in bytes (default 1 GiB); per-key maps are capped
+    /// from it and evict the least recently seen keys beyond it.
+    pub max_state_bytes: u64,
+    /// Events older than the newest seen minus this are counted late and not used for
+    /// windows (default 300 s: multi-source and multi-host clock skew).
+    pub reorder_tolerance_secs: u64,
     /// Rejected/checked ratio over a sliding window, global and per source.
-    pub rejection_ratio: DetectorConfig,
+    pub rejection_ratio: rejection_ratio::Settings,
     /// Many rejected checks from one IP.
-    pub brute_force: DetectorConfig,
+    pub brute_force: brute_force::Settings,
     /// Many distinct unknown tokens from one IP.
-    pub token_spray: DetectorConfig,
+    pub token_spray: token_spray::Settings,
     /// Many IPs each trying a few never-seen tokens.
-    pub distributed_spray: DetectorConfig,
+    pub distributed_spray: distributed_spray::Settings,
     /// A token's rate far above its own baseline.
-    pub rate_spike: DetectorConfig,
+    pub rate_spike: rate_spike::Settings,
     /// Two uses of a token too far apart for the time between them.
-    pub impossible_travel: DetectorConfig,
+    pub impossible_travel: impossible_travel::Settings,
     /// A token used from many IPs, networks or countries.
-    pub ip_fanout: DetectorConfig,
+    pub ip_fanout: ip_fanout::Settings,
     /// Use at hours a token has never been active in.
-    pub off_hours: DetectorConfig,
+    pub off_hours: off_hours::Settings,
     /// Repeated use of a revoked or expired token.
-    pub revoked_reuse: DetectorConfig,
+    pub revoked_reuse: revoked_reuse::Settings,
+}
+
+impl Default for DetectorsConfig {
+    fn default() -> Self {
+        DetectorsConfig {
+            max_state_bytes: 1 << 30,
+            reorder_tolerance_secs: 300,
+            rejection_ratio: Default::default(),
+            brute_force: Default::default(),
+            token_spray: Default::default(),
+            distributed_spray: Default::default(),
+            rate_spike: Default::default(),
+            impossible_travel: Default::default(),
+            ip_fanout: Default::default(),
+            off_hours: Default::default(),
+            revoked_reuse: Default::default(),
+        }
+    }
 }
 
 impl DetectorsConfig {
     /// The stable detector names, in DESIGN order.
-    pub const NAMES: [&'static str; 9] = [
-        "rejection_ratio",
-        "brute_force",
-        "token_spray",
-        "distributed_spray",
-        "rate_spike",
-        "impossible_travel",
-        "ip_fanout",
-        "off_hours",
-        "revoked_reuse",
-    ];
+    pub const NAMES: [&'static str; 9] = crate::metrics::DETECTORS;
 
-    /// The settings of the detector called `name`, if that is a detector.
-    pub fn get(&self, name: &str) -> Option<&DetectorConfig> {
+    /// The common settings of the detector called `name`, if that is a detector.
+    pub fn get(&self, name: &str) -> Option<&dyn Common> {
         Some(match name {
             "rejection_ratio" => &self.rejection_ratio,
             "brute_force" => &self.brute_force,
@@ -73,6 +79,6 @@ impl DetectorsConfig {
 
     /// True if the detector called `name` exists and is enabled.
     pub fn enabled(&self, name: &str) -> bool {
-        self.get(name).is_some_and(|d| d.enabled)
+        self.get(name).is_some_and(|d| d.enabled())
     }
 }

@@ -37,7 +37,7 @@
 //! mmdb = []                         # .mmdb paths (MaxMind City/ASN or flat ip-location-db)
 //! ipv6_prefix = 64
 //!
-//! [detectors.rate_spike]            # one table per detector name; only `enabled` for now
+//! [detectors.rate_spike]            # one table per detector name: enabled, thresholds, cooldown
 //! enabled = true
 //!
 //! [response]
@@ -67,7 +67,7 @@ mod suggest;
 mod validate;
 mod values;
 
-pub use detectors::{DetectorConfig, DetectorsConfig};
+pub use detectors::DetectorsConfig;
 pub use error::{ConfigError, ConfigErrors};
 pub use geo::GeoConfig;
 pub use response::{ResponseConfig, ResponseMode};

@@ -2,6 +2,7 @@
 //! fingerprint or non-secret id), and (later) GeoIP.
 
 pub mod fingerprint;
+pub mod geo;
 pub mod token;
 
 pub use fingerprint::Fingerprinter;

@@ -1,0 +1,405 @@
+//! The detection engine: routes each event to every enabled detector, owns the per-token
+//! state, applies cooldowns and writes detection records.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::bounded::{Aged, BoundedMap};
+use super::detectors::{
+    brute_force::BruteForce, distributed_spray::DistributedSpray,
+    impossible_travel::ImpossibleTravel, ip_fanout::IpFanout, off_hours::OffHours,
+    rate_spike::RateSpike, rejection_ratio::RejectionRatio, revoked_reuse::RevokedReuse,
+    token_spray::TokenSpray, Common, Detector, TokenDetector,
+};
+use super::{Detection, DetectionSink, Findings, Obs};
+use crate::config::DetectorsConfig;
+use crate::enrich::geo::{GeoLookup, Location};
+use crate::event::{AuthEvent, EventTime, Outcome, TokenId};
+use crate::metrics::Metrics;
+use crate::pipeline::EventSink;
+
+/// Detectors get a `tick` this often (event time).
+const TICK_MS: i64 = 10_000;
+/// A token idle this long loses its learned state (event time).
+const TOKEN_IDLE_MS: i64 = 35 * 86_400_000;
+/// Rough bytes per tracked token (map entry + key + state), to turn the byte budget into
+/// an entry cap; BENCHMARKS.md has the measured figure.
+const BYTES_PER_TOKEN: u64 = 256;
+
+/// One token's learned state: each token detector's part, and activity times.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TokenState {
+    /// First event seen.
+    pub first_seen: EventTime,
+    /// Last event seen.
+    pub last_seen: EventTime,
+    /// `rate_spike`'s part.
+    pub rate: <RateSpike as TokenDetector>::State,
+    /// `off_hours`'s part.
+    pub hours: <OffHours as TokenDetector>::State,
+    /// `impossible_travel`'s part.
+    pub travel: <ImpossibleTravel as TokenDetector>::State,
+    /// `ip_fanout`'s part.
+    pub fanout: <IpFanout as TokenDetector>::State,
+}
+
+impl Aged for TokenState {
+    fn last_seen(&self) -> EventTime {
+        self.last_seen
+    }
+}
+
+/// Cooldown bookkeeping per (detector, key).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Cooldown {
+    until: EventTime,
+}
+
+impl Aged for Cooldown {
+    fn last_seen(&self) -> EventTime {
+        self.until
+    }
+}
+
+/// Engine limits derived from config.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Tokens with learned state, at most.
+    pub max_tokens: usize,
+    /// Reorder tolerance in ms.
+    pub reorder_tolerance_ms: i64,
+    /// IPv6 clients are grouped by this prefix.
+    pub ipv6_prefix: u8,
+}
+
+impl EngineSettings {
+    /// From `[detectors]` and `[geo]`.
+    pub fn from_config(d: &DetectorsConfig, ipv6_prefix: u8) -> Self {
+        EngineSettings {
+            max_tokens: usize::try_from(d.max_state_bytes * 7 / 10 / BYTES_PER_TOKEN)
+                .unwrap_or(usize::MAX)
+                .max(1_000),
+            reorder_tolerance_ms: i64::try_from(d.reorder_tolerance_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
+            ipv6_prefix,
+        }
+    }
+}
+
+/// Token detectors, each optional (disabled ⇒ `None`).
+struct TokenDetectors {
+    rate: Option<RateSpike>,
+    hours: Option<OffHours>,
+    travel: Option<ImpossibleTravel>,
+    fanout: Option<IpFanout>,
+}
+
+/// The engine; see the module docs.
+pub struct Engine {
+    settings: EngineSettings,
+    sources: Vec<String>,
+    tokens: BoundedMap<TokenId, TokenState>,
+    token_detectors: TokenDetectors,
+    others: Vec<Box<dyn Detector>>,
+    geo: Option<Arc<dyn GeoLookup>>,
+    geo_cache: BoundedMap<IpAddr, GeoEntry>,
+    cooldowns: BoundedMap<(&'static str, String), Cooldown>,
+    sinks: Vec<Box<dyn DetectionSink>>,
+    metrics: Option<Metrics>,
+    watermark: EventTime,
+    last_tick: EventTime,
+    findings: Findings,
+    counts: BTreeMap<&'static str, u64>,
+    late: u64,
+}
+
+/// A cached GeoIP answer (including "not located").
+#[derive(Debug, Clone)]
+struct GeoEntry {
+    loc: Option<Location>,
+    used: EventTime,
+}
+
+impl Aged for GeoEntry {
+    fn last_seen(&self) -> EventTime {
+        self.used
+    }
+}
+
+fn enabled<S: Common, D>(s: &S, make: impl FnOnce(&S) -> D) -> Option<D> {
+    s.enabled().then(|| make(s))
+}
+
+impl Engine {
+    /// Builds the engine for `sources` (names indexed by `SourceIdx`).
+    pub fn new(cfg: &DetectorsConfig, settings: EngineSettings, sources: Vec<String>) -> Engine {
+        let mut others: Vec<Box<dyn Detector>> = Vec::new();
+        let mut add = |d: Option<Box<dyn Detector>>| others.extend(d);
+        add(enabled(&cfg.rejection_ratio, |s| {
+            Box::new(RejectionRatio::new(s)) as Box<dyn Detector>
+        }));
+        add(enabled(&cfg.brute_force, |s| {
+            Box::new(BruteForce::new(s)) as Box<dyn Detector>
+        }));
+        add(enabled(&cfg.token_spray, |s| {
+            Box::new(TokenSpray::new(s)) as Box<dyn Detector>
+        }));
+        add(enabled(&cfg.distributed_spray, |s| {
+            Box::new(DistributedSpray::new(s)) as Box<dyn Detector>
+        }));
+        add(enabled(&cfg.revoked_reuse, |s| {
+            Box::new(RevokedReuse::new(s)) as Box<dyn Detector>
+        }));
+        Engine {
+            tokens: BoundedMap::new(settings.max_tokens),
+            token_detectors: TokenDetectors {
+                rate: enabled(&cfg.rate_spike, RateSpike::new),
+                hours: enabled(&cfg.off_hours, OffHours::new),
+                travel: enabled(&cfg.impossible_travel, ImpossibleTravel::new),
+                fanout: enabled(&cfg.ip_fanout, IpFanout::new),
+            },
+            others,
+            geo: None,
+            geo_cache: BoundedMap::new(65_536),
+            cooldowns: BoundedMap::new(100_000),
+            sinks: Vec::new(),
+            metrics: None,
+            watermark: EventTime::from_millis(i64::MIN),
+            last_tick: EventTime::from_millis(i64::MIN),
+            findings: Findings::default(),
+            counts: BTreeMap::new(),
+            late: 0,
+            settings,
+            sources,
+        }
+    }
+
+    /// Adds a GeoIP database.
+    pub fn with_geo(mut self, geo: Arc<dyn GeoLookup>) -> Self {
+        self.geo = Some(geo);
+        self
+    }
+
+    /// Adds a record sink.
+    pub fn with_sink(mut self, sink: Box<dyn DetectionSink>) -> Self {
+        self.sinks.push(sink);
+        self
+    }
+
+    /// Reports into these metrics.
+    pub fn with_metrics(mut self, m: Metrics) -> Self {
+        self.metrics = Some(m);
+        self
+    }
+
+    /// Detections emitted so far, by detector.
+    pub fn counts(&self) -> &BTreeMap<&'static str, u64> {
+        &self.counts
+    }
+
+    /// Events dropped as late.
+    pub fn late(&self) -> u64 {
+        self.late
+    }
+
+    /// Tokens with learned state.
+    pub fn tracked_tokens(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Flushes sinks and publishes gauges (end of batch, shutdown).
+    pub fn flush(&mut self) {
+        for s in &mut self.sinks {
+            if let Err(e) = s.flush() {
+                tracing::error!(%e, "writing detections");
+            }
+        }
+        self.publish_gauges();
+    }
+
+    fn publish_gauges(&self) {
+        let Some(m) = &self.metrics else { return };
+        let set = |kind: &str, n: usize| {
+            m.tracked
+                .with_label_values(&[kind])
+                .set(i64::try_from(n).unwrap_or(i64::MAX))
+        };
+        set("token", self.tokens.len());
+        set("cooldown", self.cooldowns.len());
+        for d in &self.others {
+            set(d.name(), d.tracked());
+        }
+    }
+
+    fn handle(&mut self, ev: &AuthEvent) {
+        if ev.time.as_millis()
+            < self
+                .watermark
+                .as_millis()
+                .saturating_sub(self.settings.reorder_tolerance_ms)
+        {
+            self.late += 1;
+            if let Some(m) = &self.metrics {
+                m.late_events.inc();
+            }
+            return;
+        }
+        if ev.time > self.watermark {
+            self.watermark = ev.time;
+        }
+        if self.watermark.as_millis() >= self.last_tick.as_millis().saturating_add(TICK_MS) {
+            self.tick(self.watermark);
+        }
+        let ip_key = ev.ip.map(|ip| group_ip(ip, self.settings.ipv6_prefix));
+        let location = self.locate(ev);
+        let source = self
+            .sources
+            .get(usize::from(ev.source))
+            .map_or("", String::as_str);
+        let token_known = ev
+            .token
+            .as_ref()
+            .is_some_and(|t| self.tokens.get(t).is_some());
+        let obs = Obs {
+            ev,
+            source,
+            ip_key,
+            token_known,
+            location: location.as_ref(),
+        };
+        for d in &mut self.others {
+            d.observe(&obs, &mut self.findings);
+        }
+        if let Some(tok) = &ev.token {
+            observe_token(
+                &mut self.tokens,
+                &mut self.token_detectors,
+                tok,
+                &obs,
+                &mut self.findings,
+            );
+        }
+        self.emit_findings(ev.source);
+    }
+
+    fn locate(&mut self, ev: &AuthEvent) -> Option<Location> {
+        let geo = self.geo.as_ref()?;
+        ev.token.as_ref()?;
+        let ip = ev.ip?;
+        let used = ev.time;
+        let e = self.geo_cache.entry(
+            &ip,
+            || ip,
+            || GeoEntry {
+                loc: geo.locate(ip),
+                used,
+            },
+        );
+        e.used = used;
+        e.loc.clone()
+    }
+
+    fn tick(&mut self, now: EventTime) {
+        self.last_tick = now;
+        for d in &mut self.others {
+            d.tick(now, &mut self.findings);
+        }
+        self.tokens.expire(EventTime::from_millis(
+            now.as_millis().saturating_sub(TOKEN_IDLE_MS),
+        ));
+        self.cooldowns.expire(now);
+        self.emit_findings(u16::MAX);
+        self.publish_gauges();
+    }
+
+    /// Turns findings into records, honouring cooldowns.
+    fn emit_findings(&mut self, source: u16) {
+        if self.findings.is_empty() {
+            return;
+        }
+        let found: Vec<_> = self.findings.drain().collect();
+        for f in found {
+            let key = (f.detector, f.key.clone());
+            if let Some(c) = self.cooldowns.get(&key) {
+                if f.ts < c.until {
+                    continue;
+                }
+            }
+            let until = EventTime::from_millis(f.ts.as_millis().saturating_add(f.cooldown_ms));
+            self.cooldowns.insert(key, Cooldown { until });
+            *self.counts.entry(f.detector).or_default() += 1;
+            if let Some(m) = &self.metrics {
+                m.detections
+                    .with_label_values(&[f.detector, f.severity.as_str()])
+                    .inc();
+            }
+            let src = self.sources.get(usize::from(source)).map(String::as_str);
+            let d = Detection::from_finding(f, src);
+            for s in &mut self.sinks {
+                if let Err(e) = s.emit(&d) {
+                    tracing::error!(%e, "writing a detection");
+                }
+            }
+        }
+    }
+}
+
+/// Runs the token detectors on `tok`'s state; a token gets state only once it has been
+/// accepted, so random invalid tokens never allocate per-token state.
+fn observe_token(
+    tokens: &mut BoundedMap<TokenId, TokenState>,
+    d: &mut TokenDetectors,
+    tok: &TokenId,
+    obs: &Obs<'_>,
+    out: &mut Findings,
+) {
+    let t = obs.ev.time;
+    let st = if obs.token_known {
+        tokens.get_mut(tok)
+    } else if obs.ev.outcome == Outcome::Accepted {
+        Some(tokens.entry(
+            tok,
+            || tok.clone(),
+            || TokenState {
+                first_seen: t,
+                last_seen: t,
+                ..TokenState::default()
+            },
+        ))
+    } else {
+        None
+    };
+    let Some(st) = st else { return };
+    if t > st.last_seen {
+        st.last_seen = t;
+    }
+    if let Some(x) = &mut d.rate {
+        x.observe(&mut st.rate, obs, out);
+    }
+    if let Some(x) = &mut d.hours {
+        x.observe(&mut st.hours, obs, out);
+    }
+    if let Some(x) = &mut d.travel {
+        x.observe(&mut st.travel, obs, out);
+    }
+    if let Some(x) = &mut d.fanout {
+        x.observe(&mut st.fanout, obs, out);
+    }
+}
+
+/// IPv4 as is; IPv6 masked to `prefix` (one client usually owns a /64).
+pub fn group_ip(ip: IpAddr, v6_prefix: u8) -> IpAddr {
+    match crate::net::canonical(ip) {
+        v4 @ IpAddr::V4(_) => v4,
+        v6 => crate::net::mask(v6, v6_prefix),
+    }
+}
+
+impl EventSink for Engine {
+    fn event(&mut self, ev: AuthEvent) {
+        self.handle(&ev);
+    }
+}
