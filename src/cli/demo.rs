@@ -134,7 +134,7 @@ fn replay_with_progress(log: &std::path::Path, p: &mut Pipeline) -> anyhow::Resu
         p.process_lines(0, chunk);
         done += chunk.len() as u64;
         let pct = done * 100 / size;
-        if pct != last_pct && (tty || pct % 25 == 0) {
+        if pct != last_pct && (tty || pct.is_multiple_of(25)) {
             last_pct = pct;
             let bar = "#".repeat((pct / 4) as usize);
             if tty {
