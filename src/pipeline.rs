@@ -14,6 +14,16 @@ use crate::source::LineBatch;
 pub trait EventSink: Send {
     /// One enriched event, in file order.
     fn event(&mut self, ev: AuthEvent);
+    /// End of a batch: make outputs visible.
+    fn flush(&mut self) {}
+    /// Learned state to persist, if the sink has any.
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        None
+    }
+    /// Detections emitted so far, by detector (for summaries).
+    fn detection_counts(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        Default::default()
+    }
 }
 
 /// One configured source's parse stage.
@@ -136,6 +146,14 @@ impl Pipeline {
         }
         flush(stage, &mut counts, &mut self.totals, self.lag.as_ref());
         self.counts = counts;
+        if let Some(sink) = &mut self.sink {
+            sink.flush();
+        }
+    }
+
+    /// The event sink (the detection engine), if any.
+    pub fn sink(&self) -> Option<&dyn EventSink> {
+        self.sink.as_deref()
     }
 }
 

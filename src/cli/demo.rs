@@ -14,6 +14,8 @@ use anyhow::Context;
 use super::build::build_stages;
 use super::CliError;
 use crate::config::Config;
+use crate::detect::{Detection, Engine, EngineSettings, JsonlSink, VecSink};
+use crate::enrich::geo::BuiltinGeo;
 use crate::enrich::Fingerprinter;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
@@ -83,15 +85,35 @@ async fn demo(args: DemoArgs) -> Result<(), CliError> {
         let _ = stop_rx.await;
     }));
 
+    // The demo's GeoIP is the generator's own table: no download needed.
+    let collected = VecSink::default();
+    let settings = EngineSettings::from_config(&cfg.detectors, cfg.geo.ipv6_prefix);
+    let names = cfg.sources.iter().map(|s| s.name.clone()).collect();
+    let det_path = dir.join("detections.jsonl");
+    let _ = std::fs::remove_file(&det_path);
+    let engine = Engine::new(&cfg.detectors, settings, names)
+        .with_metrics(metrics.clone())
+        .with_geo(Arc::new(BuiltinGeo))
+        .with_sink(Box::new(collected.clone()))
+        .with_sink(Box::new(
+            JsonlSink::append(&det_path).context("detections file")?,
+        ));
     // A demo key: the generated ids are not secrets, and nothing is persisted.
-    let mut pipeline = Pipeline::new(stages, Fingerprinter::new(b"tokenwatch-demo"), None);
+    let mut pipeline = Pipeline::new(
+        stages,
+        Fingerprinter::new(b"tokenwatch-demo"),
+        Some(Box::new(engine)),
+    );
     let log2 = log.clone();
     let (pipeline, secs) = tokio::task::spawn_blocking(move || {
         replay_with_progress(&log2, &mut pipeline).map(|s| (pipeline, s))
     })
     .await
     .context("replay task")??;
+    let records = collected.records();
+    let truth = super::replay::read_labels(&labels)?;
     report(&pipeline, secs, &log, &labels, addr)?;
+    report_detections(&records, &truth, &det_path)?;
     if args.keep_running {
         eprintln!("serving on http://{addr}/metrics until Ctrl-C ...");
         let _ = tokio::signal::ctrl_c().await;
@@ -187,5 +209,43 @@ fn report(
         "  tokenwatch parse --format nginx {} | head",
         log.display()
     )?;
+    Ok(())
+}
+
+/// Detections by detector, one example of each with its evidence, and the labelled score.
+fn report_detections(
+    records: &[Detection],
+    truth: &[crate::gen::Label],
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let mut o = std::io::stdout().lock();
+    writeln!(
+        o,
+        "\nDetections: {}  (all records: {})",
+        records.len(),
+        path.display()
+    )?;
+    let mut seen = std::collections::BTreeSet::new();
+    for d in records {
+        if seen.insert(d.detector.clone()) {
+            let who = d
+                .token
+                .clone()
+                .or_else(|| d.ip.map(|i| i.to_string()))
+                .unwrap_or_else(|| "global".into());
+            writeln!(
+                o,
+                "  {:<18} {:<6} {}  {}  {}",
+                d.detector,
+                d.severity.as_str(),
+                d.ts,
+                who,
+                d.evidence
+            )?;
+        }
+    }
+    let scores = crate::detect::score::score(truth, records);
+    writeln!(o, "\nAgainst the generator's ground truth:")?;
+    write!(o, "{}", crate::detect::score::table(&scores))?;
     Ok(())
 }

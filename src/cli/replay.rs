@@ -31,6 +31,16 @@ pub struct ReplayArgs {
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Write detection records (JSON lines) to this file (`-` for stdout).
+    #[arg(long)]
+    pub detections: Option<PathBuf>,
+    /// Metrics only: run no detectors (the fastest mode).
+    #[arg(long)]
+    pub no_detect: bool,
+    /// Score detections against a ground-truth labels file (`tokenwatch gen --labels`):
+    /// recall, delay and false positives per detector.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
     /// Write the final Prometheus exposition to this file (`-` for stdout).
     #[arg(long)]
     pub metrics_out: Option<PathBuf>,
@@ -92,18 +102,83 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
     let metrics = Metrics::new();
     let stages = build_stages(&cfg, &metrics)?;
     let fp = offline_fingerprinter(&cfg)?;
-    let mut pipeline = Pipeline::new(stages, fp, None);
+    let labels = match &args.labels {
+        Some(p) => Some(read_labels(p)?),
+        None => None,
+    };
+    let collected = crate::detect::VecSink::default();
+    let engine = if args.no_detect {
+        None
+    } else {
+        let extra = labels
+            .is_some()
+            .then(|| Box::new(collected.clone()) as Box<dyn crate::detect::DetectionSink>);
+        Some(build_engine(
+            &cfg,
+            &metrics,
+            args.detections.as_deref(),
+            extra,
+        )?)
+    };
+    let mut pipeline = Pipeline::new(stages, fp, engine);
     let started = Instant::now();
     let mut bytes = 0;
     for path in &args.files {
         bytes += replay_file(path, &mut pipeline)?;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    print_summary(pipeline.totals(), bytes, elapsed, args.json)?;
+    let found = pipeline
+        .sink()
+        .map(|s| s.detection_counts())
+        .unwrap_or_default();
+    print_summary(pipeline.totals(), &found, bytes, elapsed, args.json)?;
+    if let Some(labels) = labels {
+        let scores = crate::detect::score::score(&labels, &collected.records());
+        if args.json {
+            println!("{}", serde_json::json!({ "score": scores }));
+        } else {
+            print!("\n{}", crate::detect::score::table(&scores));
+        }
+    }
     if let Some(out) = &args.metrics_out {
         write_out(out, metrics.render().as_bytes())?;
     }
     Ok(())
+}
+
+/// The detection engine for `cfg`, writing records to `out` (`-` = stdout) if given.
+pub(crate) fn build_engine(
+    cfg: &crate::config::Config,
+    metrics: &Metrics,
+    out: Option<&std::path::Path>,
+    extra: Option<Box<dyn crate::detect::DetectionSink>>,
+) -> anyhow::Result<Box<dyn crate::pipeline::EventSink>> {
+    use crate::detect::{Engine, EngineSettings, JsonlSink};
+    let settings = EngineSettings::from_config(&cfg.detectors, cfg.geo.ipv6_prefix);
+    let names = cfg.sources.iter().map(|s| s.name.clone()).collect();
+    let mut engine = Engine::new(&cfg.detectors, settings, names).with_metrics(metrics.clone());
+    match out {
+        Some(p) if p.as_os_str() == "-" => {
+            engine = engine.with_sink(Box::new(JsonlSink::new(Box::new(std::io::stdout()))));
+        }
+        Some(p) => {
+            let sink = JsonlSink::append(p).with_context(|| format!("opening {}", p.display()))?;
+            engine = engine.with_sink(Box::new(sink));
+        }
+        None => {}
+    }
+    if let Some(sink) = extra {
+        engine = engine.with_sink(sink);
+    }
+    Ok(Box::new(engine))
+}
+
+/// Reads a labels file written by `tokenwatch gen --labels`.
+pub(crate) fn read_labels(p: &std::path::Path) -> Result<Vec<crate::gen::Label>, CliError> {
+    let text = std::fs::read_to_string(p)
+        .map_err(|e| CliError::Config(format!("{}: {e}", p.display())))?;
+    crate::gen::Label::parse_all(&text)
+        .map_err(|e| CliError::Config(format!("{}: not a labels file: {e}", p.display())))
 }
 
 /// Feeds one file (or stdin for `-`) through the pipeline as source 0.
@@ -126,7 +201,13 @@ fn write_out(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
-fn print_summary(t: &Totals, bytes: u64, secs: f64, json: bool) -> anyhow::Result<()> {
+fn print_summary(
+    t: &Totals,
+    found: &std::collections::BTreeMap<&'static str, u64>,
+    bytes: u64,
+    secs: f64,
+    json: bool,
+) -> anyhow::Result<()> {
     let rate = if secs > 0.0 {
         t.lines as f64 / secs
     } else {
@@ -143,6 +224,7 @@ fn print_summary(t: &Totals, bytes: u64, secs: f64, json: bool) -> anyhow::Resul
             "lines": t.lines, "events": t.events, "rejected": t.rejected,
             "skipped": t.skipped, "malformed": t.malformed, "malformed_by_reason": malformed,
             "bytes": bytes, "seconds": secs, "lines_per_sec": rate.round(),
+            "detections": found,
         });
         writeln!(out, "{v}")?;
         return Ok(());
@@ -154,6 +236,11 @@ fn print_summary(t: &Totals, bytes: u64, secs: f64, json: bool) -> anyhow::Resul
     writeln!(out, "malformed  {:>12}", t.malformed)?;
     for (reason, n) in &t.malformed_by {
         writeln!(out, "  {reason:<18}{n:>8}")?;
+    }
+    let total: u64 = found.values().sum();
+    writeln!(out, "detections {total:>12}")?;
+    for (d, n) in found {
+        writeln!(out, "  {d:<18}{n:>8}")?;
     }
     writeln!(
         out,

@@ -123,18 +123,77 @@ fn start(cfg: &Config, metrics: &Metrics, fp: &Fingerprinter) -> Result<Running,
         .collect();
     let tailer = Tailer::start(tail_cfgs, Some(cfg.state.dir.clone()), tx, events)
         .context("starting the file tailer")?;
-    let mut pipeline =
-        Pipeline::new(stages, fp.clone(), None).with_lag_histogram(metrics.event_lag.clone());
+    let engine = build_live_engine(cfg, metrics)?;
+    let mut pipeline = Pipeline::new(stages, fp.clone(), Some(engine))
+        .with_lag_histogram(metrics.event_lag.clone());
+    let snap_path = cfg.state.dir.join(SNAPSHOT_FILE);
+    let every = Duration::from_secs(cfg.detectors.snapshot_interval_secs.max(1));
     let pipeline = std::thread::Builder::new()
         .name("pipeline".into())
         .spawn(move || {
-            // Ends when the tailer drops its sender: everything read has been processed.
-            while let Ok(batch) = rx.recv() {
-                pipeline.process(batch);
+            let mut last = std::time::Instant::now();
+            loop {
+                // Wake up now and then even when idle, so snapshots happen.
+                match rx.recv_timeout(Duration::from_secs(1)) {
+                    Ok(batch) => pipeline.process(batch),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    // The tailer dropped its sender: everything read has been processed.
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+                if last.elapsed() >= every {
+                    last = std::time::Instant::now();
+                    save_snapshot(&pipeline, &snap_path);
+                }
             }
+            save_snapshot(&pipeline, &snap_path);
         })
         .context("starting the pipeline thread")?;
     Ok(Running { tailer, pipeline })
+}
+
+/// Learned detector state in the state directory.
+const SNAPSHOT_FILE: &str = "detect-snapshot.json";
+
+/// The detection engine for the daemon: records to the configured JSONL file, state
+/// restored from the last snapshot.
+fn build_live_engine(
+    cfg: &Config,
+    metrics: &Metrics,
+) -> Result<Box<dyn crate::pipeline::EventSink>, CliError> {
+    use crate::detect::{Engine, EngineSettings, JsonlSink};
+    let settings = EngineSettings::from_config(&cfg.detectors, cfg.geo.ipv6_prefix);
+    let names = cfg.sources.iter().map(|s| s.name.clone()).collect();
+    let out = cfg
+        .detectors
+        .output
+        .clone()
+        .unwrap_or_else(|| cfg.state.dir.join("detections.jsonl"));
+    let sink = JsonlSink::append(&out).with_context(|| format!("opening {}", out.display()))?;
+    let mut engine = Engine::new(&cfg.detectors, settings, names)
+        .with_metrics(metrics.clone())
+        .with_sink(Box::new(sink));
+    let snap = cfg.state.dir.join(SNAPSHOT_FILE);
+    match crate::durable::read_with_recovery(&snap, |b| {
+        serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok()
+    }) {
+        Ok(Some(bytes)) => match engine.restore(&bytes) {
+            Ok(()) => tracing::info!(tokens = engine.tracked_tokens(), "detector state restored"),
+            Err(e) => tracing::warn!(%e, "ignoring the detector snapshot; learning starts afresh"),
+        },
+        Ok(None) => {}
+        Err(e) => tracing::warn!(%e, "cannot read the detector snapshot; learning starts afresh"),
+    }
+    Ok(Box::new(engine))
+}
+
+/// Writes the engine's snapshot atomically; a failure is logged, never fatal.
+fn save_snapshot(p: &Pipeline, path: &Path) {
+    let Some(bytes) = p.sink().and_then(|s| s.snapshot()) else {
+        return;
+    };
+    if let Err(e) = crate::durable::write_atomic(path, &bytes) {
+        tracing::error!(%e, path = %path.display(), "writing the detector snapshot");
+    }
 }
 
 /// Polls the tailer's readiness latch into the `/readyz` flag.

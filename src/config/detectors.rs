@@ -19,6 +19,13 @@ pub struct DetectorsConfig {
     /// Events older than the newest seen minus this are counted late and not used for
     /// windows (default 300 s: multi-source and multi-host clock skew).
     pub reorder_tolerance_secs: u64,
+    /// Detection records (JSON lines) for `run` (default `detections.jsonl` in the state
+    /// directory); safe to rotate by rename or copytruncate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<std::path::PathBuf>,
+    /// How often `run` snapshots learned state to the state directory, in seconds
+    /// (default 300; also at shutdown and reload).
+    pub snapshot_interval_secs: u64,
     /// Rejected/checked ratio over a sliding window, global and per source.
     pub rejection_ratio: rejection_ratio::Settings,
     /// Many rejected checks from one IP.
@@ -44,6 +51,8 @@ impl Default for DetectorsConfig {
         DetectorsConfig {
             max_state_bytes: 1 << 30,
             reorder_tolerance_secs: 300,
+            output: None,
+            snapshot_interval_secs: 300,
             rejection_ratio: Default::default(),
             brute_force: Default::default(),
             token_spray: Default::default(),

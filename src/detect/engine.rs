@@ -398,8 +398,89 @@ pub fn group_ip(ip: IpAddr, v6_prefix: u8) -> IpAddr {
     }
 }
 
+/// The persisted form of the engine's learned state.
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    version: u32,
+    watermark: EventTime,
+    tokens: Vec<(TokenId, TokenState)>,
+    cooldowns: Vec<(String, String, EventTime)>,
+    detectors: BTreeMap<String, serde_json::Value>,
+}
+
+/// Current snapshot format version; older versions are ignored with a warning.
+const SNAPSHOT_VERSION: u32 = 1;
+
+impl Engine {
+    /// Serialises learned state (baselines, per-token history, cooldowns) for a restart.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let snap = Snapshot {
+            version: SNAPSHOT_VERSION,
+            watermark: self.watermark,
+            tokens: self
+                .tokens
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            cooldowns: self
+                .cooldowns
+                .iter()
+                .map(|((d, k), c)| (d.to_string(), k.clone(), c.until))
+                .collect(),
+            detectors: self
+                .others
+                .iter()
+                .map(|d| (d.name().to_string(), d.snapshot()))
+                .collect(),
+        };
+        serde_json::to_vec(&snap).unwrap_or_default()
+    }
+
+    /// Restores a [`snapshot`](Engine::snapshot); a bad or old snapshot is an error and
+    /// leaves the engine empty (learning restarts; nothing else is affected).
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let snap: Snapshot = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if snap.version != SNAPSHOT_VERSION {
+            return Err(format!(
+                "snapshot version {} (expected {SNAPSHOT_VERSION})",
+                snap.version
+            ));
+        }
+        self.watermark = snap.watermark;
+        for (k, v) in snap.tokens {
+            self.tokens.insert(k, v);
+        }
+        for (d, k, until) in snap.cooldowns {
+            if let Some(name) = crate::metrics::DETECTORS.iter().find(|n| **n == d) {
+                self.cooldowns.insert((*name, k), Cooldown { until });
+            }
+        }
+        let mut states = snap.detectors;
+        for d in &mut self.others {
+            if let Some(v) = states.remove(d.name()) {
+                if let Err(e) = d.restore(v) {
+                    tracing::warn!(detector = d.name(), %e, "ignoring its snapshot");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl EventSink for Engine {
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        Some(Engine::snapshot(self))
+    }
+
     fn event(&mut self, ev: AuthEvent) {
         self.handle(&ev);
+    }
+
+    fn flush(&mut self) {
+        Engine::flush(self);
+    }
+
+    fn detection_counts(&self) -> BTreeMap<&'static str, u64> {
+        self.counts.clone()
     }
 }

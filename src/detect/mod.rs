@@ -10,6 +10,7 @@ pub mod bounded;
 pub mod detectors;
 pub mod engine;
 pub mod record;
+pub mod score;
 pub mod sink;
 pub mod window;
 

@@ -18,26 +18,76 @@ pub trait DetectionSink: Send {
     }
 }
 
-/// JSON lines appended to a file (or any writer).
+/// JSON lines appended to a file (or any writer). Safe under log rotation: appends (so a
+/// copytruncate just works) and reopens the path when it was renamed or deleted away
+/// (checked at most once a second, on flush).
 pub struct JsonlSink {
     out: io::BufWriter<Box<dyn Write + Send>>,
+    reopen: Option<Reopen>,
+}
+
+/// What is needed to notice a rename-rotation of the output file.
+struct Reopen {
+    path: std::path::PathBuf,
+    ino: u64,
+    checked: std::time::Instant,
+}
+
+fn open_append(path: &Path) -> io::Result<(std::fs::File, u64)> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o640);
+    let f = opts.open(path)?;
+    #[cfg(unix)]
+    let ino = std::os::unix::fs::MetadataExt::ino(&f.metadata()?);
+    #[cfg(not(unix))]
+    let ino = 0;
+    Ok((f, ino))
 }
 
 impl JsonlSink {
     /// Appends to `path`, creating it (mode 0640: detections name tokens and users).
     pub fn append(path: &Path) -> io::Result<JsonlSink> {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.create(true).append(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o640);
-        Ok(JsonlSink::new(Box::new(opts.open(path)?)))
+        let (f, ino) = open_append(path)?;
+        let mut sink = JsonlSink::new(Box::new(f));
+        sink.reopen = Some(Reopen {
+            path: path.to_path_buf(),
+            ino,
+            checked: std::time::Instant::now(),
+        });
+        Ok(sink)
     }
 
     /// Writes to any writer (stdout, a test buffer).
     pub fn new(w: Box<dyn Write + Send>) -> JsonlSink {
         JsonlSink {
             out: io::BufWriter::new(w),
+            reopen: None,
         }
+    }
+
+    /// Reopens the path if the file we hold is no longer the one at the path.
+    fn follow_rotation(&mut self) -> io::Result<()> {
+        let Some(r) = &mut self.reopen else {
+            return Ok(());
+        };
+        if r.checked.elapsed() < std::time::Duration::from_secs(1) {
+            return Ok(());
+        }
+        r.checked = std::time::Instant::now();
+        #[cfg(unix)]
+        let current = std::fs::metadata(&r.path)
+            .ok()
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+        #[cfg(not(unix))]
+        let current = Some(r.ino);
+        if current != Some(r.ino) {
+            let (f, ino) = open_append(&r.path)?;
+            r.ino = ino;
+            self.out = io::BufWriter::new(Box::new(f));
+        }
+        Ok(())
     }
 }
 
@@ -48,7 +98,8 @@ impl DetectionSink for JsonlSink {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        self.out.flush()?;
+        self.follow_rotation()
     }
 }
 
