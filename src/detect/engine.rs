@@ -29,6 +29,13 @@ const TOKEN_IDLE_MS: i64 = 35 * 86_400_000;
 /// an entry cap; BENCHMARKS.md has the measured figure.
 const BYTES_PER_TOKEN: u64 = 256;
 
+/// The response policy's seam: sets `action` (and `reason`) on a record before it is
+/// written anywhere, and may queue the action for hooks. Must not block.
+pub trait Decide: Send {
+    /// Decides what to do about `d`.
+    fn decide(&mut self, d: &mut Detection);
+}
+
 /// One token's learned state: each token detector's part, and activity times.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TokenState {
@@ -108,6 +115,7 @@ pub struct Engine {
     geo_cache: BoundedMap<IpAddr, GeoEntry>,
     cooldowns: BoundedMap<(&'static str, String), Cooldown>,
     sinks: Vec<Box<dyn DetectionSink>>,
+    policy: Option<Box<dyn Decide>>,
     metrics: Option<Metrics>,
     watermark: EventTime,
     last_tick: EventTime,
@@ -166,6 +174,7 @@ impl Engine {
             geo_cache: BoundedMap::new(65_536),
             cooldowns: BoundedMap::new(100_000),
             sinks: Vec::new(),
+            policy: None,
             metrics: None,
             watermark: EventTime::from_millis(i64::MIN),
             last_tick: EventTime::from_millis(i64::MIN),
@@ -186,6 +195,12 @@ impl Engine {
     /// Adds a record sink.
     pub fn with_sink(mut self, sink: Box<dyn DetectionSink>) -> Self {
         self.sinks.push(sink);
+        self
+    }
+
+    /// Decides each record's action (response policy) before any sink sees it.
+    pub fn with_policy(mut self, policy: Box<dyn Decide>) -> Self {
+        self.policy = Some(policy);
         self
     }
 
@@ -337,7 +352,10 @@ impl Engine {
                     .inc();
             }
             let src = self.sources.get(usize::from(source)).map(String::as_str);
-            let d = Detection::from_finding(f, src);
+            let mut d = Detection::from_finding(f, src);
+            if let Some(p) = &mut self.policy {
+                p.decide(&mut d);
+            }
             for s in &mut self.sinks {
                 if let Err(e) = s.emit(&d) {
                     tracing::error!(%e, "writing a detection");

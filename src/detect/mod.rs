@@ -14,7 +14,7 @@ pub mod score;
 pub mod sink;
 pub mod window;
 
-pub use engine::{Engine, EngineSettings, TokenState};
+pub use engine::{Decide, Engine, EngineSettings, TokenState};
 pub use record::{Action, Detection, Finding, Severity};
 pub use sink::{DetectionSink, JsonlSink, Ring, VecSink};
 
