@@ -235,6 +235,14 @@ fn dashboards_are_importable_grafana_json() {
             var["definition"], "label_values(auth_token_check_total, source)",
             "{path}: source variable"
         );
+        assert_eq!(
+            var["query"]["query"], var["definition"],
+            "{path}: variable query"
+        );
+        assert_eq!(
+            var["query"]["metric"], "auth_token_check_total",
+            "{path}: variable metric"
+        );
         let panels = d["panels"].as_array().unwrap();
         let mut ids = BTreeSet::new();
         for p in panels {
