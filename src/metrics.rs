@@ -86,6 +86,18 @@ pub const DETECTORS: [&str; 9] = [
     "revoked_reuse",
 ];
 
+/// Kinds of per-key state (`tokenwatch_tracked_entities{kind}`): learned tokens, cooldown
+/// entries, and each self-contained detector's own state.
+pub const ENTITY_KINDS: [&str; 7] = [
+    "token",
+    "cooldown",
+    "rejection_ratio",
+    "brute_force",
+    "token_spray",
+    "distributed_spray",
+    "revoked_reuse",
+];
+
 /// Detection severities.
 pub const SEVERITIES: [&str; 3] = ["low", "medium", "high"];
 
@@ -295,6 +307,10 @@ impl Metrics {
             for s in SEVERITIES {
                 self.detections.with_label_values(&[d, s]);
             }
+        }
+        for kind in ENTITY_KINDS {
+            self.tracked.with_label_values(&[kind]);
+            self.evictions.with_label_values(&[kind]);
         }
     }
 

@@ -121,6 +121,7 @@ pub struct Engine {
     last_tick: EventTime,
     findings: Findings,
     counts: BTreeMap<&'static str, u64>,
+    published_evictions: BTreeMap<&'static str, u64>,
     late: u64,
 }
 
@@ -180,6 +181,7 @@ impl Engine {
             last_tick: EventTime::from_millis(i64::MIN),
             findings: Findings::default(),
             counts: BTreeMap::new(),
+            published_evictions: BTreeMap::new(),
             late: 0,
             settings,
             sources,
@@ -235,7 +237,7 @@ impl Engine {
         self.publish_gauges();
     }
 
-    fn publish_gauges(&self) {
+    fn publish_gauges(&mut self) {
         let Some(m) = &self.metrics else { return };
         let set = |kind: &str, n: usize| {
             m.tracked
@@ -244,8 +246,21 @@ impl Engine {
         };
         set("token", self.tokens.len());
         set("cooldown", self.cooldowns.len());
+        let mut evicted = vec![
+            ("token", self.tokens.evictions()),
+            ("cooldown", self.cooldowns.evictions()),
+        ];
         for d in &self.others {
             set(d.name(), d.tracked());
+            evicted.push((d.name(), d.evictions()));
+        }
+        // Maps count evictions cumulatively; the counter gets the increase since last time.
+        for (kind, total) in evicted {
+            let last = self.published_evictions.entry(kind).or_default();
+            if total > *last {
+                m.evictions.with_label_values(&[kind]).inc_by(total - *last);
+                *last = total;
+            }
         }
     }
 
