@@ -3,5 +3,6 @@
 mod cli;
 mod config;
 mod e2e;
+mod geo;
 mod parse;
 mod tailer;

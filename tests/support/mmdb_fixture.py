@@ -28,6 +28,10 @@ PLACES = [
     ("126.10.10.0/24", "Tokyo", "JP", 35.6762, 139.6503, 20),
     # A range the database has only to country precision: no city, coarse radius.
     ("3.208.0.0/16", None, "US", 37.751, -97.822, 1000),
+    # Traps: special-use ranges a lookup must never reach (answered None before the lookup).
+    ("203.0.113.0/24", "Documentation", "ZZ", 10.0, 10.0, 1),
+    ("10.0.0.0/8", "Private", "ZZ", 10.0, 10.0, 1),
+    ("fd00::/8", "Private", "ZZ", 10.0, 10.0, 1),
 ]
 
 

@@ -106,6 +106,8 @@ impl MmdbGeo {
                 continue;
             };
             let has_v6 = reader.metadata().ip_version == 6;
+            tracing::info!(path = %path.display(), ?schema,
+                database_type = %reader.metadata().database_type, "GeoIP database opened");
             dbs.push(Db {
                 path: path.clone(),
                 reader,

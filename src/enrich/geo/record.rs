@@ -211,6 +211,10 @@ impl Visitor<'_> for KeyVisitor {
     fn visit_str<E>(self, v: &str) -> Result<Key, E> {
         Ok(Key(v == "names"))
     }
+    // The MaxMind decoder hands identifiers over as bytes.
+    fn visit_bytes<E>(self, v: &[u8]) -> Result<Key, E> {
+        Ok(Key(v == b"names"))
+    }
 }
 
 #[cfg(test)]
