@@ -89,6 +89,15 @@ fn flat_schema_in_two_files_with_f32_coordinates() {
     let l = g.locate(ip("2001:8003:1a00::7")).expect("Sydney v6");
     assert_eq!(city(&l), ("Sydney", "AU"));
     assert!(g.locate(ip("2001:4860::1")).is_none());
+    assert!(
+        g.locate(ip("8.8.8.8")).is_none(),
+        "asked of both files, in neither"
+    );
+    assert_eq!(g.errors(), 0);
+    // Order does not matter: an IPv4 address asked of the IPv6 file first finds nothing there.
+    let g = open(dir.path(), &["flat-ipv6.mmdb", "flat-ipv4.mmdb"]);
+    let l = g.locate(ip("81.2.69.1")).expect("London v4");
+    assert_eq!(city(&l), ("London", "GB"));
     assert_eq!(g.errors(), 0);
 }
 

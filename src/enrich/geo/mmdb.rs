@@ -176,13 +176,23 @@ impl GeoLookup for MmdbGeo {
     }
 }
 
-/// The schema of the first records that have coordinates, if any.
+/// The schema of the first records that have coordinates; failing that, a MaxMind City
+/// `database_type` (its records are all read permissively anyway).
 fn detect(reader: &Reader<Vec<u8>>) -> Option<Schema> {
-    let records = reader.networks(WithinOptions::default()).ok()?;
-    records
-        .take(PROBE_RECORDS)
-        .filter_map(|r| r.ok()?.decode::<Rec<'_>>().ok()?)
-        .find_map(|rec| rec.schema())
+    let probed = reader
+        .networks(WithinOptions::default())
+        .ok()
+        .and_then(|records| {
+            records
+                .take(PROBE_RECORDS)
+                .filter_map(|r| r.ok()?.decode::<Rec<'_>>().ok()?)
+                .find_map(|rec| rec.schema())
+        });
+    let named_city = || {
+        let t = &reader.metadata().database_type;
+        (t.contains("City") && !t.contains("ASN")).then_some(Schema::MaxMindCity)
+    };
+    probed.or_else(named_city)
 }
 
 /// A two-letter ISO code, upper-cased; anything else is dropped.

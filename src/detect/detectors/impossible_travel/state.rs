@@ -16,6 +16,7 @@ const NO_ALT: i16 = i16::MIN;
 
 /// `impossible_travel`'s part of a token's state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct State {
     lat: f32,
     lon: f32,
@@ -169,6 +170,23 @@ mod tests {
             "{}",
             std::mem::size_of::<State>()
         );
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_old_ones_load_empty() {
+        let mut s = State::default();
+        let loc = Location {
+            lat: 1.5,
+            lon: 2.5,
+            accuracy_km: 10,
+            country: Some(*b"SG"),
+            city: None,
+        };
+        s.arrive(&loc, Net::of("116.86.10.1".parse().unwrap()), 42);
+        let back: State = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        let old: State = serde_json::from_str("{}").unwrap();
+        assert!(old.is_empty());
     }
 
     #[test]
