@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod e2e;
+mod geo;
 mod parse;
 mod prometheus;
 mod tailer;

@@ -1,9 +1,45 @@
-//! `impossible_travel` (DESIGN §6). To be implemented.
+//! `impossible_travel` (DESIGN §6): two consecutive uses of one token from places too far
+//! apart for the time between them.
+//!
+//! Consecutive means the token's previous *located* use (unlocated ones — private,
+//! documentation, unknown ranges — are skipped). Speed is computed on the great-circle
+//! distance minus both places' accuracy radii (MaxMind's radius is km at 67 % confidence),
+//! so coarse locations cannot manufacture speed.
+//!
+//! What never fires, and why:
+//! * moves under `min_km` (roaming phones, commutes, GeoIP noise inside a region);
+//! * a change of address inside the same IPv4 /24 or IPv6 /64 (one site, whatever the
+//!   database says);
+//! * within one country when either side is known only to country precision (no city):
+//!   a country centroid says nothing about where in the country the client is;
+//! * a jump away from a place the token had not yet *dwelt* in (`min_dwell_secs` between
+//!   arriving and the last use there): the warm-up rule; a token used concurrently from two
+//!   places flips within seconds, a person or a stable deployment stays;
+//! * a return to the place the token came from (A → B → A): a token seen going back and
+//!   forth between the same two places is multi-homed (a service in two regions, a
+//!   dual-stack client whose IPv4 and IPv6 geolocate apart, a VPN toggled on and off). The
+//!   first jump of a stolen token still fires; an attacker alternating with the victim is
+//!   the same incident and the first record already raised it.
+//!
+//! Only uses count: accepted checks, and `forbidden` rejections (the token was valid, just
+//! not allowed there). Out-of-order events (older than the token's last located use) are
+//! ignored. Not handled (no ASN data yet): VPN, relay and satellite providers, which
+//! Panther skips by ASN; allowlist such tokens in `[response]`.
+
+mod places;
+mod state;
 
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
 
 use super::{Common, TokenDetector};
-use crate::detect::{Findings, Obs};
+use crate::detect::{Finding, Findings, Obs, Severity};
+use crate::enrich::geo::{distance_km, Location};
+use crate::event::{Outcome, Reason};
+
+use places::Places;
+pub use state::State;
+use state::{secs, Net};
 
 /// `[detectors.impossible_travel]` settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -11,11 +47,38 @@ use crate::detect::{Findings, Obs};
 pub struct Settings {
     /// Whether the detector runs (default true).
     pub enabled: bool,
+    /// Fires above this speed, km/h, after subtracting accuracy radii (default 900, as
+    /// Panther; Okta uses 805, Elastic 800 without accuracy). Airliners cruise at
+    /// 850–930 km/h and spend time on the ground, so 900 end to end is never a real trip.
+    pub max_kmh: u32,
+    /// Moves shorter than this never fire, km (default 500, Elastic's floor; CrowdSec uses
+    /// 1000): nearby cities, carrier address changes and database noise stay below it.
+    pub min_km: u32,
+    /// Accuracy radius assumed when the database gives none (the flat ip-location-db schema),
+    /// km (default 100: MaxMind's typical radius for broadband is 5–100 km, carriers 100+).
+    pub unknown_accuracy_km: u16,
+    /// A jump counts only away from a place the token was used at for at least this long,
+    /// seconds from arrival to last use there (default 600): the warm-up rule, and a guard
+    /// against tokens used concurrently from two places (they flip within seconds).
+    pub min_dwell_secs: u32,
+    /// No second record for the same token within this many seconds (default 3600).
+    pub cooldown_secs: u64,
+    /// City names of places kept for evidence, at most (default 20000; one entry per place,
+    /// not per token).
+    pub max_places: usize,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { enabled: true }
+        Settings {
+            enabled: true,
+            max_kmh: 900,
+            min_km: 500,
+            unknown_accuracy_km: 100,
+            min_dwell_secs: 600,
+            cooldown_secs: 3600,
+            max_places: 20_000,
+        }
     }
 }
 
@@ -25,14 +88,27 @@ impl Common for Settings {
     }
 }
 
-/// This detector's part of a token's state.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct State {}
-
 /// The detector.
 pub struct ImpossibleTravel {
-    #[allow(dead_code)]
     settings: Settings,
+    places: Places,
+}
+
+/// The numbers of one move between two places.
+struct Trip {
+    km: f64,
+    accuracy_km: f64,
+    secs: u32,
+}
+
+impl Trip {
+    fn effective_km(&self) -> f64 {
+        (self.km - self.accuracy_km).max(0.0)
+    }
+
+    fn kmh(&self) -> f64 {
+        self.effective_km() / (f64::from(self.secs.max(1)) / 3600.0)
+    }
 }
 
 impl ImpossibleTravel {
@@ -40,8 +116,84 @@ impl ImpossibleTravel {
     pub fn new(settings: &Settings) -> Self {
         ImpossibleTravel {
             settings: settings.clone(),
+            places: Places::new(settings.max_places),
         }
     }
+
+    /// Places held for evidence.
+    pub fn places(&self) -> usize {
+        self.places.len()
+    }
+
+    fn accuracy(&self, l: &Location) -> f64 {
+        match l.accuracy_km {
+            0 => f64::from(self.settings.unknown_accuracy_km),
+            a => f64::from(a),
+        }
+    }
+
+    /// True if going from `st`'s place to `loc` is no move at all for this detector.
+    fn same_area(&self, st: &State, from: &Location, to: &Location, net: Net, km: f64) -> bool {
+        let coarse_same_country = (st.coarse() || to.city.is_none())
+            && from.country.is_some()
+            && from.country == to.country;
+        st.net().same_site(net) || km < f64::from(self.settings.min_km) || coarse_same_country
+    }
+
+    fn finding(&self, st: &State, to: &Location, trip: &Trip, obs: &Obs<'_>) -> Option<Finding> {
+        let tok = obs.ev.token.as_ref()?;
+        let from = st.place();
+        let mut from_ev = place_evidence(&from, self.places.city(from.lat, from.lon));
+        let (k, v) = st.net().describe();
+        from_ev.insert(k.into(), v.into());
+        let mut to_ev = place_evidence(to, to.city.clone());
+        if let Some(ip) = obs.ev.ip {
+            to_ev.insert("ip".into(), ip.to_string().into());
+        }
+        let evidence = json!({
+            "from": from_ev,
+            "to": to_ev,
+            "km": trip.km.round(),
+            "accuracy_subtracted_km": trip.accuracy_km.round(),
+            "minutes": (f64::from(trip.secs) / 6.0).round() / 10.0,
+            "kmh": trip.kmh().round(),
+            "max_kmh": self.settings.max_kmh,
+            "dwell_minutes": st.dwell_s() / 60,
+        });
+        Some(Finding {
+            detector: "impossible_travel",
+            severity: Severity::High,
+            key: tok.as_str().to_string(),
+            ts: obs.ev.time,
+            token: Some(tok.clone()),
+            ip: obs.ev.ip,
+            user: obs.ev.user.clone(),
+            evidence,
+            cooldown_ms: i64::try_from(self.settings.cooldown_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
+        })
+    }
+}
+
+/// A use proves possession of a valid token: accepted, or valid but not allowed.
+fn is_use(o: Outcome) -> bool {
+    matches!(o, Outcome::Accepted | Outcome::Rejected(Reason::Forbidden))
+}
+
+fn place_evidence(l: &Location, city: Option<std::sync::Arc<str>>) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert(
+        "city".into(),
+        city.map_or(Value::Null, |c| c.as_ref().into()),
+    );
+    m.insert(
+        "country".into(),
+        l.country_str().map_or(Value::Null, Into::into),
+    );
+    m.insert("lat".into(), json!((f64::from(l.lat) * 1e4).round() / 1e4));
+    m.insert("lon".into(), json!((f64::from(l.lon) * 1e4).round() / 1e4));
+    m.insert("accuracy_km".into(), l.accuracy_km.into());
+    m
 }
 
 impl TokenDetector for ImpossibleTravel {
@@ -51,5 +203,52 @@ impl TokenDetector for ImpossibleTravel {
         "impossible_travel"
     }
 
-    fn observe(&mut self, _st: &mut State, _obs: &Obs<'_>, _out: &mut Findings) {}
+    fn observe(&mut self, st: &mut State, obs: &Obs<'_>, out: &mut Findings) {
+        let (Some(to), Some(ip)) = (obs.location, obs.ev.ip) else {
+            return;
+        };
+        if !is_use(obs.ev.outcome) {
+            return;
+        }
+        let t = secs(obs.ev.time);
+        let net = Net::of(ip);
+        if st.is_empty() {
+            st.arrive(to, net, t);
+            self.places.remember(to, obs.ev.time);
+            return;
+        }
+        if t < st.last_s() {
+            return;
+        }
+        let from = st.place();
+        let km = distance_km(&from, to);
+        if self.same_area(st, &from, to, net, km) {
+            // Keep the finer of the two places: a coarse answer never replaces a city.
+            let replace = (from.lat, from.lon) != (to.lat, to.lon) && to.city.is_some();
+            if replace {
+                self.places.remember(to, obs.ev.time);
+            }
+            st.stay(replace.then_some(to), net, t);
+            return;
+        }
+        let returning = st
+            .previous()
+            .is_some_and(|p| distance_km(&p, to) < f64::from(self.settings.min_km));
+        let dwelt = st.dwell_s() >= self.settings.min_dwell_secs;
+        let trip = Trip {
+            km,
+            accuracy_km: self.accuracy(&from) + self.accuracy(to),
+            secs: t - st.last_s(),
+        };
+        if dwelt && !returning && trip.kmh() > f64::from(self.settings.max_kmh) {
+            if let Some(f) = self.finding(st, to, &trip, obs) {
+                out.push(f);
+            }
+        }
+        st.arrive(to, net, t);
+        self.places.remember(to, obs.ev.time);
+    }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,8 +1,20 @@
 //! GeoIP: where a client address is. Databases are optional; without one, travel and
 //! country features are off and everything else runs.
+//!
+//! [`open`] loads `.mmdb` files (MaxMind City or the flat ip-location-db schema, detected per
+//! file); [`BuiltinGeo`] knows the generator's addresses so the demo needs no download.
 
 use std::net::IpAddr;
 use std::sync::Arc;
+
+mod intern;
+mod mmdb;
+mod record;
+mod reserved;
+
+pub use mmdb::{default_paths, open, GeoError, MmdbGeo};
+pub use record::Schema;
+pub use reserved::{is_locatable, lookup_form};
 
 /// A located address.
 #[derive(Debug, Clone, PartialEq)]
