@@ -86,3 +86,36 @@ pub fn offline_fingerprinter(cfg: &Config) -> anyhow::Result<Fingerprinter> {
         }
     }
 }
+
+/// The GeoIP databases for `cfg` plus `--geoip` paths (else the standard GeoLite2 places).
+/// Missing files are warnings; with no database at all, travel and country features are
+/// off with one clear warning and everything else runs.
+pub fn open_geo(
+    cfg: &Config,
+    extra: &[std::path::PathBuf],
+) -> anyhow::Result<Option<std::sync::Arc<dyn crate::enrich::geo::GeoLookup>>> {
+    use crate::enrich::geo;
+    let mut paths = cfg.geo.mmdb.clone();
+    paths.extend(extra.iter().cloned());
+    if paths.is_empty() {
+        paths = geo::default_paths();
+    }
+    paths.retain(|p| {
+        let ok = p.is_file();
+        if !ok {
+            tracing::warn!(path = %p.display(), "GeoIP database missing");
+        }
+        ok
+    });
+    match geo::open(&paths) {
+        Ok(g) => Ok(Some(g)),
+        Err(geo::GeoError::NoDatabase) => {
+            tracing::warn!(
+                "no GeoIP database (--geoip or [geo] mmdb): impossible_travel and country \
+                 features are off"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(anyhow::Error::new(e)),
+    }
+}

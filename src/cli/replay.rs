@@ -34,6 +34,10 @@ pub struct ReplayArgs {
     /// Write detection records (JSON lines) to this file (`-` for stdout).
     #[arg(long)]
     pub detections: Option<PathBuf>,
+    /// GeoIP database (.mmdb, MaxMind City or ip-location-db schema); repeatable; adds to
+    /// `[geo] mmdb`.
+    #[arg(long = "geoip", value_name = "MMDB")]
+    pub geoip: Vec<PathBuf>,
     /// Metrics only: run no detectors (the fastest mode).
     #[arg(long)]
     pub no_detect: bool,
@@ -118,6 +122,7 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
             &metrics,
             args.detections.as_deref(),
             extra,
+            &args.geoip,
         )?)
     };
     let mut pipeline = Pipeline::new(stages, fp, engine);
@@ -152,11 +157,15 @@ pub(crate) fn build_engine(
     metrics: &Metrics,
     out: Option<&std::path::Path>,
     extra: Option<Box<dyn crate::detect::DetectionSink>>,
+    geoip: &[PathBuf],
 ) -> anyhow::Result<Box<dyn crate::pipeline::EventSink>> {
     use crate::detect::{Engine, EngineSettings, JsonlSink};
     let settings = EngineSettings::from_config(&cfg.detectors, cfg.geo.ipv6_prefix);
     let names = cfg.sources.iter().map(|s| s.name.clone()).collect();
     let mut engine = Engine::new(&cfg.detectors, settings, names).with_metrics(metrics.clone());
+    if let Some(g) = super::build::open_geo(cfg, geoip)? {
+        engine = engine.with_geo(g);
+    }
     match out {
         Some(p) if p.as_os_str() == "-" => {
             engine = engine.with_sink(Box::new(JsonlSink::new(Box::new(std::io::stdout()))));

@@ -37,6 +37,9 @@ pub struct RunArgs {
     /// Write the bound listen address to this file once serving (for scripts and tests).
     #[arg(long)]
     pub addr_file: Option<PathBuf>,
+    /// GeoIP database (.mmdb); repeatable; adds to `[geo] mmdb`.
+    #[arg(long = "geoip", value_name = "MMDB")]
+    pub geoip: Vec<PathBuf>,
 }
 
 /// What a signal asks for.
@@ -57,6 +60,7 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
     if let Some(l) = args.listen {
         cfg.server.listen = l;
     }
+    cfg.geo.mmdb.extend(args.geoip.iter().cloned());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -172,6 +176,9 @@ fn build_live_engine(
     let mut engine = Engine::new(&cfg.detectors, settings, names)
         .with_metrics(metrics.clone())
         .with_sink(Box::new(sink));
+    if let Some(g) = super::build::open_geo(cfg, &[])? {
+        engine = engine.with_geo(g);
+    }
     let snap = cfg.state.dir.join(SNAPSHOT_FILE);
     match crate::durable::read_with_recovery(&snap, |b| {
         serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok()
