@@ -6,6 +6,7 @@ use std::hash::{Hash, Hasher};
 
 use serde_json::{json, Value};
 
+use crate::detect::window::Window;
 use crate::detect::Obs;
 use crate::event::{EventTime, Outcome, Reason, TokenId};
 use crate::metrics::reason_index;
@@ -101,6 +102,40 @@ impl ReasonCounts {
             .take(n)
             .map(|(r, c)| json!({"reason": r.as_str(), "count": c}))
             .collect()
+    }
+}
+
+/// Known tokens' checks and rejections over the last few minutes. When most checks of
+/// tokens that worked before now fail, the auth backend is down or rotating keys: never-seen
+/// and invalid tokens then say nothing about guessing, so the spray detectors stand down
+/// (`rejection_ratio` reports the outage).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct OutageGuard {
+    checked: Window<10>,
+    rejected: Window<10>,
+}
+
+/// The guard's window: 5 minutes in 30 s buckets.
+const GUARD_WIDTH_MS: i64 = 30_000;
+/// Known-token checks in the window before the guard can trip.
+const GUARD_MIN_CHECKS: u64 = 20;
+
+impl OutageGuard {
+    /// Counts a check of a known token.
+    pub(crate) fn observe(&mut self, obs: &Obs<'_>) {
+        if !obs.token_known {
+            return;
+        }
+        self.checked.add(obs.ev.time, GUARD_WIDTH_MS, 1);
+        if obs.ev.outcome.is_rejected() {
+            self.rejected.add(obs.ev.time, GUARD_WIDTH_MS, 1);
+        }
+    }
+
+    /// True if more than half of at least 20 known-token checks in the last 5 minutes failed.
+    pub(crate) fn outage(&self, now: EventTime) -> bool {
+        let c = self.checked.sum_at(now, GUARD_WIDTH_MS);
+        c >= GUARD_MIN_CHECKS && self.rejected.sum_at(now, GUARD_WIDTH_MS) * 2 > c
     }
 }
 
