@@ -1,15 +1,18 @@
 //! `brute_force` (DESIGN §6): many rejected checks from one client address (IPv6 grouped by
 //! prefix) in a sliding window.
 //!
-//! Rejections for revoked or expired tokens are not counted: they come from clients still
-//! holding a once-valid key, which is `revoked_reuse`'s incident (keyed by the token).
+//! Only guesses count: rejections with no token or a token that never had an accepted check.
+//! A known token rejected again and again is a client whose key stopped working (an auth
+//! outage, a scope change), and revoked or expired tokens are `revoked_reuse`'s incident.
+//! While most known tokens fail (an outage) nothing is reported: busy services retrying
+//! through the outage would each look like a guessing run (`rejection_ratio` reports it).
 
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::token_spray_kit::{before, ms, token_hash, ReasonCounts, TokenSet};
+use super::token_spray_kit::{before, ms, token_hash, OutageGuard, ReasonCounts, TokenSet};
 use super::{Common, Detector};
 use crate::detect::bounded::{Aged, BoundedMap};
 use crate::detect::window::Window;
@@ -83,6 +86,7 @@ impl Aged for IpState {
 pub struct BruteForce {
     settings: Settings,
     ips: BoundedMap<IpAddr, IpState>,
+    guard: OutageGuard,
 }
 
 impl BruteForce {
@@ -91,6 +95,7 @@ impl BruteForce {
         BruteForce {
             settings: settings.clone(),
             ips: BoundedMap::new(settings.max_ips),
+            guard: OutageGuard::default(),
         }
     }
 
@@ -137,6 +142,10 @@ impl Detector for BruteForce {
     }
 
     fn observe(&mut self, obs: &Obs<'_>, out: &mut Findings) {
+        self.guard.observe(obs);
+        if obs.token_known {
+            return;
+        }
         let reason = match obs.ev.outcome {
             Outcome::Rejected(Reason::Revoked | Reason::Expired) | Outcome::Accepted => return,
             Outcome::Rejected(r) => r,
@@ -162,7 +171,7 @@ impl Detector for BruteForce {
                 .add(token_hash(tok), t, before(t, window), TOKENS_CAP);
         }
         let n = st.rejected.sum_at(t, width);
-        if n < self.settings.min_rejected || t < st.quiet_until {
+        if n < self.settings.min_rejected || t < st.quiet_until || self.guard.outage(t) {
             return;
         }
         st.quiet_until = EventTime::from_millis(
