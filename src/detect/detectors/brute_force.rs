@@ -1,9 +1,28 @@
-//! `brute_force` (DESIGN §6). To be implemented.
+//! `brute_force` (DESIGN §6): many rejected checks from one client address (IPv6 grouped by
+//! prefix) in a sliding window.
+//!
+//! Only guesses count: rejections with no token or a token that never had an accepted check.
+//! A known token rejected again and again is a client whose key stopped working (an auth
+//! outage, a scope change), and revoked or expired tokens are `revoked_reuse`'s incident.
+//! While most known tokens fail (an outage) nothing is reported: busy services retrying
+//! through the outage would each look like a guessing run (`rejection_ratio` reports it).
+
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
+use super::token_spray_kit::{before, ms, token_hash, OutageGuard, ReasonCounts, TokenSet};
 use super::{Common, Detector};
-use crate::detect::{Findings, Obs};
+use crate::detect::bounded::{Aged, BoundedMap};
+use crate::detect::window::Window;
+use crate::detect::{Finding, Findings, Obs, Severity};
+use crate::event::{EventTime, Outcome, Reason};
+
+/// Buckets per window.
+const BUCKETS: usize = 10;
+/// Distinct tokens remembered per IP (evidence only; the count saturates here).
+const TOKENS_CAP: usize = 8;
 
 /// `[detectors.brute_force]` settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -11,11 +30,31 @@ use crate::detect::{Findings, Obs};
 pub struct Settings {
     /// Whether the detector runs (default true).
     pub enabled: bool,
+    /// Rejected checks from one IP in the window to fire (default 30). Peers block sooner
+    /// (fail2ban 5 in 10 m, CrowdSec a bucket of 5 leaking one per 10 s, Panther 20 in
+    /// 60 m) because they guard interactive logins; token clients are programs that retry,
+    /// so a misbehaving client makes a few 401s a minute — 30 in 5 m (one every 10 s,
+    /// CrowdSec's leak rate, sustained) is above that and still far below a real guessing
+    /// run.
+    pub min_rejected: u64,
+    /// Sliding window (default 300 s).
+    pub window_secs: u64,
+    /// No second record for the same IP within this (default 900 s, above fail2ban's 10 m
+    /// bantime: one incident per attack run).
+    pub cooldown_secs: u64,
+    /// IPs tracked at most (default 100 000, ~20 MB); the least recently seen are evicted.
+    pub max_ips: usize,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { enabled: true }
+        Settings {
+            enabled: true,
+            min_rejected: 30,
+            window_secs: 300,
+            cooldown_secs: 900,
+            max_ips: 100_000,
+        }
     }
 }
 
@@ -25,10 +64,29 @@ impl Common for Settings {
     }
 }
 
+/// One IP's recent rejections.
+#[derive(Debug, Clone, Default)]
+struct IpState {
+    rejected: Window<BUCKETS>,
+    tokens: TokenSet,
+    /// Reasons since the window last emptied (evidence).
+    reasons: ReasonCounts,
+    first: EventTime,
+    last: EventTime,
+    quiet_until: EventTime,
+}
+
+impl Aged for IpState {
+    fn last_seen(&self) -> EventTime {
+        self.last
+    }
+}
+
 /// The detector.
 pub struct BruteForce {
-    #[allow(dead_code)]
     settings: Settings,
+    ips: BoundedMap<IpAddr, IpState>,
+    guard: OutageGuard,
 }
 
 impl BruteForce {
@@ -36,6 +94,44 @@ impl BruteForce {
     pub fn new(settings: &Settings) -> Self {
         BruteForce {
             settings: settings.clone(),
+            ips: BoundedMap::new(settings.max_ips),
+            guard: OutageGuard::default(),
+        }
+    }
+
+    fn window_ms(&self) -> i64 {
+        ms(self.settings.window_secs)
+    }
+
+    fn finding(&self, ip: IpAddr, st: &IpState, n: u64, obs: &Obs<'_>) -> Finding {
+        let since = before(obs.ev.time, self.window_ms());
+        let distinct = st.tokens.count_since(since);
+        // One token hammered is a misconfigured client more often than an attack.
+        let severity = if distinct == 1 {
+            Severity::Low
+        } else {
+            Severity::Medium
+        };
+        let evidence = json!({
+            "rejected": n,
+            "threshold": self.settings.min_rejected,
+            "window_secs": self.settings.window_secs,
+            "distinct_tokens": distinct,
+            "distinct_tokens_capped_at": TOKENS_CAP,
+            "first": st.first.to_string(),
+            "last": st.last.to_string(),
+            "top_reasons": st.reasons.top(3),
+        });
+        Finding {
+            detector: "brute_force",
+            severity,
+            key: ip.to_string(),
+            ts: obs.ev.time,
+            token: None,
+            ip: Some(ip),
+            user: None,
+            evidence,
+            cooldown_ms: ms(self.settings.cooldown_secs),
         }
     }
 }
@@ -45,5 +141,162 @@ impl Detector for BruteForce {
         "brute_force"
     }
 
-    fn observe(&mut self, _obs: &Obs<'_>, _out: &mut Findings) {}
+    fn observe(&mut self, obs: &Obs<'_>, out: &mut Findings) {
+        self.guard.observe(obs);
+        if obs.token_known {
+            return;
+        }
+        let reason = match obs.ev.outcome {
+            Outcome::Rejected(Reason::Revoked | Reason::Expired) | Outcome::Accepted => return,
+            Outcome::Rejected(r) => r,
+        };
+        let Some(ip) = obs.ip_key else { return };
+        let t = obs.ev.time;
+        let (window, width) = (self.window_ms(), self.window_ms() / BUCKETS as i64);
+        let st = self.ips.entry(&ip, || ip, IpState::default);
+        if st.rejected.sum_at(t, width) == 0 {
+            *st = IpState {
+                first: t,
+                quiet_until: st.quiet_until,
+                ..IpState::default()
+            };
+        }
+        if !st.rejected.add(t, width, 1) {
+            return;
+        }
+        st.last = st.last.max(t);
+        st.reasons.add(reason, 1);
+        if let Some(tok) = &obs.ev.token {
+            st.tokens
+                .add(token_hash(tok), t, before(t, window), TOKENS_CAP);
+        }
+        let n = st.rejected.sum_at(t, width);
+        if n < self.settings.min_rejected || t < st.quiet_until || self.guard.outage(t) {
+            return;
+        }
+        st.quiet_until = EventTime::from_millis(
+            t.as_millis()
+                .saturating_add(ms(self.settings.cooldown_secs)),
+        );
+        let (st, ip) = (st.clone(), ip);
+        out.push(self.finding(ip, &st, n, obs));
+    }
+
+    fn tick(&mut self, now: EventTime, _out: &mut Findings) {
+        // Keep an IP through its cooldown so a continuing attack is not re-reported.
+        let keep = self.window_ms().max(ms(self.settings.cooldown_secs));
+        self.ips.expire(before(now, keep));
+    }
+
+    fn tracked(&self) -> usize {
+        self.ips.len()
+    }
+
+    fn evictions(&self) -> u64 {
+        self.ips.evictions()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::token_spray_kit::test_util::{ev, obs, rand_ip, take};
+    use super::*;
+
+    fn rejected(
+        d: &mut BruteForce,
+        f: &mut Findings,
+        secs: i64,
+        ip: &str,
+        tok: Option<&str>,
+        r: Reason,
+    ) {
+        let e = ev(secs, ip, tok, Outcome::Rejected(r));
+        d.observe(&obs(&e, false), f);
+        if secs % 10 == 0 {
+            d.tick(EventTime::from_secs(secs), f);
+        }
+    }
+
+    #[test]
+    fn fires_on_a_guessing_run_once_per_cooldown() {
+        let mut d = BruteForce::new(&Settings::default());
+        let mut f = Findings::default();
+        let mut got = Vec::new();
+        // 75 guesses 4 s apart, then another run 20 minutes later.
+        for start in [0, 1200] {
+            for i in 0..75 {
+                let tok = format!("g{i}");
+                rejected(
+                    &mut d,
+                    &mut f,
+                    start + i * 4,
+                    "203.0.113.7",
+                    Some(&tok),
+                    Reason::Invalid,
+                );
+                got.extend(take(&mut f));
+            }
+        }
+        assert_eq!(got.len(), 2, "{got:?}");
+        let g = &got[0];
+        assert_eq!(g.key, "203.0.113.7");
+        assert_eq!(g.ts, EventTime::from_secs(29 * 4));
+        assert_eq!(g.evidence["rejected"], 30);
+        assert_eq!(g.evidence["distinct_tokens"], TOKENS_CAP);
+        assert_eq!(g.severity, Severity::Medium);
+        assert_eq!(g.cooldown_ms, 900_000);
+    }
+
+    #[test]
+    fn quiet_on_slow_failures_and_revoked_keys() {
+        let mut d = BruteForce::new(&Settings::default());
+        let mut f = Findings::default();
+        for i in 0..200 {
+            // One failure every 15 s: 20 per window, a noisy client but not a run.
+            rejected(
+                &mut d,
+                &mut f,
+                i * 15,
+                "198.51.100.1",
+                Some("k"),
+                Reason::Invalid,
+            );
+            // An old key hammered every second: revoked_reuse's incident.
+            rejected(
+                &mut d,
+                &mut f,
+                i,
+                "198.51.100.2",
+                Some("old"),
+                Reason::Revoked,
+            );
+        }
+        assert!(take(&mut f).is_empty());
+    }
+
+    #[test]
+    fn bounded_under_a_flood_of_addresses() {
+        let s = Settings {
+            max_ips: 10_000,
+            ..Settings::default()
+        };
+        let mut d = BruteForce::new(&s);
+        let mut f = Findings::default();
+        for i in 0..1_000_000u64 {
+            let e = ev(
+                (i / 1000) as i64,
+                "0.0.0.0",
+                None,
+                Outcome::Rejected(Reason::Invalid),
+            );
+            let o = Obs {
+                ip_key: Some(rand_ip(i)),
+                ..obs(&e, false)
+            };
+            d.observe(&o, &mut f);
+        }
+        assert!(d.tracked() <= 10_000);
+        assert!(d.evictions() >= 990_000);
+        assert!(f.is_empty());
+    }
 }

@@ -1,9 +1,38 @@
-//! `distributed_spray` (DESIGN §6). To be implemented.
+//! `distributed_spray` (DESIGN §6): low and slow guessing — many addresses, each trying a
+//! few never-seen tokens, over a long window. Each address alone stays under `brute_force`
+//! and `token_spray`; together they are one incident (key `global`).
+//!
+//! What it must not confuse with a spray:
+//! - users mistyping keys: each retries the same wrong value, so there are about as many
+//!   tokens as addresses; a spray needs `min_tokens` distinct tokens, and the count must
+//!   also stand out from this gateway's own history (mean + `sigmas` σ of hourly samples,
+//!   as Splunk's distributed-spray search does), so a large population's normal typo rate
+//!   does not fire;
+//! - an auth outage: known tokens failing are not never-seen, and while most known tokens
+//!   fail the detector stands down ([`OutageGuard`]);
+//! - one address spraying: it makes more than `max_attempts_per_ip` attempts, which takes
+//!   it out of this count (`token_spray` reports it).
+
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
+use super::token_spray_kit::{before, is_spray_attempt, ms, token_hash, OutageGuard, TokenSet};
 use super::{Common, Detector};
-use crate::detect::{Findings, Obs};
+use crate::detect::bounded::{Aged, BoundedMap};
+use crate::detect::window::Window;
+use crate::detect::{Finding, Findings, Obs, Severity};
+use crate::event::EventTime;
+
+/// Buckets per window.
+const BUCKETS: usize = 6;
+/// Evaluate at most this often (event time).
+const EVAL_MS: i64 = 60_000;
+/// Hourly samples kept for the baseline (one day).
+const SAMPLES: usize = 24;
+/// Addresses listed in evidence.
+const TOP: usize = 10;
 
 /// `[detectors.distributed_spray]` settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -11,11 +40,46 @@ use crate::detect::{Findings, Obs};
 pub struct Settings {
     /// Whether the detector runs (default true).
     pub enabled: bool,
+    /// Sliding window (default 3600 s: low-and-slow sprays pace themselves over 30–60 m;
+    /// Elastic's Okta rule looks at 15 m, Splunk's at 2 m buckets).
+    pub window_secs: u64,
+    /// Distinct addresses with few failing never-seen tokens, at least (default 10; Elastic
+    /// wants ≥ 5 per 15 m, doubled for the 4× longer window).
+    pub min_ips: usize,
+    /// Distinct never-seen tokens tried by those addresses, at least (default 20; Elastic
+    /// wants ≥ 8 identities and ≥ 25 attempts per 15 m; 20 distinct tokens is above what a
+    /// few mistyping users produce — one wrong value each — and below a spray's volume).
+    pub min_tokens: usize,
+    /// An address with more attempts than this in the window is not "a few" (default 5,
+    /// Elastic's ≤ 5 attempts per identity); it is `token_spray`'s or `brute_force`'s.
+    pub max_attempts_per_ip: u32,
+    /// The token count must also exceed mean + this many standard deviations of the hourly
+    /// history (default 3.0, Splunk's distributed-spray rule).
+    pub sigmas: f64,
+    /// Hourly samples of history needed before any record (default 6, kept across restarts
+    /// in the state snapshot): the engine must learn which tokens are real before "never
+    /// seen" means anything, and the baseline must exist before it can hold a busy gateway
+    /// back. At most 24 are kept.
+    pub learning_hours: usize,
+    /// No second record within this (default 3600 s, one window).
+    pub cooldown_secs: u64,
+    /// Addresses tracked at most (default 50 000); the least recently seen are evicted.
+    pub max_ips: usize,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { enabled: true }
+        Settings {
+            enabled: true,
+            window_secs: 3600,
+            min_ips: 10,
+            min_tokens: 20,
+            max_attempts_per_ip: 5,
+            sigmas: 3.0,
+            learning_hours: 6,
+            cooldown_secs: 3600,
+            max_ips: 50_000,
+        }
     }
 }
 
@@ -25,10 +89,69 @@ impl Common for Settings {
     }
 }
 
+/// One address's failing never-seen tokens.
+#[derive(Debug, Clone, Default)]
+struct IpState {
+    attempts: Window<BUCKETS>,
+    tokens: TokenSet,
+    last: EventTime,
+}
+
+impl Aged for IpState {
+    fn last_seen(&self) -> EventTime {
+        self.last
+    }
+}
+
+/// What one evaluation counted over the qualifying addresses.
+struct Tally {
+    /// (attempts, address, distinct tokens), sorted by attempts then address.
+    ips: Vec<(u64, IpAddr, usize)>,
+    tokens: usize,
+    attempts: u64,
+}
+
+/// Hourly samples of the token count (the baseline).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct History {
+    samples: Vec<u32>,
+    next: EventTime,
+}
+
+impl History {
+    /// Mean and standard deviation.
+    fn stats(&self) -> Option<(f64, f64)> {
+        if self.samples.is_empty() {
+            return None;
+        }
+        let n = self.samples.len() as f64;
+        let mean = self.samples.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
+        let var = self
+            .samples
+            .iter()
+            .map(|&x| (f64::from(x) - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        Some((mean, var.sqrt()))
+    }
+
+    fn push(&mut self, x: usize) {
+        if self.samples.len() >= SAMPLES {
+            self.samples.remove(0);
+        }
+        self.samples.push(u32::try_from(x).unwrap_or(u32::MAX));
+    }
+}
+
 /// The detector.
 pub struct DistributedSpray {
-    #[allow(dead_code)]
     settings: Settings,
+    ips: BoundedMap<IpAddr, IpState>,
+    guard: OutageGuard,
+    history: History,
+    next_eval: EventTime,
+    quiet_until: EventTime,
+    armed: bool,
 }
 
 impl DistributedSpray {
@@ -36,6 +159,109 @@ impl DistributedSpray {
     pub fn new(settings: &Settings) -> Self {
         DistributedSpray {
             settings: settings.clone(),
+            ips: BoundedMap::new(settings.max_ips),
+            guard: OutageGuard::default(),
+            history: History::default(),
+            next_eval: EventTime::from_millis(i64::MIN),
+            quiet_until: EventTime::from_millis(i64::MIN),
+            armed: true,
+        }
+    }
+
+    fn width(&self) -> i64 {
+        (ms(self.settings.window_secs) / BUCKETS as i64).max(1)
+    }
+
+    fn tally(&self, now: EventTime) -> Tally {
+        let since = before(now, ms(self.settings.window_secs));
+        let max = u64::from(self.settings.max_attempts_per_ip);
+        let mut ips: Vec<(u64, IpAddr, usize)> = self
+            .ips
+            .iter()
+            .map(|(ip, st)| {
+                (
+                    st.attempts.sum_at(now, self.width()),
+                    *ip,
+                    st.tokens.count_since(since),
+                )
+            })
+            .filter(|(n, _, toks)| *n > 0 && *n <= max && *toks > 0)
+            .collect();
+        ips.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        Tally {
+            tokens: ips.iter().map(|x| x.2).sum(),
+            attempts: ips.iter().map(|x| x.0).sum(),
+            ips,
+        }
+    }
+
+    /// The token count needed now: the fixed minimum, or more if history says so.
+    fn token_threshold(&self) -> f64 {
+        let min = self.settings.min_tokens as f64;
+        match self.history.stats() {
+            Some((mean, sd)) => min.max(mean + self.settings.sigmas * sd),
+            None => min,
+        }
+    }
+
+    fn evaluate(&mut self, now: EventTime) -> Option<Finding> {
+        let tally = self.tally(now);
+        let threshold = self.token_threshold();
+        let breached = tally.ips.len() >= self.settings.min_ips && tally.tokens as f64 >= threshold;
+        let warm = self.history.samples.len() >= self.settings.learning_hours.min(SAMPLES);
+        if now >= self.history.next {
+            // Learning takes every hour; after that an incident is not history (a spray
+            // must not raise the bar for the next one).
+            if !(warm && breached) {
+                self.history.push(tally.tokens);
+            }
+            self.history.next = EventTime::from_millis(now.as_millis().saturating_add(3_600_000));
+        }
+        if !breached {
+            self.armed = true;
+            return None;
+        }
+        // One record per incident: re-armed only once the count falls back below.
+        if !warm || !self.armed || now < self.quiet_until || self.guard.outage(now) {
+            return None;
+        }
+        self.armed = false;
+        self.quiet_until = EventTime::from_millis(
+            now.as_millis()
+                .saturating_add(ms(self.settings.cooldown_secs)),
+        );
+        Some(self.finding(&tally, threshold, now))
+    }
+
+    fn finding(&self, tally: &Tally, threshold: f64, now: EventTime) -> Finding {
+        let s = &self.settings;
+        let top: Vec<_> = tally
+            .ips
+            .iter()
+            .take(TOP)
+            .map(|(n, ip, toks)| json!({"ip": ip.to_string(), "attempts": n, "tokens": toks}))
+            .collect();
+        let evidence = json!({
+            "distinct_ips": tally.ips.len(),
+            "distinct_tokens": tally.tokens,
+            "attempts": tally.attempts,
+            "min_ips": s.min_ips,
+            "token_threshold": (threshold * 10.0).round() / 10.0,
+            "baseline_mean": self.history.stats().map(|(m, _)| (m * 10.0).round() / 10.0),
+            "max_attempts_per_ip": s.max_attempts_per_ip,
+            "window_secs": s.window_secs,
+            "top_ips": top,
+        });
+        Finding {
+            detector: "distributed_spray",
+            severity: Severity::Medium,
+            key: "global".into(),
+            ts: now,
+            token: None,
+            ip: None,
+            user: None,
+            evidence,
+            cooldown_ms: ms(s.cooldown_secs),
         }
     }
 }
@@ -45,5 +271,188 @@ impl Detector for DistributedSpray {
         "distributed_spray"
     }
 
-    fn observe(&mut self, _obs: &Obs<'_>, _out: &mut Findings) {}
+    fn observe(&mut self, obs: &Obs<'_>, _out: &mut Findings) {
+        let t = obs.ev.time;
+        self.guard.observe(obs);
+        if obs.token_known || !is_spray_attempt(obs) {
+            return;
+        }
+        let (Some(ip), Some(tok)) = (obs.ip_key, &obs.ev.token) else {
+            return;
+        };
+        let (width, window) = (self.width(), ms(self.settings.window_secs));
+        let cap = self.settings.max_attempts_per_ip as usize + 1;
+        let st = self.ips.entry(&ip, || ip, IpState::default);
+        if st.attempts.add(t, width, 1) {
+            st.tokens.add(token_hash(tok), t, before(t, window), cap);
+            st.last = st.last.max(t);
+        }
+    }
+
+    fn tick(&mut self, now: EventTime, out: &mut Findings) {
+        if now < self.next_eval {
+            return;
+        }
+        self.next_eval = EventTime::from_millis(now.as_millis().saturating_add(EVAL_MS));
+        self.ips.expire(before(now, ms(self.settings.window_secs)));
+        if let Some(f) = self.evaluate(now) {
+            out.push(f);
+        }
+    }
+
+    fn tracked(&self) -> usize {
+        self.ips.len()
+    }
+
+    fn snapshot(&self) -> serde_json::Value {
+        serde_json::to_value(&self.history).unwrap_or_default()
+    }
+
+    fn restore(&mut self, v: serde_json::Value) -> Result<(), String> {
+        let mut h: History = serde_json::from_value(v).map_err(|e| e.to_string())?;
+        h.samples.truncate(SAMPLES);
+        self.history = h;
+        Ok(())
+    }
+
+    fn evictions(&self) -> u64 {
+        self.ips.evictions()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::token_spray_kit::test_util::{ev, obs, rand_ip, take};
+    use super::*;
+    use crate::event::{Outcome, Reason};
+
+    const INVALID: Outcome = Outcome::Rejected(Reason::Invalid);
+    const HOUR: i64 = 3600;
+
+    /// Runs `hours` of background (a known token accepted every 10 s) plus `extra` events.
+    fn run(hours: i64, extra: impl Fn(i64) -> Vec<(String, String, bool)>) -> Vec<Finding> {
+        let mut d = DistributedSpray::new(&Settings::default());
+        let mut f = Findings::default();
+        let mut got = Vec::new();
+        for s in (0..hours * HOUR).step_by(10) {
+            let e = ev(s, "10.0.0.1", Some("known"), Outcome::Accepted);
+            d.observe(&obs(&e, true), &mut f);
+            for (ip, tok, known) in extra(s) {
+                let e = ev(s, &ip, Some(&tok), INVALID);
+                d.observe(&obs(&e, known), &mut f);
+            }
+            d.tick(EventTime::from_secs(s), &mut f);
+            got.extend(take(&mut f));
+        }
+        got
+    }
+
+    /// 18 IPs, each trying 3 never-seen tokens, spread over 45 minutes from hour 10.
+    fn spray(s: i64) -> Vec<(String, String, bool)> {
+        let start = 10 * HOUR;
+        if !(start..start + 2700).contains(&s) || (s - start) % 50 != 0 {
+            return Vec::new();
+        }
+        let k = (s - start) / 50; // 54 attempts
+        vec![(
+            format!("203.0.113.{}", 100 + k % 18),
+            format!("sp{k}"),
+            false,
+        )]
+    }
+
+    #[test]
+    fn fires_on_many_ips_with_few_tokens_each() {
+        let got = run(12, spray);
+        assert_eq!(got.len(), 1, "{got:?}");
+        let g = &got[0];
+        assert_eq!(g.key, "global");
+        assert!(g.ts >= EventTime::from_secs(10 * HOUR) && g.ts <= EventTime::from_secs(11 * HOUR));
+        let top = &g.evidence["top_ips"];
+        assert_eq!(top.as_array().map(Vec::len), Some(TOP));
+        // Sorted by attempts, then address.
+        assert!(top[0]["attempts"].as_u64() >= top[1]["attempts"].as_u64());
+    }
+
+    #[test]
+    fn quiet_on_mistypes_a_single_ip_and_known_tokens_failing() {
+        let got = run(12, |s| {
+            let mut v = Vec::new();
+            // Every 3 minutes a user mistypes a key and retries the same value twice.
+            if s % 180 == 0 {
+                let ip = format!("198.51.100.{}", (s / 180) % 250);
+                for _ in 0..3 {
+                    v.push((ip.clone(), format!("typo{}", s / 180), false));
+                }
+            }
+            // One address spraying 60 tokens in 10 minutes at hour 5.
+            if (5 * HOUR..5 * HOUR + 600).contains(&s) {
+                v.push(("192.0.2.9".into(), format!("one{s}"), false));
+            }
+            // An outage at hour 8: known tokens from 40 addresses fail.
+            if (8 * HOUR..8 * HOUR + 600).contains(&s) {
+                v.push((format!("10.9.0.{}", s % 40), format!("k{}", s % 40), true));
+            }
+            v
+        });
+        assert!(got.is_empty(), "{got:?}");
+    }
+
+    #[test]
+    fn learning_and_baseline_hold_it_back() {
+        // The same spray in the first hours is not reported (nothing is known yet).
+        let early = |s: i64| spray(s + 10 * HOUR - 2 * HOUR);
+        assert!(run(4, early).is_empty());
+        // A gateway whose hourly count of failing never-seen tokens swings between 10 and
+        // 70 learns that as normal; the spray on a quiet hour does not stand out.
+        let busy = |s: i64| {
+            let every = if (s / HOUR) % 2 == 0 { 360 } else { 50 };
+            let mut v = spray(s);
+            if s % every == 0 {
+                v.push((
+                    format!("198.18.{}.{}", (s / 7) % 50, s % 250),
+                    format!("b{s}"),
+                    false,
+                ));
+            }
+            v
+        };
+        let got = run(12, busy);
+        assert!(got.is_empty(), "{got:?}");
+    }
+
+    #[test]
+    fn history_survives_a_restart() {
+        let mut d = DistributedSpray::new(&Settings::default());
+        d.history.push(7);
+        d.history.push(9);
+        let mut e = DistributedSpray::new(&Settings::default());
+        assert_eq!(e.restore(d.snapshot()), Ok(()));
+        assert_eq!(e.history.samples, vec![7, 9]);
+        assert!(e.restore(serde_json::json!("junk")).is_err());
+    }
+
+    #[test]
+    fn bounded_under_a_flood_of_addresses() {
+        let s = Settings {
+            max_ips: 10_000,
+            ..Settings::default()
+        };
+        let mut d = DistributedSpray::new(&s);
+        let mut f = Findings::default();
+        for i in 0..1_000_000u64 {
+            let tok = format!("r{i}");
+            let e = ev((i / 100) as i64, "0.0.0.0", Some(&tok), INVALID);
+            let o = Obs {
+                ip_key: Some(rand_ip(i)),
+                ..obs(&e, false)
+            };
+            d.observe(&o, &mut f);
+            if i % 1000 == 0 {
+                d.tick(EventTime::from_secs((i / 100) as i64), &mut f);
+            }
+        }
+        assert!(d.tracked() <= 10_000);
+        assert!(d.evictions() > 0);
+    }
 }

@@ -20,6 +20,7 @@ pub mod rate_spike;
 pub mod rejection_ratio;
 pub mod revoked_reuse;
 pub mod token_spray;
+pub(crate) mod token_spray_kit;
 
 /// A detector that owns its state.
 pub trait Detector: Send {

@@ -1,9 +1,26 @@
-//! `token_spray` (DESIGN §6). To be implemented.
+//! `token_spray` (DESIGN §6): one client address presenting many distinct tokens that fail
+//! as unknown — never accepted before, or rejected as invalid — in a sliding window.
+//!
+//! Accepted first uses do not count (every new or refreshed token is "never seen" once:
+//! an office NAT whose users refresh short-lived tokens is not a spray), nor do expired or
+//! revoked tokens (real keys once, `revoked_reuse`'s job) or 403s (a valid token). While
+//! most known tokens fail (an auth outage) nothing is reported: see [`OutageGuard`].
+
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
+use super::token_spray_kit::{before, is_spray_attempt, ms, token_hash, OutageGuard, TokenSet};
 use super::{Common, Detector};
-use crate::detect::{Findings, Obs};
+use crate::detect::bounded::{Aged, BoundedMap};
+use crate::detect::{Finding, Findings, Obs, Severity};
+use crate::event::{EventTime, TokenId};
+
+/// Token ids shown in evidence, at most.
+const SAMPLES: usize = 5;
+/// Recent attempted token ids kept (globally) to name samples in evidence.
+const NAMES_CAP: usize = 4096;
 
 /// `[detectors.token_spray]` settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -11,11 +28,30 @@ use crate::detect::{Findings, Obs};
 pub struct Settings {
     /// Whether the detector runs (default true).
     pub enabled: bool,
+    /// Distinct failing unknown tokens from one IP to fire (default 10: Elastic's SSH
+    /// spraying rule wants > 10 distinct users per IP, Splunk's Okta rule > 9; a person
+    /// mistyping a key tries one or two).
+    pub min_tokens: usize,
+    /// Sliding window (default 600 s: the peers use 5 m; 10 m also catches a spray paced
+    /// to stay under a 5 m rule, at no cost because legitimate clients rarely fail with
+    /// even three distinct tokens).
+    pub window_secs: u64,
+    /// No second record for the same IP within this (default 1800 s).
+    pub cooldown_secs: u64,
+    /// IPs tracked at most (default 100 000; each holds up to `min_tokens` 16-byte
+    /// entries); the least recently seen are evicted.
+    pub max_ips: usize,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { enabled: true }
+        Settings {
+            enabled: true,
+            min_tokens: 10,
+            window_secs: 600,
+            cooldown_secs: 1800,
+            max_ips: 100_000,
+        }
     }
 }
 
@@ -25,10 +61,41 @@ impl Common for Settings {
     }
 }
 
+/// One IP's recent failing tokens.
+#[derive(Debug, Clone, Default)]
+struct IpState {
+    tokens: TokenSet,
+    attempts: u32,
+    first: EventTime,
+    last: EventTime,
+    quiet_until: EventTime,
+}
+
+impl Aged for IpState {
+    fn last_seen(&self) -> EventTime {
+        self.last
+    }
+}
+
+/// A token id remembered for evidence.
+#[derive(Debug, Clone)]
+struct Name {
+    id: TokenId,
+    last: EventTime,
+}
+
+impl Aged for Name {
+    fn last_seen(&self) -> EventTime {
+        self.last
+    }
+}
+
 /// The detector.
 pub struct TokenSpray {
-    #[allow(dead_code)]
     settings: Settings,
+    ips: BoundedMap<IpAddr, IpState>,
+    names: BoundedMap<u64, Name>,
+    guard: OutageGuard,
 }
 
 impl TokenSpray {
@@ -36,6 +103,39 @@ impl TokenSpray {
     pub fn new(settings: &Settings) -> Self {
         TokenSpray {
             settings: settings.clone(),
+            ips: BoundedMap::new(settings.max_ips),
+            names: BoundedMap::new(NAMES_CAP),
+            guard: OutageGuard::default(),
+        }
+    }
+
+    fn finding(&self, ip: IpAddr, st: &IpState, obs: &Obs<'_>) -> Finding {
+        let since = before(obs.ev.time, ms(self.settings.window_secs));
+        let sample: Vec<&str> = st
+            .tokens
+            .hashes_since(since)
+            .filter_map(|h| self.names.get(&h).map(|n| n.id.as_str()))
+            .take(SAMPLES)
+            .collect();
+        let evidence = json!({
+            "distinct_tokens": st.tokens.count_since(since),
+            "threshold": self.settings.min_tokens,
+            "attempts": st.attempts,
+            "window_secs": self.settings.window_secs,
+            "sample_tokens": sample,
+            "first": st.first.to_string(),
+            "last": st.last.to_string(),
+        });
+        Finding {
+            detector: "token_spray",
+            severity: Severity::Medium,
+            key: ip.to_string(),
+            ts: obs.ev.time,
+            token: None,
+            ip: Some(ip),
+            user: None,
+            evidence,
+            cooldown_ms: ms(self.settings.cooldown_secs),
         }
     }
 }
@@ -45,5 +145,185 @@ impl Detector for TokenSpray {
         "token_spray"
     }
 
-    fn observe(&mut self, _obs: &Obs<'_>, _out: &mut Findings) {}
+    fn observe(&mut self, obs: &Obs<'_>, out: &mut Findings) {
+        self.guard.observe(obs);
+        if !is_spray_attempt(obs) {
+            return;
+        }
+        let (Some(ip), Some(tok)) = (obs.ip_key, &obs.ev.token) else {
+            return;
+        };
+        let t = obs.ev.time;
+        let since = before(t, ms(self.settings.window_secs));
+        let h = token_hash(tok);
+        let name = self.names.entry(
+            &h,
+            || h,
+            || Name {
+                id: tok.clone(),
+                last: t,
+            },
+        );
+        name.last = name.last.max(t);
+        let cap = self.settings.min_tokens.max(1);
+        let st = self.ips.entry(&ip, || ip, IpState::default);
+        if st.last < since {
+            *st = IpState {
+                first: t,
+                quiet_until: st.quiet_until,
+                ..IpState::default()
+            };
+        }
+        st.attempts = st.attempts.saturating_add(1);
+        st.last = st.last.max(t);
+        if !st.tokens.add(h, t, since, cap) {
+            return;
+        }
+        if st.tokens.count_since(since) < cap || t < st.quiet_until || self.guard.outage(t) {
+            return;
+        }
+        st.quiet_until = EventTime::from_millis(
+            t.as_millis()
+                .saturating_add(ms(self.settings.cooldown_secs)),
+        );
+        let st = st.clone();
+        out.push(self.finding(ip, &st, obs));
+    }
+
+    fn tick(&mut self, now: EventTime, _out: &mut Findings) {
+        let keep = ms(self.settings.window_secs).max(ms(self.settings.cooldown_secs));
+        self.ips.expire(before(now, keep));
+        self.names
+            .expire(before(now, ms(self.settings.window_secs)));
+    }
+
+    fn tracked(&self) -> usize {
+        self.ips.len()
+    }
+
+    fn evictions(&self) -> u64 {
+        self.ips.evictions()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::token_spray_kit::test_util::{ev, obs, rand_ip, take};
+    use super::*;
+    use crate::event::{Outcome, Reason};
+
+    fn attempt(d: &mut TokenSpray, f: &mut Findings, secs: i64, ip: &str, tok: &str, r: Outcome) {
+        let e = ev(secs, ip, Some(tok), r);
+        d.observe(&obs(&e, false), f);
+        if secs % 10 == 0 {
+            d.tick(EventTime::from_secs(secs), f);
+        }
+    }
+
+    const INVALID: Outcome = Outcome::Rejected(Reason::Invalid);
+
+    #[test]
+    fn fires_on_many_distinct_unknown_tokens_from_one_ip() {
+        let mut d = TokenSpray::new(&Settings::default());
+        let mut f = Findings::default();
+        let mut got = Vec::new();
+        // 24 tokens in 9 minutes, each tried twice; then more of the same within cooldown.
+        for i in 0..40i64 {
+            let tok = format!("ak_{i:04}");
+            attempt(&mut d, &mut f, i * 22, "198.51.100.20", &tok, INVALID);
+            attempt(&mut d, &mut f, i * 22 + 3, "198.51.100.20", &tok, INVALID);
+            got.extend(take(&mut f));
+        }
+        assert_eq!(got.len(), 1, "{got:?}");
+        let g = &got[0];
+        assert_eq!(g.key, "198.51.100.20");
+        assert_eq!(g.evidence["distinct_tokens"], 10);
+        assert_eq!(g.evidence["attempts"], 19);
+        assert_eq!(
+            g.evidence["sample_tokens"],
+            json!(["ak_0000", "ak_0001", "ak_0002", "ak_0003", "ak_0004"])
+        );
+        assert_eq!(g.cooldown_ms, 1_800_000);
+    }
+
+    #[test]
+    fn quiet_on_new_tokens_accepted_and_slow_mistypes_and_expiry() {
+        let mut d = TokenSpray::new(&Settings::default());
+        let mut f = Findings::default();
+        for i in 0..100i64 {
+            // An office NAT: users' fresh tokens, accepted on first use.
+            attempt(
+                &mut d,
+                &mut f,
+                i * 5,
+                "192.0.2.1",
+                &format!("n{i}"),
+                Outcome::Accepted,
+            );
+            // Expired tokens refreshed: real keys, not guesses.
+            let exp = Outcome::Rejected(Reason::Expired);
+            attempt(
+                &mut d,
+                &mut f,
+                i * 5 + 1,
+                "192.0.2.1",
+                &format!("e{i}"),
+                exp,
+            );
+            // A typo every two minutes: 5 per window.
+            attempt(
+                &mut d,
+                &mut f,
+                i * 120,
+                "192.0.2.2",
+                &format!("t{i}"),
+                INVALID,
+            );
+        }
+        assert!(take(&mut f).is_empty());
+    }
+
+    #[test]
+    fn quiet_during_an_outage() {
+        let mut d = TokenSpray::new(&Settings::default());
+        let mut f = Findings::default();
+        for i in 0..60i64 {
+            // Known tokens failing everywhere: the backend is down.
+            for k in 0..4 {
+                let e = ev(i * 5, &format!("10.1.0.{k}"), Some("known"), INVALID);
+                d.observe(&obs(&e, true), &mut f);
+            }
+            // The office NAT's users retrying their (new, so unknown) tokens.
+            attempt(
+                &mut d,
+                &mut f,
+                i * 5 + 1,
+                "192.0.2.1",
+                &format!("n{i}"),
+                INVALID,
+            );
+        }
+        assert!(take(&mut f).is_empty());
+    }
+
+    #[test]
+    fn bounded_under_a_flood_of_addresses_and_tokens() {
+        let s = Settings {
+            max_ips: 10_000,
+            ..Settings::default()
+        };
+        let mut d = TokenSpray::new(&s);
+        let mut f = Findings::default();
+        for i in 0..1_000_000u64 {
+            let tok = format!("r{i}");
+            let e = ev((i / 1000) as i64, "0.0.0.0", Some(&tok), INVALID);
+            let o = Obs {
+                ip_key: Some(rand_ip(i)),
+                ..obs(&e, false)
+            };
+            d.observe(&o, &mut f);
+        }
+        assert!(d.tracked() <= 10_000 && d.names.len() <= NAMES_CAP);
+        assert!(f.is_empty());
+    }
 }
