@@ -2,6 +2,7 @@
 
 mod cli;
 mod config;
+mod detect_engine;
 mod detect_ip;
 mod e2e;
 mod geo;
