@@ -4,4 +4,5 @@ mod cli;
 mod config;
 mod e2e;
 mod parse;
+mod respond;
 mod tailer;
