@@ -138,6 +138,7 @@ impl Core {
             action: Action::Suppressed,
             reason: Some("rate_cap".into()),
             evidence: serde_json::json!({
+                "mode": self.rules.mode.name(),
                 "max_freezes": self.max_freezes,
                 "window_secs": self.window_secs,
                 "first_suppressed": {"id": first.id, "detector": first.detector, "token": first.token},

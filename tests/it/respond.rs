@@ -991,3 +991,29 @@ fn hook_secrets_resolve_and_never_print() {
     let back = Config::from_toml(&eff, "eff", &secrets()).unwrap();
     assert_eq!(back, cfg);
 }
+
+#[test]
+fn shipped_hook_examples_load() {
+    let secrets = [
+        "TOKENWATCH_HOOK_KEY",
+        "AUTH_ADMIN_TOKEN",
+        "AUTH_CLIENT_BASIC",
+        "VAULT_REVOKER_TOKEN",
+        "TOKENWATCH_FINGERPRINT_KEY",
+        "SMTP_PASSWORD",
+    ]
+    .iter()
+    .fold(MapSecrets::new(), |s, n| s.with_env(n, "x"));
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hooks");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|x| x == "toml") {
+            let cfg = Config::load(&path, &secrets)
+                .unwrap_or_else(|e| panic!("{}:\n{e}", path.display()));
+            assert!(!cfg.hooks.is_empty(), "{}", path.display());
+            n += 1;
+        }
+    }
+    assert_eq!(n, 5);
+}
