@@ -42,6 +42,12 @@
 //!
 //! [response]
 //! mode = "dry-run"                  # off | dry-run | enforce
+//! freeze_detectors = ["impossible_travel", "ip_fanout"]
+//!
+//! [[hook]]
+//! type = "webhook"                  # webhook | exec | email
+//! url = "https://idp.example.com/revoke"
+//! hmac_key = "env:TOKENWATCH_HOOK_KEY"
 //! ```
 //!
 //! The `…Config` types are what serde reads (`deny_unknown_fields`); [`SourceConfig`] builds the
@@ -57,6 +63,7 @@ mod detectors;
 mod doc;
 mod error;
 mod geo;
+mod hooks;
 mod load;
 mod response;
 mod secret;
@@ -70,6 +77,7 @@ mod values;
 pub use detectors::DetectorsConfig;
 pub use error::{ConfigError, ConfigErrors};
 pub use geo::GeoConfig;
+pub use hooks::{HeaderValue, HookConfig, HookEvent, HookKind, SmtpTls, PLACEHOLDERS};
 pub use response::{ResponseConfig, ResponseMode};
 pub use secret::{MapSecrets, Secret, SecretRef, SecretSource, SystemSecrets, INLINE_SECRET};
 pub use server::ServerConfig;
@@ -100,8 +108,11 @@ pub struct Config {
     pub geo: GeoConfig,
     /// `[detectors.NAME]` tables.
     pub detectors: DetectorsConfig,
-    /// `[response]`: response mode.
+    /// `[response]`: response policy.
     pub response: ResponseConfig,
+    /// `[[hook]]` tables: where response actions go, in file order.
+    #[serde(rename = "hook", skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<HookConfig>,
     /// Problems found while loading that did not stop it (not part of the config's value).
     #[serde(skip)]
     pub warnings: Vec<ConfigError>,
@@ -117,6 +128,7 @@ impl PartialEq for Config {
             && self.geo == other.geo
             && self.detectors == other.detectors
             && self.response == other.response
+            && self.hooks == other.hooks
     }
 }
 

@@ -84,6 +84,7 @@ pub(crate) fn run(
     }
     check_unique_names(&mut c, &config.sources);
     check_sections(&mut c, config);
+    check_response(&mut c, config, secrets);
     resolve(
         &mut c,
         &[key("server"), key("admin_token")],
@@ -294,6 +295,38 @@ fn resolve(
     if let Some(secret) = secret {
         if let Err(reason) = secret.resolve(secrets) {
             c.error(path, reason);
+        }
+    }
+}
+
+/// `[response]` and `[[hook]]`: the rules live beside their types; places are found here.
+fn check_response(c: &mut Checker<'_, '_, '_>, config: &mut Config, secrets: &dyn SecretSource) {
+    for (k, message) in config.response.problems() {
+        c.error(&[key("response"), key(k)], message);
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (i, hook) in config.hooks.iter_mut().enumerate() {
+        let at = |k: &str| vec![key("hook"), Seg::Index(i), key(k)];
+        if !c.has(&at("name")) {
+            hook.name = format!("hook{i}");
+        }
+        let mut problems = hook.resolve_secrets(secrets);
+        problems.extend(hook.problems());
+        for (k, message, is_error) in problems {
+            if is_error {
+                c.error(&at(k), message);
+            } else {
+                c.warning(&at(k), message);
+            }
+        }
+        if let Some(first) = seen.insert(hook.name.clone(), i) {
+            c.error(
+                &at("name"),
+                format!(
+                    "duplicate hook name {:?} (also used by hook[{first}])",
+                    hook.name
+                ),
+            );
         }
     }
 }

@@ -1,4 +1,4 @@
-//! HTTP server: `/metrics`, `/healthz`, `/readyz` (and the admin API in a later issue).
+//! HTTP server: `/metrics`, `/healthz`, `/readyz`, and the admin API ([`admin`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +11,9 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::metrics::Metrics;
+
+pub mod admin;
+pub mod alertmanager;
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
@@ -73,7 +76,18 @@ impl Server {
         state: AppState,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, router(state))
+        self.serve_with(state, Router::new(), shutdown).await
+    }
+
+    /// Like [`Server::serve`], with `extra` routes merged in (the admin API:
+    /// `ResponderHandle::admin_routes`).
+    pub async fn serve_with(
+        self,
+        state: AppState,
+        extra: Router,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(self.listener, router(state).merge(extra))
             .with_graceful_shutdown(shutdown)
             .await
     }

@@ -8,4 +8,5 @@ mod e2e;
 mod geo;
 mod parse;
 mod prometheus;
+mod respond;
 mod tailer;

@@ -1,0 +1,293 @@
+//! The action journal: no action is lost between a decision and a hook's success.
+//!
+//! `response-journal.jsonl` in the state directory, one JSON object a line:
+//!
+//! ```text
+//! {"v":1,"op":"add","seq":7,"hook":"revoke","event":"freeze","detection":{...}}
+//! {"v":1,"op":"done","seq":7,"result":"success"}
+//! ```
+//!
+//! `add` lines are fsynced before any hook is called; `done` lines are written after the
+//! hook succeeded (or failed permanently) without fsync: losing one only repeats a call,
+//! which the receiver ignores by its idempotency key. At start every `add` without a `done`
+//! is pending again. Once `compact_after` entries finished, the file is rewritten with only
+//! the pending ones (atomically, through [`crate::durable::write_atomic`]). A torn last line
+//! (a crash mid-append) is skipped with a warning.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::HookEvent;
+use crate::detect::Detection;
+
+/// Format tag of each line.
+const VERSION: u32 = 1;
+
+/// One hook call to make: an action for one hook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// Journal sequence number.
+    pub seq: u64,
+    /// The hook's name.
+    pub hook: String,
+    /// What happened.
+    pub event: HookEvent,
+    /// The record (with its action).
+    pub detection: Detection,
+}
+
+impl Job {
+    /// The key a receiver deduplicates on: the record id for a freeze, `id:event` otherwise,
+    /// stable across retries and restarts.
+    pub fn idempotency_key(&self) -> String {
+        match self.event {
+            HookEvent::Freeze => self.detection.id.clone(),
+            e => format!("{}:{e}", self.detection.id),
+        }
+    }
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Done {
+    /// The hook succeeded.
+    Success,
+    /// The hook refused it for good (e.g. HTTP 400); not retried.
+    Failed,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Line {
+    Add {
+        v: u32,
+        #[serde(flatten)]
+        job: Box<Job>,
+    },
+    Done {
+        v: u32,
+        seq: u64,
+        result: Done,
+    },
+}
+
+/// The journal file and its pending jobs.
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+    pending: BTreeMap<u64, Job>,
+    claimed: HashSet<u64>,
+    next_seq: u64,
+    finished: usize,
+    compact_after: usize,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal at `path`, recovering pending jobs and compacting.
+    pub fn open(path: &Path, compact_after: usize) -> io::Result<Journal> {
+        let bytes = crate::durable::read_with_recovery(path, |_| true)?.unwrap_or_default();
+        let (pending, max_seq) = replay(&bytes, path);
+        let mut j = Journal {
+            path: path.to_path_buf(),
+            file: open_append(path)?,
+            pending,
+            claimed: HashSet::new(),
+            next_seq: max_seq + 1,
+            finished: 0,
+            compact_after: compact_after.max(1),
+        };
+        j.compact()?;
+        Ok(j)
+    }
+
+    /// Appends one job per `(hook, event)` for `d` and fsyncs; returns them.
+    pub fn append(&mut self, calls: &[(String, HookEvent)], d: &Detection) -> io::Result<Vec<Job>> {
+        let mut buf = Vec::new();
+        let mut jobs = Vec::with_capacity(calls.len());
+        for (hook, event) in calls {
+            let job = Job {
+                seq: self.next_seq,
+                hook: hook.clone(),
+                event: *event,
+                detection: d.clone(),
+            };
+            self.next_seq += 1;
+            serde_json::to_writer(
+                &mut buf,
+                &Line::Add {
+                    v: VERSION,
+                    job: Box::new(job.clone()),
+                },
+            )?;
+            buf.push(b'\n');
+            jobs.push(job);
+        }
+        self.file.write_all(&buf)?;
+        self.file.sync_data()?;
+        for j in &jobs {
+            self.pending.insert(j.seq, j.clone());
+        }
+        Ok(jobs)
+    }
+
+    /// Records that job `seq` finished; compacts when enough have.
+    pub fn done(&mut self, seq: u64, result: Done) -> io::Result<()> {
+        if self.pending.remove(&seq).is_none() {
+            return Ok(());
+        }
+        self.claimed.remove(&seq);
+        let mut line = serde_json::to_vec(&Line::Done {
+            v: VERSION,
+            seq,
+            result,
+        })?;
+        line.push(b'\n');
+        self.file.write_all(&line)?;
+        self.finished += 1;
+        if self.finished >= self.compact_after {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Marks `seq` as handed to a worker (so a rescan does not hand it out twice).
+    pub fn claim(&mut self, seq: u64) {
+        self.claimed.insert(seq);
+    }
+
+    /// Undoes [`Journal::claim`] (the queue was full: a rescan hands the job out later).
+    pub fn unclaim(&mut self, seq: u64) {
+        self.claimed.remove(&seq);
+    }
+
+    /// Pending jobs for `hook` not yet handed to a worker (recovered at start, or left
+    /// behind when the queue was full), at most `limit`, oldest first; they become claimed.
+    pub fn claim_unclaimed(&mut self, hook: &str, limit: usize) -> Vec<Job> {
+        let jobs: Vec<Job> = self
+            .pending
+            .values()
+            .filter(|j| j.hook == hook && !self.claimed.contains(&j.seq))
+            .take(limit)
+            .cloned()
+            .collect();
+        self.claimed.extend(jobs.iter().map(|j| j.seq));
+        jobs
+    }
+
+    /// Jobs still pending (any hook).
+    pub fn pending(&self) -> Vec<Job> {
+        self.pending.values().cloned().collect()
+    }
+
+    /// Fsyncs everything written so far.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// Rewrites the file with only the pending jobs.
+    pub fn compact(&mut self) -> io::Result<()> {
+        let mut buf = Vec::new();
+        for job in self.pending.values() {
+            serde_json::to_writer(
+                &mut buf,
+                &Line::Add {
+                    v: VERSION,
+                    job: Box::new(job.clone()),
+                },
+            )?;
+            buf.push(b'\n');
+        }
+        crate::durable::write_atomic(&self.path, &buf)?;
+        self.file = open_append(&self.path)?;
+        self.finished = 0;
+        Ok(())
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// Pending jobs and the highest sequence number in `bytes`.
+fn replay(bytes: &[u8], path: &Path) -> (BTreeMap<u64, Job>, u64) {
+    let mut pending = BTreeMap::new();
+    let mut max_seq = 0;
+    let mut bad = 0usize;
+    for raw in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        match serde_json::from_slice::<Line>(raw) {
+            Ok(Line::Add { job, .. }) => {
+                max_seq = max_seq.max(job.seq);
+                pending.insert(job.seq, *job);
+            }
+            Ok(Line::Done { seq, .. }) => {
+                max_seq = max_seq.max(seq);
+                pending.remove(&seq);
+            }
+            Err(_) => bad += 1,
+        }
+    }
+    if bad > 0 {
+        tracing::warn!(lines = bad, path = %path.display(), "skipped unreadable journal lines (a torn write at a crash)");
+    }
+    (pending, max_seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::{Action, Severity};
+    use crate::event::EventTime;
+
+    fn det(id: &str) -> Detection {
+        Detection {
+            ts: EventTime::from_millis(0),
+            detector: "ip_fanout".into(),
+            severity: Severity::High,
+            token: Some("ak_1".into()),
+            ip: None,
+            user: None,
+            source: None,
+            action: Action::Freeze,
+            reason: None,
+            evidence: serde_json::json!({}),
+            id: id.into(),
+        }
+    }
+
+    #[test]
+    fn pending_survives_reopen_torn_tail_and_compaction() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("j.jsonl");
+        let mut j = Journal::open(&p, 2)?;
+        let calls = [
+            ("a".to_string(), HookEvent::Freeze),
+            ("b".to_string(), HookEvent::Freeze),
+        ];
+        let jobs = j.append(&calls, &det("x1"))?;
+        j.done(jobs[0].seq, Done::Success)?;
+        drop(j);
+        let mut f = OpenOptions::new().append(true).open(&p)?;
+        f.write_all(b"{\"v\":1,\"op\":\"add\",\"se")?; // torn
+        drop(f);
+        let mut j = Journal::open(&p, 3)?;
+        assert_eq!(j.pending().len(), 1);
+        assert_eq!(j.pending()[0].hook, "b");
+        assert_eq!(j.claim_unclaimed("b", 10).len(), 1);
+        assert!(j.claim_unclaimed("b", 10).is_empty());
+        let more = j.append(&calls, &det("x2"))?;
+        assert!(more[0].seq > jobs[1].seq, "sequence numbers keep growing");
+        for s in [jobs[1].seq, more[0].seq, more[1].seq] {
+            j.done(s, Done::Success)?;
+        }
+        assert!(
+            std::fs::read(&p)?.is_empty(),
+            "compacted to nothing pending"
+        );
+        Ok(())
+    }
+}
