@@ -38,6 +38,10 @@ pub struct ReplayArgs {
     /// `[geo] mmdb`.
     #[arg(long = "geoip", value_name = "MMDB")]
     pub geoip: Vec<PathBuf>,
+    /// Call the configured revoke hooks (through the journal in the state directory); by
+    /// default replay only records what the policy would do, with no side effects.
+    #[arg(long)]
+    pub with_hooks: bool,
     /// Metrics only: run no detectors (the fastest mode).
     #[arg(long)]
     pub no_detect: bool,
@@ -111,6 +115,15 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
         None => None,
     };
     let collected = crate::detect::VecSink::default();
+    let hooks = if args.with_hooks && !args.no_detect {
+        Some(HookRuntime::start(&cfg, &metrics)?)
+    } else {
+        None
+    };
+    let policy = match &hooks {
+        Some(h) => h.responder.policy(),
+        None => crate::respond::replay_policy(&cfg, Some(&metrics)),
+    };
     let engine = if args.no_detect {
         None
     } else {
@@ -123,6 +136,7 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
             args.detections.as_deref(),
             extra,
             &args.geoip,
+            policy,
         )?)
     };
     let mut pipeline = Pipeline::new(stages, fp, engine);
@@ -136,7 +150,12 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
         .sink()
         .map(|s| s.detection_counts())
         .unwrap_or_default();
-    print_summary(pipeline.totals(), &found, bytes, elapsed, args.json)?;
+    let totals = pipeline.totals().clone();
+    drop(pipeline);
+    if let Some(h) = hooks {
+        h.finish();
+    }
+    print_summary(&totals, &found, bytes, elapsed, args.json)?;
     if let Some(labels) = labels {
         let scores = crate::detect::score::score(&labels, &collected.records());
         if args.json {
@@ -158,11 +177,14 @@ pub(crate) fn build_engine(
     out: Option<&std::path::Path>,
     extra: Option<Box<dyn crate::detect::DetectionSink>>,
     geoip: &[PathBuf],
+    policy: Box<dyn crate::detect::Decide>,
 ) -> anyhow::Result<Box<dyn crate::pipeline::EventSink>> {
     use crate::detect::{Engine, EngineSettings, JsonlSink};
     let settings = EngineSettings::from_config(&cfg.detectors, cfg.geo.ipv6_prefix);
     let names = cfg.sources.iter().map(|s| s.name.clone()).collect();
-    let mut engine = Engine::new(&cfg.detectors, settings, names).with_metrics(metrics.clone());
+    let mut engine = Engine::new(&cfg.detectors, settings, names)
+        .with_metrics(metrics.clone())
+        .with_policy(policy);
     if let Some(g) = super::build::open_geo(cfg, geoip)? {
         engine = engine.with_geo(g);
     }
@@ -180,6 +202,39 @@ pub(crate) fn build_engine(
         engine = engine.with_sink(sink);
     }
     Ok(Box::new(engine))
+}
+
+/// The responder and its runtime for `replay --with-hooks`.
+struct HookRuntime {
+    rt: tokio::runtime::Runtime,
+    responder: crate::respond::Responder,
+    handle: crate::respond::ResponderHandle,
+}
+
+impl HookRuntime {
+    fn start(cfg: &crate::config::Config, metrics: &Metrics) -> anyhow::Result<HookRuntime> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .context("starting the hook runtime")?;
+        std::fs::create_dir_all(&cfg.state.dir)
+            .with_context(|| format!("creating state dir {}", cfg.state.dir.display()))?;
+        let (responder, handle) =
+            crate::respond::Responder::start(cfg, &cfg.state.dir, metrics, rt.handle().clone())
+                .context("starting the response stage")?;
+        Ok(HookRuntime {
+            rt,
+            responder,
+            handle,
+        })
+    }
+
+    /// Lets queued hook calls finish (bounded by the responder's grace period).
+    fn finish(self) {
+        let HookRuntime { rt, handle, .. } = self;
+        rt.block_on(handle.shutdown());
+    }
 }
 
 /// Reads a labels file written by `tokenwatch gen --labels`.

@@ -16,7 +16,9 @@ use super::CliError;
 use crate::config::Config;
 use crate::enrich::Fingerprinter;
 use crate::metrics::Metrics;
+use crate::detect::Ring;
 use crate::pipeline::Pipeline;
+use crate::respond::Responder;
 use crate::server::{AppState, Server};
 use crate::source::file::{Tailer, TailerHandle};
 use crate::source::tail_metrics::MetricsTailEvents;
@@ -90,12 +92,25 @@ async fn daemon(mut cfg: Config, args: RunArgs) -> Result<(), CliError> {
         metrics: metrics.clone(),
         ready: ready.clone(),
     };
-    let http = tokio::spawn(server.serve(state, async {
+    let (responder, responder_handle) = Responder::start(
+        &cfg,
+        &cfg.state.dir,
+        &metrics,
+        tokio::runtime::Handle::current(),
+    )
+    .context("starting the response stage")?;
+    let ring = Ring::new(RING_RECORDS);
+    let admin = responder_handle.admin_routes(ring.clone(), cfg.server.admin_token.clone());
+    let http = tokio::spawn(server.serve_with(state, admin, async {
         let _ = stop_server_rx.await;
     }));
     let mut signals = Signals::new().context("installing signal handlers")?;
     loop {
-        let running = start(&cfg, &metrics, &fp)?;
+        let outputs = Outputs {
+            policy: responder.policy(),
+            ring: ring.clone(),
+        };
+        let running = start(&cfg, &metrics, &fp, outputs)?;
         wait_ready(&running.tailer, &ready).await;
         let what = signals.next().await;
         ready.store(false, Ordering::Release);
@@ -107,12 +122,28 @@ async fn daemon(mut cfg: Config, args: RunArgs) -> Result<(), CliError> {
     }
     let _ = stop_server_tx.send(());
     let _ = http.await;
+    // After the pipeline: every decided action is journaled; workers get a grace period.
+    responder_handle.shutdown().await;
     tracing::info!("stopped cleanly");
     Ok(())
 }
 
+/// Detections kept in memory for `GET /api/v1/detections`.
+const RING_RECORDS: usize = 10_000;
+
+/// Where the engine's records go besides the JSONL file.
+struct Outputs {
+    policy: Box<dyn crate::detect::Decide>,
+    ring: Ring,
+}
+
 /// Starts the tailer and the pipeline thread for `cfg`.
-fn start(cfg: &Config, metrics: &Metrics, fp: &Fingerprinter) -> Result<Running, CliError> {
+fn start(
+    cfg: &Config,
+    metrics: &Metrics,
+    fp: &Fingerprinter,
+    outputs: Outputs,
+) -> Result<Running, CliError> {
     let stages = build_stages(cfg, metrics)?;
     let events = Arc::new(MetricsTailEvents::new(
         stages.iter().map(|s| s.metrics.clone()).collect(),
@@ -127,7 +158,7 @@ fn start(cfg: &Config, metrics: &Metrics, fp: &Fingerprinter) -> Result<Running,
         .collect();
     let tailer = Tailer::start(tail_cfgs, Some(cfg.state.dir.clone()), tx, events)
         .context("starting the file tailer")?;
-    let engine = build_live_engine(cfg, metrics)?;
+    let engine = build_live_engine(cfg, metrics, outputs)?;
     let mut pipeline = Pipeline::new(stages, fp.clone(), Some(engine))
         .with_lag_histogram(metrics.event_lag.clone());
     let snap_path = cfg.state.dir.join(SNAPSHOT_FILE);
@@ -163,6 +194,7 @@ const SNAPSHOT_FILE: &str = "detect-snapshot.json";
 fn build_live_engine(
     cfg: &Config,
     metrics: &Metrics,
+    outputs: Outputs,
 ) -> Result<Box<dyn crate::pipeline::EventSink>, CliError> {
     use crate::detect::{Engine, EngineSettings, JsonlSink};
     let settings = EngineSettings::from_config(&cfg.detectors, cfg.geo.ipv6_prefix);
@@ -175,7 +207,9 @@ fn build_live_engine(
     let sink = JsonlSink::append(&out).with_context(|| format!("opening {}", out.display()))?;
     let mut engine = Engine::new(&cfg.detectors, settings, names)
         .with_metrics(metrics.clone())
-        .with_sink(Box::new(sink));
+        .with_policy(outputs.policy)
+        .with_sink(Box::new(sink))
+        .with_sink(Box::new(outputs.ring));
     if let Some(g) = super::build::open_geo(cfg, &[])? {
         engine = engine.with_geo(g);
     }
@@ -240,6 +274,12 @@ fn reload(old: Config, path: Option<&Path>, metrics: &Metrics) -> Config {
             if new.server.listen != old.server.listen {
                 tracing::warn!("server.listen changed: restart tokenwatch to apply it");
                 new.server.listen = old.server.listen;
+            }
+            if new.response != old.response || new.hooks != old.hooks {
+                tracing::warn!(
+                    "[response] or [[hook]] changed: restart tokenwatch to apply them \
+                     (the running policy and hooks stay in force)"
+                );
             }
             metrics.reload(true);
             tracing::info!("config reloaded");
