@@ -2,6 +2,7 @@
 
 mod cli;
 mod config;
+mod detect_token;
 mod e2e;
 mod parse;
 mod tailer;
