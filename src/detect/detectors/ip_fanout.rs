@@ -12,6 +12,7 @@ mod fan;
 
 use serde::{Deserialize, Serialize};
 
+use super::off_hours::authenticated;
 use super::{Common, TokenDetector};
 use crate::detect::{Finding, Findings, Obs, Severity};
 use fan::{net_key, Fan, NetUse};
@@ -141,6 +142,9 @@ impl TokenDetector for IpFanout {
     }
 
     fn observe(&mut self, st: &mut State, obs: &Obs<'_>, out: &mut Findings) {
+        if !authenticated(obs) {
+            return;
+        }
         let Some(ip) = obs.ev.ip else { return };
         let now =
             u32::try_from(obs.ev.time.as_millis().div_euclid(1000).max(1)).unwrap_or(u32::MAX);

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Common, TokenDetector};
 use crate::detect::{Finding, Findings, Obs, Severity};
+use crate::event::{Outcome, Reason};
 use week::{day_of, hour_of_week, hour_tag, weekday_of, weekday_seen, Week};
 
 /// `[detectors.off_hours]` settings.
@@ -160,6 +161,9 @@ impl TokenDetector for OffHours {
     }
 
     fn observe(&mut self, st: &mut State, obs: &Obs<'_>, out: &mut Findings) {
+        if !authenticated(obs) {
+            return;
+        }
         let ms = obs.ev.time.as_millis();
         let today = count_day(st, ms);
         let how = hour_of_week(ms);
@@ -188,6 +192,16 @@ impl TokenDetector for OffHours {
             st.pending = 0;
         }
     }
+}
+
+/// True if the token itself was valid at this check (accepted, or refused only for lack of
+/// permission): rejected revoked, expired or invalid tokens are `revoked_reuse`'s business.
+/// Shared by the token detectors.
+pub(crate) fn authenticated(obs: &Obs<'_>) -> bool {
+    matches!(
+        obs.ev.outcome,
+        Outcome::Accepted | Outcome::Rejected(Reason::Forbidden)
+    )
 }
 
 #[cfg(test)]

@@ -175,3 +175,39 @@ fn engine_applies_the_cooldown() {
     assert_eq!(recs[0].token.as_deref(), Some("ak_night"));
     assert_eq!(recs[0].user.as_deref(), Some("ann"));
 }
+
+#[test]
+fn rejected_revoked_checks_are_not_use() {
+    let mut r = Run::new();
+    r.office(1);
+    for i in 0..12 {
+        let mut e = ev(MON + 6 * D + 2 * H + i * 60_000);
+        e.outcome = Outcome::Rejected(crate::event::Reason::Revoked);
+        let obs = Obs {
+            ev: &e,
+            source: "t",
+            ip_key: e.ip,
+            token_known: true,
+            location: None,
+        };
+        let mut out = Findings::default();
+        r.det.observe(&mut r.st, &obs, &mut out);
+        assert!(out.is_empty());
+    }
+    // A valid token refused for lack of permission is still use.
+    for i in 0..12 {
+        let mut e = ev(MON + 6 * D + 4 * H + i * 60_000);
+        e.outcome = Outcome::Rejected(crate::event::Reason::Forbidden);
+        let obs = Obs {
+            ev: &e,
+            source: "t",
+            ip_key: e.ip,
+            token_known: true,
+            location: None,
+        };
+        let mut out = Findings::default();
+        r.det.observe(&mut r.st, &obs, &mut out);
+        r.found.extend(out.drain());
+    }
+    assert_eq!(r.found.len(), 1);
+}

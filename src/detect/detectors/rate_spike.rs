@@ -14,6 +14,7 @@ mod state;
 
 use serde::{Deserialize, Serialize};
 
+use super::off_hours::authenticated;
 use super::{Common, TokenDetector};
 use crate::detect::{Finding, Findings, Obs, Severity};
 pub use state::State;
@@ -143,6 +144,9 @@ impl TokenDetector for RateSpike {
     }
 
     fn observe(&mut self, st: &mut State, obs: &Obs<'_>, out: &mut Findings) {
+        if !authenticated(obs) {
+            return;
+        }
         let ms = obs.ev.time.as_millis();
         if !st.add(ms, &self.params) || st.days < self.params.min_days {
             return;
