@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 const HOUR_MS: i64 = 3_600_000;
 /// Hours per peak block.
 const BLOCK_HOURS: usize = 3;
-/// Learned peaks lose this many quantization steps (≈ 16 %) per day without refresh.
-const PEAK_DECAY_STEPS: u8 = 2;
+/// Learned peaks lose this many quantization steps (≈ 8 %) per day without refresh: a
+/// weekly job's burst keeps more than half its allowance until next week.
+const PEAK_DECAY_STEPS: u8 = 1;
 
 /// `x` as a log-quantized byte.
 pub(crate) fn q(x: f64) -> u8 {

@@ -156,6 +156,17 @@ fn quiet_on_a_daily_batch_job_but_not_blind() {
 }
 
 #[test]
+fn quiet_on_a_weekly_batch_job() {
+    let times: Vec<i64> = batch(14, 36)
+        .into_iter()
+        .filter(|t| ((t - T0) / D) % 7 == 6)
+        .collect();
+    assert!(times.len() > 2000);
+    let (_, found) = run(&times);
+    assert!(found.is_empty(), "{:?}", found.first());
+}
+
+#[test]
 fn a_new_batch_habit_is_learned_within_days() {
     // A steady service that starts a nightly batch after its history is learned fires on
     // the first nights at most, then the batch is baseline.
