@@ -2,12 +2,14 @@
 //!
 //! Each token learns, per UTC hour of day, its usual checks per hour (an EWMA over days:
 //! the daily season) and the peak count it reached in one rolling window (per 3-hour block,
-//! decaying slowly). Every check updates a rolling window of `window_secs` (two buckets,
-//! the older one weighted by how much of it is still inside); the token fires when the
-//! window count reaches the *bar*: the largest of `min_checks`, `factor` × the expected
+//! decaying slowly). Every check updates a rolling window of `window_secs` (six
+//! sub-buckets, each counting at most a third of the bar, so a one-second burst of calls is
+//! not a rate); the token fires when the window count reaches the *bar*: the largest of `min_checks`, `factor` × the expected
 //! count for this hour (and its neighbours, so a morning ramp or a DST shift is not
 //! novel) and `peak_factor` × the learned peak (so a nightly batch job that is part of the
 //! baseline does not fire). Nothing fires before `min_history_days` days of activity.
+//! Hours of day are UTC: a token has no known time zone, and a fixed offset only rotates
+//! the profile.
 
 #[path = "rate_spike_state.rs"]
 mod state;
