@@ -249,3 +249,19 @@ fn engine_token_map_is_bounded_under_a_flood_of_tokens() {
     }
     assert_eq!(eng.tracked_tokens(), 1000);
 }
+
+#[test]
+fn token_state_survives_a_snapshot() {
+    let mut r = Run::new();
+    r.at(T0, "192.0.2.10", Some("FR"));
+    r.at(T0 + S, "198.51.100.7", Some("DE"));
+    assert!(r.st.fan.is_some());
+    let ts = crate::detect::TokenState {
+        fanout: r.st.clone(),
+        ..Default::default()
+    };
+    let json = serde_json::to_string(&ts).unwrap();
+    let back: crate::detect::TokenState = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.fanout, r.st);
+    assert_eq!(serde_json::to_string(&back).unwrap(), json);
+}
