@@ -4,6 +4,7 @@ mod cli;
 mod config;
 mod detect_engine;
 mod detect_ip;
+mod detect_token;
 mod e2e;
 mod geo;
 mod parse;

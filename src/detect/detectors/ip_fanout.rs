@@ -1,9 +1,21 @@
-//! `ip_fanout` (DESIGN §6). To be implemented.
+//! `ip_fanout` (DESIGN §6): a token used from many distinct networks or countries within a
+//! short window — a leaked key passed around, or used through a proxy pool.
+//!
+//! Networks, not addresses, are counted (IPv4 /24, IPv6 /48 by default), so a NAT pool or a
+//! phone hopping between carrier addresses stays one or two networks. Countries come from
+//! the GeoIP database when there is one; without it the network count alone decides. A
+//! token costs 16 bytes while it is seen from one network; a second network within the
+//! window allocates a small list, dropped again when only one network is left in it.
+
+#[path = "ip_fanout_fan.rs"]
+mod fan;
 
 use serde::{Deserialize, Serialize};
 
+use super::off_hours::authenticated;
 use super::{Common, TokenDetector};
-use crate::detect::{Findings, Obs};
+use crate::detect::{Finding, Findings, Obs, Severity};
+use fan::{net_key, Fan, NetUse};
 
 /// `[detectors.ip_fanout]` settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -11,11 +23,43 @@ use crate::detect::{Findings, Obs};
 pub struct Settings {
     /// Whether the detector runs (default true).
     pub enabled: bool,
+    /// Sliding window in seconds (default 900: a leaked key sprayed from a proxy pool shows
+    /// within minutes; Elastic's AWS and Okta rules use 30 minutes for 2 of a kind, a
+    /// shorter window suits a count of 10).
+    pub window_secs: u64,
+    /// Distinct networks in the window that fire (default 10: Elastic fires on ≥ 2 IPs,
+    /// ASNs and cities for AWS session tokens, but API keys are legitimately used from a
+    /// few places — office, home, CI, a phone — and a NAT pool is one network).
+    pub min_networks: u32,
+    /// Distinct countries in the window that fire (default 3: Okta's rule fires on ≥ 2 in
+    /// 30 minutes; one border crossing or a VPN exit abroad makes 2, not 3).
+    pub min_countries: u32,
+    /// IPv4 addresses are grouped by this prefix (default 24: one NAT pool, one office).
+    pub ipv4_prefix: u8,
+    /// IPv6 addresses are grouped by this prefix (default 48: one site; privacy addresses
+    /// and /64s within it are one network).
+    pub ipv6_prefix: u8,
+    /// Networks remembered per fanned-out token, the least recent giving way (default 64).
+    pub max_networks: u32,
+    /// No repeat record for the same token within this many seconds (default 3600).
+    pub cooldown_secs: u64,
+    /// Severity of the record (default high: a key in many hands should be rotated).
+    pub severity: Severity,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { enabled: true }
+        Settings {
+            enabled: true,
+            window_secs: 900,
+            min_networks: 10,
+            min_countries: 3,
+            ipv4_prefix: 24,
+            ipv6_prefix: 48,
+            max_networks: 64,
+            cooldown_secs: 3600,
+            severity: Severity::High,
+        }
     }
 }
 
@@ -25,13 +69,24 @@ impl Common for Settings {
     }
 }
 
-/// This detector's part of a token's state.
+/// Countries remembered per fanned-out token.
+const MAX_COUNTRIES: usize = 16;
+/// Sample addresses in the evidence.
+const SAMPLE_IPS: usize = 10;
+
+/// This detector's part of a token's state (16 bytes while one network is in use).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct State {}
+pub struct State {
+    /// Key of the last network.
+    net: u32,
+    /// Seconds since the epoch of the last check (0: none yet).
+    seen: u32,
+    /// Recent networks and countries, while more than one network is in the window.
+    fan: Option<Box<Fan>>,
+}
 
 /// The detector.
 pub struct IpFanout {
-    #[allow(dead_code)]
     settings: Settings,
 }
 
@@ -42,6 +97,41 @@ impl IpFanout {
             settings: settings.clone(),
         }
     }
+
+    fn window(&self) -> u32 {
+        u32::try_from(self.settings.window_secs.max(1)).unwrap_or(u32::MAX)
+    }
+
+    fn fires(&self, fan: &Fan) -> bool {
+        fan.nets.len() as u64 >= u64::from(self.settings.min_networks.max(2))
+            || fan.countries.len() as u64 >= u64::from(self.settings.min_countries.max(2))
+    }
+
+    fn finding(&self, fan: &Fan, obs: &Obs<'_>) -> Option<Finding> {
+        let token = obs.ev.token.clone()?;
+        let s = &self.settings;
+        let evidence = serde_json::json!({
+            "networks": fan.nets.len(),
+            "min_networks": s.min_networks,
+            "countries": fan.country_codes(),
+            "min_countries": s.min_countries,
+            "sample_ips": fan.sample_ips(SAMPLE_IPS),
+            "window_secs": s.window_secs,
+            "ipv4_prefix": s.ipv4_prefix,
+            "ipv6_prefix": s.ipv6_prefix,
+        });
+        Some(Finding {
+            detector: "ip_fanout",
+            severity: s.severity,
+            key: token.as_str().to_string(),
+            ts: obs.ev.time,
+            token: Some(token),
+            ip: obs.ev.ip,
+            user: obs.ev.user.clone(),
+            evidence,
+            cooldown_ms: i64::try_from(s.cooldown_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+        })
+    }
 }
 
 impl TokenDetector for IpFanout {
@@ -51,5 +141,54 @@ impl TokenDetector for IpFanout {
         "ip_fanout"
     }
 
-    fn observe(&mut self, _st: &mut State, _obs: &Obs<'_>, _out: &mut Findings) {}
+    fn observe(&mut self, st: &mut State, obs: &Obs<'_>, out: &mut Findings) {
+        if !authenticated(obs) {
+            return;
+        }
+        let Some(ip) = obs.ev.ip else { return };
+        let now =
+            u32::try_from(obs.ev.time.as_millis().div_euclid(1000).max(1)).unwrap_or(u32::MAX);
+        let cutoff = now.saturating_sub(self.window());
+        let key = net_key(ip, self.settings.ipv4_prefix, self.settings.ipv6_prefix);
+        let single = st.fan.is_none();
+        if single && (st.seen == 0 || st.net == key || st.seen < cutoff) {
+            st.seen = if st.net == key { st.seen.max(now) } else { now };
+            st.net = key;
+            return;
+        }
+        let fan = st.fan.get_or_insert_with(|| {
+            Box::new(Fan {
+                nets: vec![NetUse {
+                    key: st.net,
+                    last: st.seen,
+                    ip: None,
+                }],
+                countries: Vec::new(),
+                fired: 0,
+            })
+        });
+        fan.prune(cutoff);
+        let cap = usize::try_from(self.settings.max_networks).unwrap_or(usize::MAX);
+        fan.see_net(key, ip, now, cap);
+        if let Some(cc) = obs.location.and_then(|l| l.country) {
+            fan.see_country(cc, now, MAX_COUNTRIES);
+        }
+        let cooldown = u32::try_from(self.settings.cooldown_secs).unwrap_or(u32::MAX);
+        let cooled = fan.fired == 0 || now >= fan.fired.saturating_add(cooldown);
+        if cooled && self.fires(fan) {
+            if let Some(f) = self.finding(fan, obs) {
+                out.push(f);
+                fan.fired = now;
+            }
+        }
+        if fan.nets.len() <= 1 {
+            st.fan = None;
+        }
+        st.net = key;
+        st.seen = now;
+    }
 }
+
+#[cfg(test)]
+#[path = "ip_fanout_tests.rs"]
+mod tests;
