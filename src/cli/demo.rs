@@ -94,6 +94,7 @@ async fn demo(args: DemoArgs) -> Result<(), CliError> {
     let engine = Engine::new(&cfg.detectors, settings, names)
         .with_metrics(metrics.clone())
         .with_geo(Arc::new(BuiltinGeo))
+        .with_policy(crate::respond::replay_policy(&cfg, Some(&metrics)))
         .with_sink(Box::new(collected.clone()))
         .with_sink(Box::new(
             JsonlSink::append(&det_path).context("detections file")?,
@@ -225,6 +226,14 @@ fn report_detections(
         records.len(),
         path.display()
     )?;
+    let mut by: std::collections::BTreeMap<&str, usize> = Default::default();
+    for d in records {
+        *by.entry(d.detector.as_str()).or_default() += 1;
+    }
+    for (det, n) in &by {
+        writeln!(o, "  {det:<18} {n:>6}")?;
+    }
+    writeln!(o, "\nOne example of each (time, key, action, evidence):")?;
     let mut seen = std::collections::BTreeSet::new();
     for d in records {
         if seen.insert(d.detector.clone()) {
@@ -235,14 +244,33 @@ fn report_detections(
                 .unwrap_or_else(|| "global".into());
             writeln!(
                 o,
-                "  {:<18} {:<6} {}  {}  {}",
+                "  {:<18} {:<6} {}  {:<18} {:<12} {}",
                 d.detector,
                 d.severity.as_str(),
                 d.ts,
                 who,
+                format!("{:?}", d.action).to_lowercase(),
                 d.evidence
             )?;
         }
+    }
+    let freezes: Vec<&Detection> = records
+        .iter()
+        .filter(|d| d.action == crate::detect::Action::WouldFreeze)
+        .collect();
+    writeln!(
+        o,
+        "\nWould freeze (dry-run: the embedded config never revokes): {}",
+        freezes.len()
+    )?;
+    for d in freezes.iter().take(10) {
+        writeln!(
+            o,
+            "  {}  {:<18} {}",
+            d.token.as_deref().unwrap_or("-"),
+            d.detector,
+            d.reason.as_deref().unwrap_or("")
+        )?;
     }
     let scores = crate::detect::score::score(truth, records);
     writeln!(o, "\nAgainst the generator's ground truth:")?;
