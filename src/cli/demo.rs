@@ -249,7 +249,10 @@ fn report_detections(
                 d.severity.as_str(),
                 d.ts,
                 who,
-                format!("{:?}", d.action).to_lowercase(),
+                serde_json::to_value(d.action)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
                 d.evidence
             )?;
         }
