@@ -197,27 +197,103 @@ impl Outcome {
 
 /// A token as tokenwatch knows it: a non-secret id from the log or a keyed fingerprint
 /// (`fp:` + 16 hex) of a secret. Never a raw secret.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(transparent)]
-pub struct TokenId(Box<str>);
+///
+/// Ids of up to 22 bytes (every fingerprint, typical key ids) are stored inline: no heap
+/// allocation per event and ~24 bytes less per tracked token; longer ones go to the heap.
+#[derive(Clone)]
+pub struct TokenId(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Inline { len: u8, buf: [u8; INLINE] },
+    Heap(Box<str>),
+}
+
+/// Bytes stored inline (the enum stays 24 bytes: tag + length + 22).
+const INLINE: usize = 22;
 
 impl TokenId {
     /// Wraps a value already known to be safe to show (an id or a fingerprint).
-    pub fn new(safe: impl Into<Box<str>>) -> Self {
-        TokenId(safe.into())
+    pub fn new(safe: impl AsRef<str>) -> Self {
+        let s = safe.as_ref();
+        if s.len() <= INLINE {
+            let mut buf = [0u8; INLINE];
+            buf[..s.len()].copy_from_slice(s.as_bytes());
+            TokenId(Repr::Inline {
+                len: s.len() as u8,
+                buf,
+            })
+        } else {
+            TokenId(Repr::Heap(s.into()))
+        }
     }
 
     /// The printable form.
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            // Built from a &str cut at its own length, so always valid UTF-8.
+            Repr::Inline { len, buf } => {
+                std::str::from_utf8(&buf[..usize::from(*len)]).unwrap_or_default()
+            }
+            Repr::Heap(s) => s,
+        }
+    }
+}
+
+impl PartialEq for TokenId {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for TokenId {}
+
+impl std::hash::Hash for TokenId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialOrd for TokenId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for TokenId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl std::borrow::Borrow<str> for TokenId {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Debug for TokenId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
 impl fmt::Display for TokenId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for TokenId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TokenId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        Ok(TokenId::new(s))
     }
 }
 
@@ -260,6 +336,23 @@ mod tests {
     fn time_displays_rfc3339() {
         let t = EventTime::from_millis(1_772_459_736_120);
         assert_eq!(t.to_string(), "2026-03-02T13:55:36.120Z");
+    }
+
+    #[test]
+    fn token_ids_inline_and_heap_compare_by_content() {
+        let short = TokenId::new("ak_3f9c2b11d0aa");
+        let long = TokenId::new("hmac-sha256:0123456789abcdef0123456789abcdef");
+        assert_eq!(short.as_str(), "ak_3f9c2b11d0aa");
+        assert_eq!(
+            long.as_str(),
+            "hmac-sha256:0123456789abcdef0123456789abcdef"
+        );
+        assert_eq!(TokenId::new(String::from("ak_3f9c2b11d0aa")), short);
+        assert!(short < long || short > long);
+        assert_eq!(std::mem::size_of::<TokenId>(), 24);
+        let json = serde_json::to_string(&long).unwrap();
+        assert_eq!(serde_json::from_str::<TokenId>(&json).unwrap(), long);
+        assert_eq!(format!("{short:?}"), "\"ak_3f9c2b11d0aa\"");
     }
 
     #[test]

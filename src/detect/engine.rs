@@ -39,8 +39,6 @@ pub trait Decide: Send {
 /// One token's learned state: each token detector's part, and activity times.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TokenState {
-    /// First event seen.
-    pub first_seen: EventTime,
     /// Last event seen.
     pub last_seen: EventTime,
     /// `rate_spike`'s part.
@@ -397,7 +395,6 @@ fn observe_token(
             tok,
             || tok.clone(),
             || TokenState {
-                first_seen: t,
                 last_seen: t,
                 ..TokenState::default()
             },

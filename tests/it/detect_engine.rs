@@ -111,3 +111,69 @@ fn cut_time_ms(log: &[u8], cut: usize) -> i64 {
         .expect("nginx time")
         .as_millis()
 }
+
+/// Resident set size in bytes (Linux).
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("rss pages");
+    pages * 4096
+}
+
+/// Memory under a spray of 10 M random invalid tokens from random IPs stays bounded: random
+/// tokens get no per-token state and per-IP maps are capped.
+/// `cargo test --release --test it spray_memory -- --ignored --nocapture` (alone).
+#[test]
+#[ignore]
+fn spray_memory_is_bounded() {
+    use tokenwatch::event::{AuthEvent, EventTime, Outcome, Reason, TokenId};
+    use tokenwatch::pipeline::EventSink;
+    let n: u64 = std::env::var("SPRAY_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000);
+    let cfg = Config::embedded_default();
+    let settings = EngineSettings::from_config(&cfg.detectors, 64);
+    let mut eng = Engine::new(&cfg.detectors, settings, vec!["t".into()])
+        .with_sink(Box::new(VecSink::default()));
+    let t0 = 20_514 * 86_400_000i64;
+    let mut x: u64 = 0x1234_5678;
+    let before = rss_bytes();
+    let mut peak = 0;
+    for i in 0..n {
+        // xorshift: a different token and IP every event.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let ip = std::net::IpAddr::from([
+            (x >> 56) as u8 | 1,
+            (x >> 48) as u8,
+            (x >> 40) as u8,
+            (x >> 32) as u8,
+        ]);
+        eng.event(AuthEvent {
+            time: EventTime::from_millis(t0 + (i / 100) as i64),
+            source: 0,
+            token: Some(TokenId::new(format!("sk-{x:016x}"))),
+            ip: Some(ip),
+            user: None,
+            outcome: Outcome::Rejected(Reason::Invalid),
+            status: Some(401),
+        });
+        if i % 1_000_000 == 0 {
+            peak = peak.max(rss_bytes());
+        }
+    }
+    peak = peak.max(rss_bytes());
+    let grown = peak.saturating_sub(before) as f64 / (1 << 20) as f64;
+    eprintln!("{n} random invalid tokens from random IPs: RSS grew {grown:.1} MiB (peak)");
+    assert_eq!(
+        eng.tracked_tokens(),
+        0,
+        "invalid tokens must not get per-token state"
+    );
+    assert!(grown < 512.0, "grew {grown} MiB");
+}

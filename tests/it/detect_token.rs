@@ -205,5 +205,6 @@ fn tracked_token_bytes() {
         std::mem::size_of::<tokenwatch::detect::TokenState>(),
         (after - before) as f64 / (1 << 20) as f64
     );
-    assert!(per < 400.0, "{per} bytes per token");
+    // Issue 3 target: ≤ 200 B per tracked token (measured 196 B); a little room for allocator noise.
+    assert!(per < 230.0, "{per} bytes per token");
 }
