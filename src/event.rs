@@ -238,11 +238,19 @@ impl TokenId {
             Repr::Heap(s) => s,
         }
     }
+
+    /// The bytes, without re-validating UTF-8 (map lookups compare and hash these).
+    fn bytes(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Inline { len, buf } => &buf[..usize::from(*len)],
+            Repr::Heap(s) => s.as_bytes(),
+        }
+    }
 }
 
 impl PartialEq for TokenId {
     fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
+        self.bytes() == other.bytes()
     }
 }
 
@@ -250,7 +258,7 @@ impl Eq for TokenId {}
 
 impl std::hash::Hash for TokenId {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state);
+        state.write(self.bytes());
     }
 }
 
@@ -262,13 +270,8 @@ impl PartialOrd for TokenId {
 
 impl Ord for TokenId {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.as_str().cmp(other.as_str())
-    }
-}
-
-impl std::borrow::Borrow<str> for TokenId {
-    fn borrow(&self) -> &str {
-        self.as_str()
+        // Byte order is str order.
+        self.bytes().cmp(other.bytes())
     }
 }
 

@@ -21,10 +21,14 @@ pub trait Aged {
 /// How many entries an eviction samples.
 const SAMPLES: usize = 8;
 
+/// foldhash: several times faster than SipHash on short keys, and randomly seeded per
+/// process, which is what keeps attacker-chosen keys from colliding on purpose.
+type Hasher = foldhash::fast::RandomState;
+
 /// A map with a hard entry cap and idle expiry.
 #[derive(Debug, Clone)]
 pub struct BoundedMap<K, V> {
-    map: IndexMap<K, V>,
+    map: IndexMap<K, V, Hasher>,
     cap: usize,
     evictions: u64,
     rng: u64,
@@ -34,7 +38,7 @@ impl<K: Hash + Eq, V: Aged> BoundedMap<K, V> {
     /// An empty map holding at most `cap` entries (at least 1).
     pub fn new(cap: usize) -> Self {
         BoundedMap {
-            map: IndexMap::new(),
+            map: IndexMap::with_hasher(Hasher::default()),
             cap: cap.max(1),
             evictions: 0,
             rng: 0x9E37_79B9_7F4A_7C15,
@@ -72,6 +76,20 @@ impl<K: Hash + Eq, V: Aged> BoundedMap<K, V> {
         Q: Hash + Eq + ?Sized,
     {
         self.map.get_mut(key)
+    }
+
+    /// The position of `key`, if present (valid until the map is next changed).
+    pub fn index_of<Q>(&self, key: &Q) -> Option<usize>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.get_index_of(key)
+    }
+
+    /// The entry at a position from [`index_of`](Self::index_of).
+    pub fn at_mut(&mut self, i: usize) -> Option<&mut V> {
+        self.map.get_index_mut(i).map(|(_, v)| v)
     }
 
     /// The entry for `key`, inserting `make()` (evicting first if full). The key is only

@@ -287,10 +287,10 @@ impl Engine {
             .sources
             .get(usize::from(ev.source))
             .map_or("", String::as_str);
-        let token_known = ev
-            .token
-            .as_ref()
-            .is_some_and(|t| self.tokens.get(t).is_some());
+        // One lookup per event: the position stays valid until observe_token (nothing in
+        // between touches the token map).
+        let token_at = ev.token.as_ref().and_then(|t| self.tokens.index_of(t));
+        let token_known = token_at.is_some();
         let obs = Obs {
             ev,
             source,
@@ -304,6 +304,7 @@ impl Engine {
         if let Some(tok) = &ev.token {
             observe_token(
                 &mut self.tokens,
+                token_at,
                 &mut self.token_detectors,
                 tok,
                 &obs,
@@ -382,14 +383,15 @@ impl Engine {
 /// accepted, so random invalid tokens never allocate per-token state.
 fn observe_token(
     tokens: &mut BoundedMap<TokenId, TokenState>,
+    at: Option<usize>,
     d: &mut TokenDetectors,
     tok: &TokenId,
     obs: &Obs<'_>,
     out: &mut Findings,
 ) {
     let t = obs.ev.time;
-    let st = if obs.token_known {
-        tokens.get_mut(tok)
+    let st = if let Some(i) = at {
+        tokens.at_mut(i)
     } else if obs.ev.outcome == Outcome::Accepted {
         Some(tokens.entry(
             tok,

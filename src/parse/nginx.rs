@@ -162,7 +162,8 @@ impl NginxParser {
     }
 
     /// Scans the line, then retries past up to 8 prefix words if the first field is no address.
-    fn scan_with_prefix<'l>(&self, line: &'l [u8]) -> Result<(&'l [u8], Spans), ParseError> {
+    /// Returns the parsed `$remote_addr` too, so it is parsed once per line.
+    fn scan_with_prefix<'l>(&self, line: &'l [u8]) -> Result<(&'l [u8], Scanned), ParseError> {
         let first = self.scan(line).and_then(|s| self.addr_ok(line, s));
         if first.is_ok() || !self.skip_prefix {
             return first.map(|s| (line, s));
@@ -179,20 +180,22 @@ impl NginxParser {
     }
 
     /// Rejects a line whose `$remote_addr` is neither an address nor `-`.
-    fn addr_ok(&self, line: &[u8], s: Spans) -> Result<Spans, ParseError> {
-        match field(line, &s, Role::Addr) {
-            Some(a) if a != b"-" && parse_addr(a).is_none() => Err(ParseError::NoMatch("nginx")),
-            _ => Ok(s),
-        }
+    fn addr_ok(&self, line: &[u8], spans: Spans) -> Result<Scanned, ParseError> {
+        let peer = match field(line, &spans, Role::Addr) {
+            Some(a) if a != b"-" => Some(parse_addr(a).ok_or(ParseError::NoMatch("nginx"))?),
+            _ => None,
+        };
+        Ok(Scanned { spans, peer })
     }
 
-    fn record<'l>(&self, line: &'l [u8], s: &Spans) -> Result<Record<'l>, ParseError> {
+    fn record<'l>(&self, line: &'l [u8], sc: &Scanned) -> Result<Record<'l>, ParseError> {
+        let s = &sc.spans;
         let status = match field(line, s, Role::Status) {
             Some(b) => super::parse_status(b)?,
             None => return Err(ParseError::MissingField("status")),
         };
         let reason = text(line, s, Role::Reason)?;
-        let peer = field(line, s, Role::Addr).and_then(parse_addr);
+        let peer = sc.peer;
         let ip = if self.client_field {
             field(line, s, Role::ClientField).and_then(parse_addr)
         } else {
@@ -212,9 +215,15 @@ impl NginxParser {
 impl Parser for NginxParser {
     fn parse<'l>(&mut self, line: &'l [u8]) -> Result<Parsed<'l>, ParseError> {
         let line = trim_cr(line);
-        let (line, spans) = self.scan_with_prefix(line)?;
-        self.record(line, &spans).map(Parsed::Event)
+        let (line, scanned) = self.scan_with_prefix(line)?;
+        self.record(line, &scanned).map(Parsed::Event)
     }
+}
+
+/// A scanned line: field spans and the already parsed peer address.
+struct Scanned {
+    spans: Spans,
+    peer: Option<std::net::IpAddr>,
 }
 
 /// Variable names that have a role.
