@@ -297,6 +297,13 @@ fn file_and_metrics(bin: &Path, watch: Watch, trials: usize) -> Result<(Samples,
             });
             (f, scraper.join().ok().flatten())
         });
+        if f.is_none() {
+            let all = std::fs::read_to_string(&d.detections).unwrap_or_default();
+            eprintln!(
+                "trial {n}: no record seen in time; the file holds it now: {}",
+                all.contains(&format!("\"token\":\"{}\"", trial.token))
+            );
+        }
         if n >= WARMUP {
             file.push(f);
             metric.push(m);
@@ -310,17 +317,23 @@ fn file_and_metrics(bin: &Path, watch: Watch, trials: usize) -> Result<(Samples,
     Ok((file, metric))
 }
 
-/// Whether bytes appended to the detections file since `seen` name `token`.
+/// Whether complete lines appended to the detections file since `seen` name `token`. Only
+/// whole lines are consumed: a reader may see a write half done (the file grows page by
+/// page), and a record split over two reads would otherwise never match.
 fn record_appeared(out: &mut std::fs::File, seen: &mut u64, token: &str) -> Result<bool> {
     let len = out.metadata()?.len();
     if len <= *seen {
         return Ok(false);
     }
     out.seek(SeekFrom::Start(*seen))?;
-    let mut new = String::new();
-    out.take(len - *seen).read_to_string(&mut new)?;
-    *seen = len;
-    Ok(new.contains(&format!("\"token\":\"{token}\"")))
+    let mut new = Vec::new();
+    out.take(len - *seen).read_to_end(&mut new)?;
+    let Some(end) = new.iter().rposition(|&b| b == b'\n') else {
+        return Ok(false);
+    };
+    *seen += end as u64 + 1;
+    let needle = format!("\"token\":\"{token}\"");
+    Ok(String::from_utf8_lossy(&new[..end]).contains(&needle))
 }
 
 /// Time from `t0` until `done()` holds, checking every `pause`; `None` past the deadline.
