@@ -1,6 +1,8 @@
 //! Engine throughput: `Pipeline::process_lines` over a generated 7-day nginx log (1,000
 //! tokens, every attack scenario), metrics only versus all detectors on.
 //!
+//! One iteration takes 0.3–1 s, so 10 samples need about 20 s per benchmark.
+//!
 //! Each iteration gets a fresh pipeline (and engine), built outside the timing: feeding the
 //! same log twice to one engine would measure late-event handling, not detection.
 
@@ -62,7 +64,7 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("detect");
     g.sample_size(10)
         .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(10))
+        .measurement_time(Duration::from_secs(20))
         .throughput(Throughput::Elements(lines));
     for (name, detect) in [("metrics_only", false), ("all_detectors", true)] {
         g.bench_function(name, |b| {
