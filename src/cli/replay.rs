@@ -42,6 +42,10 @@ pub struct ReplayArgs {
     /// default replay only records what the policy would do, with no side effects.
     #[arg(long)]
     pub with_hooks: bool,
+    /// Threads for the pipeline: 1 parses and detects on one thread; 2 runs detection on a
+    /// second thread (same records, byte for byte). Default: 2 when the machine has 2 cores.
+    #[arg(long, default_value_t = crate::pipeline::threaded::default_threads())]
+    pub threads: usize,
     /// Metrics only: run no detectors (the fastest mode).
     #[arg(long)]
     pub no_detect: bool,
@@ -139,6 +143,13 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
             policy,
         )?)
     };
+    let engine = match engine {
+        Some(e) if args.threads > 1 => Some(Box::new(
+            crate::pipeline::threaded::ThreadedSink::spawn(e)
+                .context("starting the detect thread")?,
+        ) as Box<dyn crate::pipeline::EventSink>),
+        other => other,
+    };
     let mut pipeline = Pipeline::new(stages, fp, engine);
     let started = Instant::now();
     let mut bytes = 0;
@@ -147,7 +158,7 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let found = pipeline
-        .sink()
+        .sink_mut()
         .map(|s| s.detection_counts())
         .unwrap_or_default();
     let totals = pipeline.totals().clone();

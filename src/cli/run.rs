@@ -158,7 +158,14 @@ fn start(
         .collect();
     let tailer = Tailer::start(tail_cfgs, Some(cfg.state.dir.clone()), tx, events)
         .context("starting the file tailer")?;
-    let engine = build_live_engine(cfg, metrics, outputs)?;
+    let mut engine = build_live_engine(cfg, metrics, outputs)?;
+    if crate::pipeline::threaded::default_threads() > 1 {
+        // Detection on its own core; the pipeline thread keeps parsing and counting.
+        engine = Box::new(
+            crate::pipeline::threaded::ThreadedSink::spawn(engine)
+                .context("starting the detect thread")?,
+        );
+    }
     let mut pipeline = Pipeline::new(stages, fp.clone(), Some(engine))
         .with_lag_histogram(metrics.event_lag.clone());
     let snap_path = cfg.state.dir.join(SNAPSHOT_FILE);
@@ -177,10 +184,10 @@ fn start(
                 }
                 if last.elapsed() >= every {
                     last = std::time::Instant::now();
-                    save_snapshot(&pipeline, &snap_path);
+                    save_snapshot(&mut pipeline, &snap_path);
                 }
             }
-            save_snapshot(&pipeline, &snap_path);
+            save_snapshot(&mut pipeline, &snap_path);
         })
         .context("starting the pipeline thread")?;
     Ok(Running { tailer, pipeline })
@@ -228,8 +235,8 @@ fn build_live_engine(
 }
 
 /// Writes the engine's snapshot atomically; a failure is logged, never fatal.
-fn save_snapshot(p: &Pipeline, path: &Path) {
-    let Some(bytes) = p.sink().and_then(|s| s.snapshot()) else {
+fn save_snapshot(p: &mut Pipeline, path: &Path) {
+    let Some(bytes) = p.sink_mut().and_then(|s| s.snapshot()) else {
         return;
     };
     if let Err(e) = crate::durable::write_atomic(path, &bytes) {

@@ -500,7 +500,7 @@ impl Engine {
 }
 
 impl EventSink for Engine {
-    fn snapshot(&self) -> Option<Vec<u8>> {
+    fn snapshot(&mut self) -> Option<Vec<u8>> {
         Some(Engine::snapshot(self))
     }
 
@@ -512,7 +512,7 @@ impl EventSink for Engine {
         Engine::flush(self);
     }
 
-    fn detection_counts(&self) -> BTreeMap<&'static str, u64> {
+    fn detection_counts(&mut self) -> BTreeMap<&'static str, u64> {
         self.counts.clone()
     }
 }

@@ -29,6 +29,10 @@ fn engine(cfg: &Config, sink: &VecSink) -> Engine {
 }
 
 fn pipeline(cfg: &Config, engine: Engine) -> Pipeline {
+    pipeline_with(cfg, Box::new(engine))
+}
+
+fn pipeline_with(cfg: &Config, sink: Box<dyn tokenwatch::pipeline::EventSink>) -> Pipeline {
     let src = cfg.sources.first().expect("default source");
     let stage = SourceStage {
         name: src.name.clone(),
@@ -36,17 +40,34 @@ fn pipeline(cfg: &Config, engine: Engine) -> Pipeline {
         token_kind: src.token_kind(),
         metrics: Metrics::new().source(&src.name),
     };
-    Pipeline::new(
-        vec![stage],
-        Fingerprinter::new(b"k"),
-        Some(Box::new(engine)),
-    )
+    Pipeline::new(vec![stage], Fingerprinter::new(b"k"), Some(sink))
 }
 
 fn replay(cfg: &Config, bytes: &[u8]) -> Vec<Detection> {
     let sink = VecSink::default();
     let mut p = pipeline(cfg, engine(cfg, &sink));
     p.process_lines(0, bytes);
+    sink.records()
+}
+
+/// The same, with detection on a second thread (`replay --threads 2`, the daemon).
+fn replay_threaded(cfg: &Config, bytes: &[u8]) -> Vec<Detection> {
+    let sink = VecSink::default();
+    let threaded =
+        tokenwatch::pipeline::threaded::ThreadedSink::spawn(Box::new(engine(cfg, &sink)))
+            .expect("detect thread");
+    let mut p = pipeline_with(cfg, Box::new(threaded));
+    // Feed in pieces, as a tailer would, to exercise batching across calls.
+    let mut start = 0;
+    while start < bytes.len() {
+        let mut end = (start + (1 << 16)).min(bytes.len());
+        while end < bytes.len() && bytes[end - 1] != b'\n' {
+            end += 1;
+        }
+        p.process_lines(0, &bytes[start..end]);
+        start = end;
+    }
+    drop(p);
     sink.records()
 }
 
@@ -65,6 +86,11 @@ fn replay_is_deterministic_and_restart_keeps_learning() {
         as_lines(&replay(&cfg, &log)),
         "replay must be deterministic"
     );
+    assert_eq!(
+        as_lines(&full),
+        as_lines(&replay_threaded(&cfg, &log)),
+        "detection on a second thread must give the same records"
+    );
 
     // Stop after day 5 (learning done), snapshot, restore into a fresh engine, go on.
     let day6 = memchr_find(&log, b"[07/Mar/2026:00:").expect("a line on day 6");
@@ -75,7 +101,7 @@ fn replay_is_deterministic_and_restart_keeps_learning() {
     let snap = {
         let mut p = pipeline(&cfg, engine(&cfg, &VecSink::default()));
         p.process_lines(0, &log[..cut]);
-        p.sink().and_then(|s| s.snapshot()).expect("snapshot")
+        p.sink_mut().and_then(|s| s.snapshot()).expect("snapshot")
     };
     assert!(snap.len() > 10_000, "snapshot of {} bytes", snap.len());
     let resumed_sink = VecSink::default();

@@ -10,6 +10,8 @@ use crate::metrics::{reason_index, SourceMetrics};
 use crate::parse::{ParseError, Parsed, Parser, Record};
 use crate::source::LineBatch;
 
+pub mod threaded;
+
 /// Receives every parsed token check (the detection engine implements this).
 pub trait EventSink: Send {
     /// One enriched event, in file order.
@@ -17,11 +19,11 @@ pub trait EventSink: Send {
     /// End of a batch: make outputs visible.
     fn flush(&mut self) {}
     /// Learned state to persist, if the sink has any.
-    fn snapshot(&self) -> Option<Vec<u8>> {
+    fn snapshot(&mut self) -> Option<Vec<u8>> {
         None
     }
     /// Detections emitted so far, by detector (for summaries).
-    fn detection_counts(&self) -> std::collections::BTreeMap<&'static str, u64> {
+    fn detection_counts(&mut self) -> std::collections::BTreeMap<&'static str, u64> {
         Default::default()
     }
 }
@@ -152,8 +154,8 @@ impl Pipeline {
     }
 
     /// The event sink (the detection engine), if any.
-    pub fn sink(&self) -> Option<&dyn EventSink> {
-        self.sink.as_deref()
+    pub fn sink_mut(&mut self) -> Option<&mut (dyn EventSink + 'static)> {
+        self.sink.as_deref_mut()
     }
 }
 
