@@ -49,7 +49,9 @@ measure() {
   measure "wc -l" "$LINES" "$RUNS" wc -l "$LOG"
   measure "grep -cF '\" 401 '" "$LINES" "$RUNS" grep -cF '" 401 ' "$LOG"
   measure "tokenwatch replay --no-detect" "$LINES" "$RUNS" "$BIN" replay -c "$CFG" --no-detect "$LOG"
-  measure "tokenwatch replay (all detectors)" "$LINES" "$RUNS" "$BIN" replay -c "$CFG" "$LOG"
+  measure "tokenwatch replay (all detectors)" "$LINES" "$RUNS" "$BIN" replay -c "$CFG" --threads 1 "$LOG"
+  # Two threads (parse | detect): unpinned, the machine's two cores.
+  PIN="" measure "tokenwatch replay (all detectors, --threads 2, 2 cores)" "$LINES" "$RUNS" "$BIN" replay -c "$CFG" --threads 2 "$LOG"
   measure "mtail --one_shot" "$LINES" "$PEER_RUNS" mtail --one_shot --progs bench/peers/tokenwatch.mtail --logs "$LOG" --logtostderr
   measure "fail2ban-regex (first $FAIL2BAN_LINES lines)" "$FAIL2BAN_LINES" 1 fail2ban-regex "$DIR/f2b-prefix.log" bench/peers/fail2ban-filter.conf
 } > "$DIR/compare"
