@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod admin;
 mod build;
 pub mod check_config;
 pub mod demo;
@@ -43,6 +44,12 @@ pub enum Command {
     CheckConfig(check_config::CheckConfigArgs),
     /// Read a token on stdin and print its fingerprint.
     Fingerprint(fingerprint::FingerprintArgs),
+    /// List the tokens the running daemon has frozen (admin API).
+    Frozen(admin::FrozenArgs),
+    /// Freeze a token by hand, through the same policy and hooks (admin API).
+    Freeze(admin::TokenArgs),
+    /// Lift a freeze; the unfreeze hooks are called (admin API).
+    Unfreeze(admin::TokenArgs),
 }
 
 /// A verb's failure, carrying its exit code.
@@ -78,6 +85,9 @@ pub fn main() -> i32 {
         Command::Parse(a) => parse::run(a),
         Command::CheckConfig(a) => check_config::run(a),
         Command::Fingerprint(a) => fingerprint::run(a),
+        Command::Frozen(a) => admin::frozen(a),
+        Command::Freeze(a) => admin::freeze(a),
+        Command::Unfreeze(a) => admin::unfreeze(a),
     };
     match result {
         Ok(()) => 0,

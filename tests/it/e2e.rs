@@ -252,3 +252,83 @@ fn bad_config_exits_2_listing_every_error() {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
 }
+
+/// `tokenwatch freeze | frozen | unfreeze` against a running daemon's admin API.
+#[test]
+fn admin_cli_freezes_lists_and_unfreezes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    append(&log, &line(1, 200, "-"));
+    let cfg = dir.path().join("tokenwatch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"env:TW_E2E_ADMIN\"\n\n\
+             [state]\ndir = \"{}\"\n\n[response]\nmode = \"enforce\"\n\n\
+             [[source]]\nname = \"gw\"\npath = \"{}\"\n",
+            dir.path().join("state").display(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    let addr_file = dir.path().join("addr");
+    let child = Command::new(env!("CARGO_BIN_EXE_tokenwatch"))
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .arg("--addr-file")
+        .arg(&addr_file)
+        .env("TW_E2E_ADMIN", "s3cret-admin")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut d = Daemon {
+        child,
+        addr: String::new(),
+    };
+    d.addr = wait_for(30, "listen address", || {
+        std::fs::read_to_string(&addr_file)
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
+    let url = format!("http://{}", d.addr);
+    let cli = |args: &[&str], key: &str| {
+        Command::new(env!("CARGO_BIN_EXE_tokenwatch"))
+            .args(args)
+            .args(["-c", cfg.to_str().unwrap(), "--url", &url])
+            .env("TW_E2E_ADMIN", key)
+            .output()
+            .unwrap()
+    };
+    // A wrong key is refused by the daemon.
+    let denied = cli(&["frozen"], "wrong");
+    assert_eq!(denied.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("401"));
+
+    let key = "s3cret-admin";
+    let out = cli(
+        &[
+            "freeze",
+            "ak_3f9c2b11d0aa",
+            "--reason",
+            "leaked in a ticket",
+        ],
+        key,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("freeze"));
+    let list = cli(&["frozen"], key);
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        text.contains("ak_3f9c2b11d0aa") && text.contains("1 frozen"),
+        "{text}"
+    );
+    assert!(cli(&["unfreeze", "ak_3f9c2b11d0aa"], key).status.success());
+    let again = cli(&["unfreeze", "ak_3f9c2b11d0aa"], key);
+    assert_eq!(again.status.code(), Some(1), "unfreezing twice is an error");
+    assert!(String::from_utf8_lossy(&cli(&["frozen"], key).stdout).contains("0 frozen"));
+    terminate(d);
+}
