@@ -476,3 +476,28 @@ pub fn exposed_names(metrics: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// A minimal HTTP/1.0 request with an optional bearer token and JSON body; (status, body).
+pub fn http_send(
+    addr: &str,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: &str,
+) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let status = resp.get(9..12)?.parse().ok()?;
+    let body = resp.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
+}

@@ -804,3 +804,98 @@ fn check_loaded_rules(prom: &Prom) {
         );
     }
 }
+
+/// The closed loop of `examples/alertmanager.yml`: an alert carrying a `token` label goes
+/// from a real Alertmanager to tokenwatch's `/api/v1/alertmanager` receiver (bearer token
+/// from `credentials_file`), and tokenwatch freezes that token under its policy.
+#[test]
+fn alertmanager_closes_the_loop_into_a_tokenwatch_freeze() {
+    let Some(am_bin) = require_tool(&["prometheus-alertmanager", "alertmanager"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let admin = "loop-admin-token";
+    let log = dir.path().join("access.log");
+    append(&log, "");
+    let cfg = dir.path().join("tw.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"env:TW_LOOP_ADMIN\"\n\n\
+             [state]\ndir = \"{}\"\n\n[response]\nmode = \"enforce\"\n\n\
+             [[source]]\nname = \"gw\"\npath = \"{}\"\n",
+            dir.path().join("state").display(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    let addr_file = dir.path().join("tw.addr");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokenwatch"));
+    cmd.arg("run")
+        .arg("-c")
+        .arg(&cfg)
+        .arg("--addr-file")
+        .arg(&addr_file)
+        .env("TW_LOOP_ADMIN", admin);
+    let tw = Proc::spawn("tokenwatch", cmd, &dir.path().join("tw.out"));
+    let tw_addr = wait_for(
+        30,
+        "tokenwatch's address",
+        || tw.tail(),
+        || {
+            std::fs::read_to_string(&addr_file)
+                .ok()
+                .filter(|s| !s.is_empty())
+        },
+    );
+
+    // Alertmanager with the example's freeze route shape: token-labelled anomalies go to
+    // tokenwatch, authenticated by a credentials file.
+    let secret = dir.path().join("tokenwatch-admin-token");
+    std::fs::write(&secret, admin).unwrap();
+    let am_cfg = dir.path().join("am.yml");
+    std::fs::write(
+        &am_cfg,
+        format!(
+            "route:\n  receiver: sink\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n  \
+             routes:\n    - receiver: tokenwatch-freeze\n      matchers:\n        - alertname=\"TokenAnomalyDetected\"\n        \
+             - token=~\".+\"\n      group_by: [alertname, token]\nreceivers:\n  - name: sink\n  \
+             - name: tokenwatch-freeze\n    webhook_configs:\n      - url: http://{tw_addr}/api/v1/alertmanager\n        \
+             send_resolved: false\n        http_config:\n          authorization:\n            type: Bearer\n            \
+             credentials_file: {}\n",
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let am_addr = format!("127.0.0.1:{}", free_port());
+    let mut am_cmd = Command::new(&am_bin);
+    am_cmd
+        .arg(format!("--config.file={}", am_cfg.display()))
+        .arg(format!(
+            "--storage.path={}",
+            dir.path().join("am-data").display()
+        ))
+        .arg(format!("--web.listen-address={am_addr}"))
+        .arg("--cluster.listen-address=");
+    let am = Proc::spawn("alertmanager", am_cmd, &dir.path().join("am.out"));
+    let logs = || format!("{}\n{}", tw.tail(), am.tail());
+    wait_for(30, "alertmanager /-/ready", logs, || {
+        http_get(&am_addr, "/-/ready").filter(|(s, _)| *s == 200)
+    });
+
+    // A detection alert naming a token, as a rule with a `token` label would send it.
+    let alert = r#"[{"labels":{"alertname":"TokenAnomalyDetected","token":"ak_c1osed100p01","detector":"impossible_travel","severity":"critical"},"annotations":{"summary":"token used from two continents"}}]"#;
+    let posted = http_send(&am_addr, "POST", "/api/v2/alerts", None, alert);
+    assert_eq!(posted.map(|(s, _)| s), Some(200), "{}", logs());
+
+    let frozen = wait_for(30, "tokenwatch to freeze the token", logs, || {
+        http_send(&tw_addr, "GET", "/api/v1/frozen", Some(admin), "")
+            .filter(|(s, body)| *s == 200 && body.contains("ak_c1osed100p01"))
+            .map(|(_, body)| body)
+    });
+    let v: serde_json::Value = serde_json::from_str(&frozen).unwrap();
+    assert_eq!(v["frozen"][0]["detector"], "alertmanager", "{frozen}");
+    // Without the bearer token the API refuses.
+    let denied = http_send(&tw_addr, "GET", "/api/v1/frozen", None, "");
+    assert_eq!(denied.map(|(s, _)| s), Some(401));
+}
