@@ -398,7 +398,9 @@ fn var_end(line: &[u8], pos: usize, quoted: bool, next: Option<u8>, role: Role) 
         return Some(pos + 26);
     }
     match next {
-        Some(c) => memchr(c, rest).map(|e| pos + e),
+        // Unquoted fields (address, user, status, bytes) are a few bytes: a plain loop
+        // beats memchr's vector setup there.
+        Some(c) => rest.iter().position(|&b| b == c).map(|e| pos + e),
         None => Some(line.len()),
     }
 }
