@@ -67,6 +67,58 @@ pub struct Finding {
     pub cooldown_ms: i64,
 }
 
+impl Finding {
+    /// A finding about the token of the event being observed: keyed by the token, with the
+    /// event's client address and user.
+    pub fn about_token(
+        detector: &'static str,
+        severity: Severity,
+        token: TokenId,
+        obs: &super::Obs<'_>,
+        evidence: serde_json::Value,
+        cooldown_secs: u64,
+    ) -> Finding {
+        Finding {
+            detector,
+            severity,
+            key: token.as_str().to_string(),
+            ts: obs.ev.time,
+            token: Some(token),
+            ip: obs.ev.ip,
+            user: obs.ev.user.clone(),
+            evidence,
+            cooldown_ms: secs_to_ms(cooldown_secs),
+        }
+    }
+
+    /// A finding about one client address (per-IP detectors): keyed by the address.
+    pub fn about_ip(
+        detector: &'static str,
+        severity: Severity,
+        ip: IpAddr,
+        ts: EventTime,
+        evidence: serde_json::Value,
+        cooldown_secs: u64,
+    ) -> Finding {
+        Finding {
+            detector,
+            severity,
+            key: ip.to_string(),
+            ts,
+            token: None,
+            ip: Some(ip),
+            user: None,
+            evidence,
+            cooldown_ms: secs_to_ms(cooldown_secs),
+        }
+    }
+}
+
+/// Seconds from config to the engine's milliseconds, saturating.
+pub fn secs_to_ms(secs: u64) -> i64 {
+    i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+}
+
 /// One detection record. Field order is the order of DESIGN §7.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Detection {

@@ -122,17 +122,14 @@ impl BruteForce {
             "last": st.last.to_string(),
             "top_reasons": st.reasons.top(3),
         });
-        Finding {
-            detector: "brute_force",
+        Finding::about_ip(
+            "brute_force",
             severity,
-            key: ip.to_string(),
-            ts: obs.ev.time,
-            token: None,
-            ip: Some(ip),
-            user: None,
+            ip,
+            obs.ev.time,
             evidence,
-            cooldown_ms: ms(self.settings.cooldown_secs),
-        }
+            self.settings.cooldown_secs,
+        )
     }
 }
 

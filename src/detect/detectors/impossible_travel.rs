@@ -160,18 +160,14 @@ impl ImpossibleTravel {
             "max_kmh": self.settings.max_kmh,
             "dwell_minutes": st.dwell_s() / 60,
         });
-        Some(Finding {
-            detector: "impossible_travel",
-            severity: Severity::High,
-            key: tok.as_str().to_string(),
-            ts: obs.ev.time,
-            token: Some(tok.clone()),
-            ip: obs.ev.ip,
-            user: obs.ev.user.clone(),
+        Some(Finding::about_token(
+            "impossible_travel",
+            Severity::High,
+            tok.clone(),
+            obs,
             evidence,
-            cooldown_ms: i64::try_from(self.settings.cooldown_secs.saturating_mul(1000))
-                .unwrap_or(i64::MAX),
-        })
+            self.settings.cooldown_secs,
+        ))
     }
 }
 

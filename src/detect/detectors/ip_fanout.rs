@@ -120,17 +120,14 @@ impl IpFanout {
             "ipv4_prefix": s.ipv4_prefix,
             "ipv6_prefix": s.ipv6_prefix,
         });
-        Some(Finding {
-            detector: "ip_fanout",
-            severity: s.severity,
-            key: token.as_str().to_string(),
-            ts: obs.ev.time,
-            token: Some(token),
-            ip: obs.ev.ip,
-            user: obs.ev.user.clone(),
+        Some(Finding::about_token(
+            "ip_fanout",
+            s.severity,
+            token,
+            obs,
             evidence,
-            cooldown_ms: i64::try_from(s.cooldown_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
-        })
+            s.cooldown_secs,
+        ))
     }
 }
 

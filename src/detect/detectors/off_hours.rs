@@ -125,18 +125,14 @@ impl OffHours {
             "tolerance_hours": self.tolerance(),
             "view": view,
         });
-        Some(Finding {
-            detector: "off_hours",
-            severity: self.settings.severity,
-            key: token.as_str().to_string(),
-            ts: obs.ev.time,
-            token: Some(token),
-            ip: obs.ev.ip,
-            user: obs.ev.user.clone(),
+        Some(Finding::about_token(
+            "off_hours",
+            self.settings.severity,
+            token,
+            obs,
             evidence,
-            cooldown_ms: i64::try_from(self.settings.cooldown_secs.saturating_mul(1000))
-                .unwrap_or(i64::MAX),
-        })
+            self.settings.cooldown_secs,
+        ))
     }
 }
 

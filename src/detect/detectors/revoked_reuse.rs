@@ -120,17 +120,14 @@ impl RevokedReuse {
             "first": st.first.to_string(),
             "last": st.last.to_string(),
         });
-        Finding {
-            detector: "revoked_reuse",
-            severity: Severity::Medium,
-            key: tok.as_str().to_string(),
-            ts: obs.ev.time,
-            token: Some(tok.clone()),
-            ip: obs.ev.ip,
-            user: obs.ev.user.clone(),
+        Finding::about_token(
+            "revoked_reuse",
+            Severity::Medium,
+            tok.clone(),
+            obs,
             evidence,
-            cooldown_ms: ms(self.settings.cooldown_secs),
-        }
+            self.settings.cooldown_secs,
+        )
     }
 }
 

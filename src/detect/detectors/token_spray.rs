@@ -126,17 +126,14 @@ impl TokenSpray {
             "first": st.first.to_string(),
             "last": st.last.to_string(),
         });
-        Finding {
-            detector: "token_spray",
-            severity: Severity::Medium,
-            key: ip.to_string(),
-            ts: obs.ev.time,
-            token: None,
-            ip: Some(ip),
-            user: None,
+        Finding::about_ip(
+            "token_spray",
+            Severity::Medium,
+            ip,
+            obs.ev.time,
             evidence,
-            cooldown_ms: ms(self.settings.cooldown_secs),
-        }
+            self.settings.cooldown_secs,
+        )
     }
 }
 
