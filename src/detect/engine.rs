@@ -87,8 +87,7 @@ impl EngineSettings {
             max_tokens: usize::try_from(d.max_state_bytes * 7 / 10 / BYTES_PER_TOKEN)
                 .unwrap_or(usize::MAX)
                 .max(1_000),
-            reorder_tolerance_ms: i64::try_from(d.reorder_tolerance_secs.saturating_mul(1000))
-                .unwrap_or(i64::MAX),
+            reorder_tolerance_ms: super::record::secs_to_ms(d.reorder_tolerance_secs),
             ipv6_prefix,
         }
     }

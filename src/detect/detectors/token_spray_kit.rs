@@ -139,10 +139,8 @@ impl OutageGuard {
     }
 }
 
-/// Milliseconds from a seconds setting, saturating.
-pub(crate) fn ms(secs: u64) -> i64 {
-    i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
-}
+/// Seconds to milliseconds, saturating (the one helper lives beside `Finding`).
+pub(crate) use crate::detect::record::secs_to_ms as ms;
 
 /// `t - d`, saturating.
 pub(crate) fn before(t: EventTime, d_ms: i64) -> EventTime {
