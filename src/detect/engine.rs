@@ -84,9 +84,12 @@ impl EngineSettings {
     /// From `[detectors]` and `[geo]`.
     pub fn from_config(d: &DetectorsConfig, ipv6_prefix: u8) -> Self {
         EngineSettings {
-            max_tokens: usize::try_from(d.max_state_bytes * 7 / 10 / BYTES_PER_TOKEN)
-                .unwrap_or(usize::MAX)
-                .max(1_000),
+            // Divide first: a huge configured budget must not overflow.
+            max_tokens: usize::try_from(
+                (d.max_state_bytes / 10).saturating_mul(7) / BYTES_PER_TOKEN,
+            )
+            .unwrap_or(usize::MAX)
+            .max(1_000),
             reorder_tolerance_ms: super::record::secs_to_ms(d.reorder_tolerance_secs),
             ipv6_prefix,
         }
@@ -513,5 +516,25 @@ impl EventSink for Engine {
 
     fn detection_counts(&mut self) -> BTreeMap<&'static str, u64> {
         self.counts.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_state_budget_gives_a_sane_token_cap() {
+        for bytes in [0, 1 << 20, 1 << 30, u64::MAX] {
+            let d = DetectorsConfig {
+                max_state_bytes: bytes,
+                ..DetectorsConfig::default()
+            };
+            let s = EngineSettings::from_config(&d, 64);
+            assert!(s.max_tokens >= 1_000, "{bytes}: {}", s.max_tokens);
+        }
+        let d = DetectorsConfig::default();
+        let s = EngineSettings::from_config(&d, 64);
+        assert_eq!(s.max_tokens, (1usize << 30) / 10 * 7 / 256);
     }
 }
