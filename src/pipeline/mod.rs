@@ -7,7 +7,7 @@
 use crate::enrich::{identify, Fingerprinter, TokenKind};
 use crate::event::{AuthEvent, EventTime, Outcome, SourceIdx};
 use crate::metrics::{reason_index, SourceMetrics};
-use crate::parse::{ParseError, Parsed, Parser, Record};
+use crate::parse::{Parsed, Parser, Record};
 use crate::source::LineBatch;
 
 pub mod threaded;
@@ -55,15 +55,6 @@ pub struct Totals {
     pub malformed: u64,
     /// Malformed lines by reason label.
     pub malformed_by: Vec<(&'static str, u64)>,
-}
-
-impl Totals {
-    fn add_malformed(&mut self, reason: &'static str, n: u64) {
-        match self.malformed_by.iter_mut().find(|(r, _)| *r == reason) {
-            Some((_, c)) => *c += n,
-            None => self.malformed_by.push((reason, n)),
-        }
-    }
 }
 
 /// Per-batch counts, flushed into Prometheus after the batch.
@@ -188,19 +179,16 @@ fn handle_line(
         Ok(Parsed::Skip) => counts.skipped += 1,
         Err(e) => {
             counts.malformed += 1;
-            bump(&mut counts.malformed_by, reason_of(&e));
+            bump(&mut counts.malformed_by, e.reason(), 1);
         }
     }
 }
 
-fn reason_of(e: &ParseError) -> &'static str {
-    e.reason()
-}
-
-fn bump(v: &mut Vec<(&'static str, u64)>, reason: &'static str) {
+/// Adds `n` to `reason`'s count in a short list of (reason, count).
+fn bump(v: &mut Vec<(&'static str, u64)>, reason: &'static str, n: u64) {
     match v.iter_mut().find(|(r, _)| *r == reason) {
-        Some((_, c)) => *c += 1,
-        None => v.push((reason, 1)),
+        Some((_, c)) => *c += n,
+        None => v.push((reason, n)),
     }
 }
 
@@ -237,7 +225,7 @@ fn flush(
     m.malformed.inc_by(c.malformed);
     for (reason, n) in c.malformed_by.drain(..) {
         m.malformed_reason(reason, n);
-        totals.add_malformed(reason, n);
+        bump(&mut totals.malformed_by, reason, n);
     }
     if let (Some(h), Some(t)) = (lag, c.max_time) {
         h.observe((EventTime::now().as_millis() - t.as_millis()) as f64 / 1000.0);
