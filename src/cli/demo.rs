@@ -14,7 +14,7 @@ use anyhow::Context;
 use super::build::build_stages;
 use super::CliError;
 use crate::config::Config;
-use crate::detect::{Detection, Engine, EngineSettings, JsonlSink, VecSink};
+use crate::detect::{Detection, Engine, JsonlSink, VecSink};
 use crate::enrich::geo::BuiltinGeo;
 use crate::enrich::Fingerprinter;
 use crate::metrics::Metrics;
@@ -87,12 +87,9 @@ async fn demo(args: DemoArgs) -> Result<(), CliError> {
 
     // The demo's GeoIP is the generator's own table: no download needed.
     let collected = VecSink::default();
-    let settings = EngineSettings::from_config(&cfg.detectors, cfg.geo.ipv6_prefix);
-    let names = cfg.sources.iter().map(|s| s.name.clone()).collect();
     let det_path = dir.join("detections.jsonl");
     let _ = std::fs::remove_file(&det_path);
-    let engine = Engine::new(&cfg.detectors, settings, names)
-        .with_metrics(metrics.clone())
+    let engine = Engine::for_config(&cfg, &metrics)
         .with_geo(Arc::new(BuiltinGeo))
         .with_policy(crate::respond::replay_policy(&cfg, Some(&metrics)))
         .with_sink(Box::new(collected.clone()))

@@ -190,12 +190,8 @@ pub(crate) fn build_engine(
     geoip: &[PathBuf],
     policy: Box<dyn crate::detect::Decide>,
 ) -> anyhow::Result<Box<dyn crate::pipeline::EventSink>> {
-    use crate::detect::{Engine, EngineSettings, JsonlSink};
-    let settings = EngineSettings::from_config(&cfg.detectors, cfg.geo.ipv6_prefix);
-    let names = cfg.sources.iter().map(|s| s.name.clone()).collect();
-    let mut engine = Engine::new(&cfg.detectors, settings, names)
-        .with_metrics(metrics.clone())
-        .with_policy(policy);
+    use crate::detect::{Engine, JsonlSink};
+    let mut engine = Engine::for_config(cfg, metrics).with_policy(policy);
     if let Some(g) = super::build::open_geo(cfg, geoip)? {
         engine = engine.with_geo(g);
     }

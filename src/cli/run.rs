@@ -203,17 +203,14 @@ fn build_live_engine(
     metrics: &Metrics,
     outputs: Outputs,
 ) -> Result<Box<dyn crate::pipeline::EventSink>, CliError> {
-    use crate::detect::{Engine, EngineSettings, JsonlSink};
-    let settings = EngineSettings::from_config(&cfg.detectors, cfg.geo.ipv6_prefix);
-    let names = cfg.sources.iter().map(|s| s.name.clone()).collect();
+    use crate::detect::{Engine, JsonlSink};
     let out = cfg
         .detectors
         .output
         .clone()
         .unwrap_or_else(|| cfg.state.dir.join("detections.jsonl"));
     let sink = JsonlSink::append(&out).with_context(|| format!("opening {}", out.display()))?;
-    let mut engine = Engine::new(&cfg.detectors, settings, names)
-        .with_metrics(metrics.clone())
+    let mut engine = Engine::for_config(cfg, metrics)
         .with_policy(outputs.policy)
         .with_sink(Box::new(sink))
         .with_sink(Box::new(outputs.ring));

@@ -188,6 +188,14 @@ impl Engine {
         }
     }
 
+    /// The engine for a whole config: `[detectors]` limits, `[geo] ipv6_prefix`, the sources'
+    /// names, reporting into `metrics` (what `run`, `replay` and `demo` share).
+    pub fn for_config(cfg: &crate::config::Config, metrics: &Metrics) -> Engine {
+        let settings = EngineSettings::from_config(&cfg.detectors, cfg.geo.ipv6_prefix);
+        let names = cfg.sources.iter().map(|s| s.name.clone()).collect();
+        Engine::new(&cfg.detectors, settings, names).with_metrics(metrics.clone())
+    }
+
     /// Adds a GeoIP database.
     pub fn with_geo(mut self, geo: Arc<dyn GeoLookup>) -> Self {
         self.geo = Some(geo);
