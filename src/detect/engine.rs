@@ -25,6 +25,8 @@ use crate::pipeline::EventSink;
 const TICK_MS: i64 = 10_000;
 /// A token idle this long loses its learned state (event time).
 const TOKEN_IDLE_MS: i64 = 35 * 86_400_000;
+/// How often (event time) idle tokens are looked for.
+const TOKEN_EXPIRY_EVERY_MS: i64 = 3_600_000;
 /// Rough bytes per tracked token (map entry + key + state), to turn the byte budget into
 /// an entry cap; BENCHMARKS.md has the measured figure.
 const BYTES_PER_TOKEN: u64 = 256;
@@ -342,13 +344,21 @@ impl Engine {
     }
 
     fn tick(&mut self, now: EventTime) {
+        let hour = |t: EventTime| t.as_millis().div_euclid(TOKEN_EXPIRY_EVERY_MS);
+        let new_hour = hour(now) != hour(self.last_tick);
         self.last_tick = now;
         for d in &mut self.others {
             d.tick(now, &mut self.findings);
         }
-        self.tokens.expire(EventTime::from_millis(
-            now.as_millis().saturating_sub(TOKEN_IDLE_MS),
-        ));
+        // Idle expiry walks every token: once per hour of event time is plenty for a 35-day
+        // idle limit, and the cutoff sits on the hour so a restored engine (whose first tick
+        // comes at an arbitrary event) expires exactly what an uninterrupted one did.
+        if new_hour {
+            let on_the_hour = hour(now).saturating_mul(TOKEN_EXPIRY_EVERY_MS);
+            self.tokens.expire(EventTime::from_millis(
+                on_the_hour.saturating_sub(TOKEN_IDLE_MS),
+            ));
+        }
         self.cooldowns.expire(now);
         self.emit_findings(u16::MAX);
         self.publish_gauges();

@@ -50,6 +50,10 @@ pub fn identify(raw: &str, kind: TokenKind, fp: &Fingerprinter) -> Option<TokenI
 
 /// Strips an `Authorization` scheme (`Bearer `, `Basic `, `Token `), case-insensitively.
 fn strip_scheme(raw: &str) -> (bool, &str) {
+    // Most values carry no scheme: one byte test skips the three compares.
+    if !matches!(raw.as_bytes().first(), Some(b'b' | b'B' | b't' | b'T')) {
+        return (false, raw);
+    }
     for scheme in ["bearer ", "basic ", "token "] {
         if raw.len() >= scheme.len()
             && raw.as_bytes()[..scheme.len()].eq_ignore_ascii_case(scheme.as_bytes())
@@ -62,7 +66,12 @@ fn strip_scheme(raw: &str) -> (bool, &str) {
 
 /// A secret's shape: a known prefix, a JWT, or long key material.
 fn looks_secret(v: &str) -> bool {
-    if SECRET_PREFIXES.iter().any(|p| v.starts_with(p)) && v.len() > 8 {
+    let first = v.as_bytes().first();
+    if v.len() > 8
+        && SECRET_PREFIXES
+            .iter()
+            .any(|p| p.as_bytes().first() == first && v.starts_with(p))
+    {
         return true;
     }
     if v.starts_with("eyJ") && v.bytes().filter(|&b| b == b'.').count() == 2 {

@@ -14,6 +14,9 @@ pub fn parse_addr(b: &[u8]) -> Option<IpAddr> {
     if let Some(v4) = dotted_quad(b) {
         return Some(IpAddr::V4(v4));
     }
+    if let Some(v6) = full_ipv6(b) {
+        return Some(canonical(IpAddr::V6(v6)));
+    }
     if b.len() > 64 {
         return None;
     }
@@ -35,25 +38,57 @@ pub fn parse_addr(b: &[u8]) -> Option<IpAddr> {
 }
 
 /// A strict dotted quad (`203.0.113.9`): four decimal octets ≤ 255 without leading zeros,
-/// exactly what `Ipv4Addr::from_str` accepts.
+/// exactly what `Ipv4Addr::from_str` accepts. One pass, no splitting.
 fn dotted_quad(b: &[u8]) -> Option<std::net::Ipv4Addr> {
     let mut octets = [0u8; 4];
-    let mut parts = b.split(|&c| c == b'.');
-    for o in &mut octets {
-        let p = parts.next()?;
-        if p.is_empty() || p.len() > 3 || (p.len() > 1 && p[0] == b'0') {
-            return None;
-        }
-        let mut n: u16 = 0;
-        for &c in p {
-            if !c.is_ascii_digit() {
+    let (mut k, mut n, mut digits) = (0usize, 0u16, 0u8);
+    for &c in b {
+        if c == b'.' {
+            *octets.get_mut(k)? = u8::try_from(n).ok().filter(|_| digits > 0)?;
+            k += 1;
+            (n, digits) = (0, 0);
+        } else if c.is_ascii_digit() {
+            // A second digit after a leading 0 is a leading zero; a fourth is too many.
+            if (digits > 0 && n == 0) || digits == 3 {
                 return None;
             }
             n = n * 10 + u16::from(c - b'0');
+            digits += 1;
+        } else {
+            return None;
         }
-        *o = u8::try_from(n).ok()?;
     }
-    parts.next().is_none().then(|| octets.into())
+    if k != 3 || digits == 0 {
+        return None;
+    }
+    *octets.get_mut(3)? = u8::try_from(n).ok()?;
+    Some(octets.into())
+}
+
+/// The uncompressed IPv6 form (`2001:db8:0:0:0:0:0:1`: eight groups of 1–4 hex digits), as
+/// most gateways log it, by hand; `::`, zones and embedded IPv4 take std's general parser.
+fn full_ipv6(b: &[u8]) -> Option<Ipv6Addr> {
+    let mut groups = [0u16; 8];
+    let (mut k, mut n, mut digits) = (0usize, 0u16, 0u8);
+    for &c in b {
+        if c == b':' {
+            *groups.get_mut(k)? = Some(n).filter(|_| digits > 0)?;
+            k += 1;
+            (n, digits) = (0, 0);
+        } else {
+            let d = char::from(c).to_digit(16)?;
+            if digits == 4 {
+                return None;
+            }
+            n = (n << 4) | d as u16;
+            digits += 1;
+        }
+    }
+    if k != 7 || digits == 0 {
+        return None;
+    }
+    *groups.get_mut(7)? = n;
+    Some(Ipv6Addr::from(groups))
 }
 
 /// How a preset turns its peer address and forwarded-for header into the client address.
@@ -132,6 +167,48 @@ mod quad_tests {
         ] {
             let std = s.parse::<std::net::Ipv4Addr>().ok();
             assert_eq!(dotted_quad(s.as_bytes()), std, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn full_ipv6_agrees_with_std() {
+        for s in [
+            "2400:4051:1a00:548c:42c4:681a:ebb:c19d",
+            "2001:db8:0:0:0:0:0:1",
+            "0:0:0:0:0:ffff:c000:201",
+            "FFFF:ffff:0:0:0:0:0:0",
+            "2001:db8::1",
+            "2001:db8:0:0:0:0:0:1:2",
+            "2001:db8:0:0:0:0:0",
+            "2001:db8:0:0:0:0:0:",
+            "12345:0:0:0:0:0:0:1",
+            "g:0:0:0:0:0:0:1",
+            "1:2:3:4:5:6:1.2.3.4",
+            "",
+        ] {
+            let std = s.parse::<Ipv6Addr>().ok();
+            let full = full_ipv6(s.as_bytes());
+            // The fast path either agrees with std or declines (std then decides).
+            assert!(full.is_none() || full == std, "{s:?}");
+            assert_eq!(
+                full.is_some(),
+                std.is_some() && !s.contains("::") && !s.contains('.'),
+                "{s:?}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fast_paths_agree_with_std(s in "[0-9a-fA-F:.]{0,40}") {
+            if let Some(v4) = dotted_quad(s.as_bytes()) {
+                proptest::prop_assert_eq!(Some(v4), s.parse().ok());
+            } else {
+                proptest::prop_assert!(s.parse::<std::net::Ipv4Addr>().is_err());
+            }
+            if let Some(v6) = full_ipv6(s.as_bytes()) {
+                proptest::prop_assert_eq!(Some(v6), s.parse().ok());
+            }
         }
     }
 }

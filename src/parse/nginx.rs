@@ -10,6 +10,7 @@
 //! host nginx:`, Apache `vhost:port`), tried only when the line does not match as is.
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 
 use memchr::memchr;
 
@@ -46,21 +47,44 @@ enum Role {
 
 const ROLES: usize = Role::Other as usize;
 
+/// A format segment as compiled from the `log_format` text.
 #[derive(Debug, Clone)]
 enum Seg {
     Lit(Box<[u8]>),
     Var { role: Role, quoted: bool },
 }
 
-/// Byte ranges of each role's value in the current line (`start == usize::MAX`: absent).
-type Spans = [(usize, usize); ROLES];
-const NONE: (usize, usize) = (usize::MAX, 0);
+/// One step of the scan: a literal the line must have at this point, then usually a
+/// variable. Merging the two halves the per-field dispatch of a segment-at-a-time loop.
+#[derive(Debug, Clone)]
+struct Step {
+    /// Literal text before the variable (may be empty).
+    lit: Box<[u8]>,
+    /// The variable that follows the literal, if any.
+    var: Option<VarStep>,
+    /// The line may end before this step (the optional tail starts here).
+    may_end_before: bool,
+}
+
+/// How a variable's value is delimited.
+#[derive(Debug, Clone, Copy)]
+struct VarStep {
+    role: Role,
+    quoted: bool,
+    /// First byte of the literal after it (`None`: the variable runs to the end of line).
+    next: Option<u8>,
+}
+
+/// Byte ranges of each role's value in the current line (`start == u32::MAX`: absent).
+/// `u32` halves the array the scanner fills and copies; lines are capped far below 4 GiB.
+type Spans = [(u32, u32); ROLES];
+const NONE: (u32, u32) = (u32::MAX, 0);
 
 /// An nginx access-log parser for one compiled `log_format`.
 pub struct NginxParser {
-    segs: Vec<Seg>,
-    /// Segment counts after which the line may end (e.g. combined-only lines).
-    ends: Vec<usize>,
+    steps: Vec<Step>,
+    /// Roles set by the optional tail, cleared when a line ends before it.
+    tail_roles: Vec<usize>,
     resolver: Resolver,
     client_field: bool,
     skip_prefix: bool,
@@ -110,14 +134,18 @@ impl NginxParser {
                 ..
             })
         );
+        let tail_roles = match ends.first() {
+            Some(&head) if ends.len() > 1 => tail_only_roles(&segs, head),
+            _ => vec![],
+        };
         Ok(NginxParser {
             resolver: Resolver::new(
                 spec.client_ip == ClientIp::ForwardedFor,
                 &spec.trusted_proxies,
             ),
             client_field: field.is_some(),
-            segs,
-            ends,
+            steps: plan(&segs, &ends),
+            tail_roles,
             skip_prefix,
             last_time: None,
         })
@@ -125,81 +153,96 @@ impl NginxParser {
 
     /// Splits `line` into role spans. A line that ends early (inside the optional tail) yields
     /// the spans up to the last place the format may end, dropping the partial tail.
-    fn scan(&self, line: &[u8]) -> Result<Spans, ParseError> {
-        let mut spans: Spans = [NONE; ROLES];
-        let mut saved: Option<Spans> = None;
+    fn scan(&self, line: &[u8], spans: &mut Spans) -> Result<(), ParseError> {
+        *spans = [NONE; ROLES];
+        let mut can_end = false;
         let mut pos = 0;
-        for (i, seg) in self.segs.iter().enumerate() {
-            if self.ends.contains(&i) {
+        for step in &self.steps {
+            if step.may_end_before {
                 if pos == line.len() {
-                    return Ok(spans);
+                    return Ok(());
                 }
-                saved = Some(spans);
+                can_end = true;
             }
-            let step = match seg {
-                Seg::Lit(lit) => match_lit(line, pos, lit),
-                Seg::Var { role, quoted } => {
-                    let next = match self.segs.get(i + 1) {
-                        Some(Seg::Lit(l)) => l.first().copied(),
-                        _ => None,
-                    };
-                    let end = var_end(line, pos, *quoted, next, *role);
-                    if let (Some(e), Some(slot)) = (end, spans.get_mut(*role as usize)) {
-                        *slot = (pos, e);
-                    }
-                    end
-                }
+            let after_lit = match match_lit(line, pos, &step.lit) {
+                Some(p) => p,
+                None => return self.short_line(line, pos, &step.lit, can_end, spans),
             };
-            match step {
-                Some(p) => pos = p,
-                None if pos >= line.len() || ended_in_literal(line, pos, seg) => {
-                    return saved.ok_or(ParseError::NoMatch("nginx"));
+            pos = after_lit;
+            let Some(var) = step.var else { continue };
+            let Some(end) = var_end(line, pos, var) else {
+                return self.short_line(line, pos, &[], can_end, spans);
+            };
+            if var.role != Role::Other {
+                if let Some(slot) = spans.get_mut(var.role as usize) {
+                    // Both fit: lines are capped (max_line_bytes) far below 4 GiB.
+                    *slot = (pos as u32, end as u32);
                 }
-                None => return Err(ParseError::NoMatch("nginx")),
             }
+            pos = end;
         }
         if pos == line.len() {
-            Ok(spans)
+            Ok(())
         } else {
             Err(ParseError::NoMatch("nginx"))
         }
     }
 
+    /// A line that stops matching at `pos`: accepted as the head without the optional tail
+    /// when the tail may be absent and the line ended (or stopped inside `lit`) there.
+    fn short_line(
+        &self,
+        line: &[u8],
+        pos: usize,
+        lit: &[u8],
+        can_end: bool,
+        spans: &mut Spans,
+    ) -> Result<(), ParseError> {
+        let rest = line.get(pos..).unwrap_or_default();
+        if can_end && (rest.is_empty() || lit.starts_with(rest)) {
+            for &r in &self.tail_roles {
+                if let Some(slot) = spans.get_mut(r) {
+                    *slot = NONE;
+                }
+            }
+            return Ok(());
+        }
+        Err(ParseError::NoMatch("nginx"))
+    }
+
     /// Scans the line, then retries past up to 8 prefix words if the first field is no address.
-    /// Returns the parsed `$remote_addr` too, so it is parsed once per line.
-    fn scan_with_prefix<'l>(&self, line: &'l [u8]) -> Result<(&'l [u8], Scanned), ParseError> {
-        let first = self.scan(line).and_then(|s| self.addr_ok(line, s));
+    /// Returns the line without its prefix and the parsed `$remote_addr` (parsed once per line).
+    fn scan_with_prefix<'l>(
+        &self,
+        line: &'l [u8],
+        spans: &mut Spans,
+    ) -> Result<(&'l [u8], Option<IpAddr>), ParseError> {
+        let first = self.scan(line, spans).and_then(|()| addr(line, spans));
         if first.is_ok() || !self.skip_prefix {
-            return first.map(|s| (line, s));
+            return first.map(|peer| (line, peer));
         }
         let mut rest = line;
         for _ in 0..MAX_PREFIX_WORDS {
             let Some(sp) = memchr(b' ', rest) else { break };
-            rest = &rest[sp + 1..];
-            if let Ok(s) = self.scan(rest).and_then(|s| self.addr_ok(rest, s)) {
-                return Ok((rest, s));
+            rest = rest.get(sp + 1..).unwrap_or_default();
+            if let Ok(peer) = self.scan(rest, spans).and_then(|()| addr(rest, spans)) {
+                return Ok((rest, peer));
             }
         }
-        first.map(|s| (line, s))
+        first.map(|peer| (line, peer))
     }
 
-    /// Rejects a line whose `$remote_addr` is neither an address nor `-`.
-    fn addr_ok(&self, line: &[u8], spans: Spans) -> Result<Scanned, ParseError> {
-        let peer = match field(line, &spans, Role::Addr) {
-            Some(a) if a != b"-" => Some(parse_addr(a).ok_or(ParseError::NoMatch("nginx"))?),
-            _ => None,
-        };
-        Ok(Scanned { spans, peer })
-    }
-
-    fn record<'l>(&mut self, line: &'l [u8], sc: &Scanned) -> Result<Record<'l>, ParseError> {
-        let s = &sc.spans;
+    fn record<'l>(
+        &mut self,
+        line: &'l [u8],
+        s: &Spans,
+        peer: Option<IpAddr>,
+    ) -> Result<Record<'l>, ParseError> {
         let status = match field(line, s, Role::Status) {
             Some(b) => super::parse_status(b)?,
             None => return Err(ParseError::MissingField("status")),
         };
         let reason = text(line, s, Role::Reason)?;
-        let peer = sc.peer;
         let ip = if self.client_field {
             field(line, s, Role::ClientField).and_then(parse_addr)
         } else {
@@ -219,15 +262,19 @@ impl NginxParser {
 impl Parser for NginxParser {
     fn parse<'l>(&mut self, line: &'l [u8]) -> Result<Parsed<'l>, ParseError> {
         let line = trim_cr(line);
-        let (line, scanned) = self.scan_with_prefix(line)?;
-        self.record(line, &scanned).map(Parsed::Event)
+        let mut spans = [NONE; ROLES];
+        let (line, peer) = self.scan_with_prefix(line, &mut spans)?;
+        self.record(line, &spans, peer).map(Parsed::Event)
     }
 }
 
-/// A scanned line: field spans and the already parsed peer address.
-struct Scanned {
-    spans: Spans,
-    peer: Option<std::net::IpAddr>,
+/// The parsed `$remote_addr`; a line whose address is neither an address nor `-` does not
+/// match (that is how a prefixed line is told apart).
+fn addr(line: &[u8], spans: &Spans) -> Result<Option<IpAddr>, ParseError> {
+    match field(line, spans, Role::Addr) {
+        Some(a) if a != b"-" => parse_addr(a).map(Some).ok_or(ParseError::NoMatch("nginx")),
+        _ => Ok(None),
+    }
 }
 
 /// Variable names that have a role.
@@ -373,6 +420,61 @@ fn mark_quoted(segs: &mut [Seg]) {
     }
 }
 
+/// Roles that only the segments from `head` on set (cleared when a line stops before them).
+fn tail_only_roles(segs: &[Seg], head: usize) -> Vec<usize> {
+    let roles = |s: &[Seg]| -> Vec<Role> {
+        s.iter()
+            .filter_map(|s| match s {
+                Seg::Var { role, .. } if *role != Role::Other => Some(*role),
+                _ => None,
+            })
+            .collect()
+    };
+    let (h, t) = segs.split_at(head.min(segs.len()));
+    let in_head = roles(h);
+    roles(t)
+        .into_iter()
+        .filter(|r| !in_head.contains(r))
+        .map(|r| r as usize)
+        .collect()
+}
+
+/// Turns segments into scan steps: each literal absorbs the variable after it, and each
+/// variable learns the byte that ends it. `ends` are the segment indices where a line may end.
+fn plan(segs: &[Seg], ends: &[usize]) -> Vec<Step> {
+    let next_byte = |i: usize| match segs.get(i) {
+        Some(Seg::Lit(l)) => l.first().copied(),
+        _ => None,
+    };
+    let var_at = |i: usize| match segs.get(i) {
+        Some(Seg::Var { role, quoted }) => Some(VarStep {
+            role: *role,
+            quoted: *quoted,
+            next: next_byte(i + 1),
+        }),
+        _ => None,
+    };
+    let mut steps = vec![];
+    let mut i = 0;
+    while i < segs.len() {
+        let may_end_before = ends.contains(&i);
+        let (lit, var, used) = match segs.get(i) {
+            Some(Seg::Lit(l)) if !ends.contains(&(i + 1)) => (l.clone(), var_at(i + 1), 2),
+            Some(Seg::Lit(l)) => (l.clone(), None, 1),
+            _ => (Box::default(), var_at(i), 1),
+        };
+        // A literal followed by another literal (or by the end) takes one segment only.
+        let used = if var.is_none() { 1 } else { used };
+        steps.push(Step {
+            lit,
+            var,
+            may_end_before,
+        });
+        i += used;
+    }
+    steps
+}
+
 fn match_lit(line: &[u8], pos: usize, lit: &[u8]) -> Option<usize> {
     let end = pos.checked_add(lit.len())?;
     let got = line.get(pos..end)?;
@@ -380,24 +482,16 @@ fn match_lit(line: &[u8], pos: usize, lit: &[u8]) -> Option<usize> {
     got.iter().zip(lit).all(|(a, b)| a == b).then_some(end)
 }
 
-/// True when the line stopped inside a literal (what is left is a prefix of it).
-fn ended_in_literal(line: &[u8], pos: usize, seg: &Seg) -> bool {
-    match (seg, line.get(pos..)) {
-        (Seg::Lit(l), Some(rest)) => l.starts_with(rest),
-        _ => false,
-    }
-}
-
 /// Where a variable's value ends.
-fn var_end(line: &[u8], pos: usize, quoted: bool, next: Option<u8>, role: Role) -> Option<usize> {
+fn var_end(line: &[u8], pos: usize, var: VarStep) -> Option<usize> {
     let rest = line.get(pos..)?;
-    if quoted {
+    if var.quoted {
         return closing_quote(rest).map(|e| pos + e);
     }
-    if role == Role::TimeLocal && rest.len() >= 26 {
+    if var.role == Role::TimeLocal && rest.len() >= 26 {
         return Some(pos + 26);
     }
-    match next {
+    match var.next {
         // Unquoted fields (address, user, status, bytes) are a few bytes: a plain loop
         // beats memchr's vector setup there.
         Some(c) => rest.iter().position(|&b| b == c).map(|e| pos + e),
@@ -405,29 +499,56 @@ fn var_end(line: &[u8], pos: usize, quoted: bool, next: Option<u8>, role: Role) 
     }
 }
 
-/// The next `"` not escaped by an odd run of backslashes.
+/// The next `"` not escaped by a backslash. Quoted fields are mostly short (a token, `-`)
+/// or a few dozen bytes (request, user agent): eight bytes at a time in plain integer
+/// arithmetic beats both a byte loop and memchr's vector setup for that size.
 fn closing_quote(b: &[u8]) -> Option<usize> {
-    let mut from = 0;
+    let mut i = 0;
     loop {
-        let q = from + memchr(b'"', b.get(from..)?)?;
-        let slashes = b[..q].iter().rev().take_while(|&&c| c == b'\\').count();
-        if slashes % 2 == 0 {
-            return Some(q);
+        i += find_quote_or_backslash(b.get(i..)?)?;
+        match b.get(i)? {
+            b'"' => return Some(i),
+            _ => i += 2, // a backslash escapes the byte after it
         }
-        from = q + 1;
     }
+}
+
+/// The first `"` or `\\` in `b`.
+fn find_quote_or_backslash(b: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let has = |x: u64| x.wrapping_sub(LO) & !x & HI;
+    let mut chunks = b.chunks_exact(8);
+    let mut base = 0;
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let x = u64::from_le_bytes(w);
+        let hit = has(x ^ (LO * u64::from(b'"'))) | has(x ^ (LO * u64::from(b'\\')));
+        if hit != 0 {
+            // The lowest set bit marks the first match (higher lanes may be false positives
+            // after a borrow, the lowest never is).
+            return Some(base + (hit.trailing_zeros() / 8) as usize);
+        }
+        base += 8;
+    }
+    let tail = chunks.remainder();
+    tail.iter()
+        .position(|&c| c == b'"' || c == b'\\')
+        .map(|p| base + p)
 }
 
 fn field<'l>(line: &'l [u8], s: &Spans, r: Role) -> Option<&'l [u8]> {
     let (a, b) = *s.get(r as usize)?;
-    line.get(a..b)
+    line.get(a as usize..b as usize)
 }
 
 /// A text field with `-`/empty as absent.
 fn text<'l>(line: &'l [u8], s: &Spans, r: Role) -> Result<Option<&'l str>, ParseError> {
     match field(line, s, r) {
+        // `-` (most users and reasons) needs no UTF-8 check.
+        Some(b"-" | b"") | None => Ok(None),
         Some(b) => Ok(present(utf8(b)?)),
-        None => Ok(None),
     }
 }
 
