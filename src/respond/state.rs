@@ -7,7 +7,7 @@ use crate::config::{HookEvent, ResponseConfig, ResponseMode};
 use crate::detect::record::stable_id;
 use crate::detect::{Action, Detection, Severity};
 use crate::event::EventTime;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StateFile};
 
 use super::breaker::{Admit, Breaker};
 use super::clock::Clock;
@@ -26,6 +26,8 @@ pub struct Core {
     ttl_ms: Option<i64>,
     max_freezes: u32,
     window_secs: u64,
+    /// The last frozen-set write failed: memory is ahead of the disk until a retry works.
+    frozen_dirty: bool,
     /// `None`: use each record's event time (replay: deterministic).
     clock: Option<Arc<dyn Clock>>,
     dispatch: Option<Dispatch>,
@@ -54,12 +56,28 @@ impl Core {
             ttl_ms: (ttl > 0).then_some(ttl),
             max_freezes: cfg.max_freezes,
             window_secs: cfg.window_secs,
+            frozen_dirty: false,
             clock,
             dispatch,
             metrics,
         };
+        if let (Some(m), Some(_)) = (&core.metrics, core.frozen.rejected()) {
+            m.state_corrupt(StateFile::Frozen, 1);
+        }
         core.publish(core.now(None));
         core
+    }
+
+    /// Tells the metrics (and so `/readyz`) how a write of the frozen set went. A failed
+    /// write keeps the change in memory (it is in force) and the next write retries it.
+    fn persisted(&mut self, r: std::io::Result<()>, doing: &str) {
+        self.frozen_dirty = r.is_err();
+        if let Some(m) = &self.metrics {
+            m.state_write(StateFile::Frozen, r.as_ref().map(|_| ()));
+        }
+        if let Err(e) = r {
+            tracing::error!(%e, "writing the frozen set {doing}");
+        }
     }
 
     /// The configured mode.
@@ -158,26 +176,19 @@ impl Core {
             until_ms: self.ttl_ms.map(|t| now.saturating_add(t)),
             detection: d.clone(),
         };
-        let set = if event == HookEvent::Freeze {
-            &mut self.frozen
+        if event == HookEvent::Freeze {
+            let r = self.frozen.insert(entry);
+            self.persisted(r, "(the freeze stands; it is in the journal)");
         } else {
-            &mut self.would
-        };
-        if let Err(e) = set.insert(entry) {
-            tracing::error!(%e, "writing the frozen set (the freeze stands; it is in the journal)");
+            let _ = self.would.insert(entry);
         }
     }
 
     /// Unfreezes `token` (admin API or TTL) and tells the unfreeze hooks; `None` if it was
     /// not frozen.
     pub fn unfreeze(&mut self, token: &str, why: &str) -> Option<FrozenEntry> {
-        let removed = match self.frozen.remove(token) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::error!(%e, "writing the frozen set after an unfreeze");
-                None
-            }
-        };
+        let (removed, saved) = self.frozen.remove(token);
+        self.persisted(saved, "after an unfreeze");
         let _ = self.would.remove(token);
         if let Some(e) = &removed {
             self.announce_unfreeze(e, why);
@@ -194,22 +205,25 @@ impl Core {
         self.submit(HookEvent::Unfreeze, &d);
     }
 
-    /// Unfreezes every token whose TTL ran out.
+    /// Unfreezes every token whose TTL ran out, and retries a failed frozen-set write (the
+    /// ticker calls this every second).
     pub fn expire(&mut self) {
         let now = self.now(None);
+        // Retries quietly; only success is news (the failure was logged and counted once).
+        if self.frozen_dirty && self.frozen.persist().is_ok() {
+            tracing::info!("the frozen set is written again");
+            self.persisted(Ok(()), "");
+        }
         self.expire_at(now);
         self.publish(now);
     }
 
     fn expire_at(&mut self, now: i64) {
         let _ = self.would.take_expired(now);
-        match self.frozen.take_expired(now) {
-            Ok(list) => {
-                for e in list {
-                    self.announce_unfreeze(&e, "ttl");
-                }
-            }
-            Err(e) => tracing::error!(%e, "writing the frozen set after TTL expiry"),
+        let (expired, saved) = self.frozen.take_expired(now);
+        self.persisted(saved, "after TTL expiry");
+        for e in expired {
+            self.announce_unfreeze(&e, "ttl");
         }
     }
 
@@ -228,9 +242,8 @@ impl Core {
                     until_ms: self.ttl_ms.map(|t| now.saturating_add(t)),
                     detection: j.detection.clone(),
                 };
-                if let Err(e) = self.frozen.insert(entry) {
-                    tracing::error!(%e, "writing the frozen set during recovery");
-                }
+                let r = self.frozen.insert(entry);
+                self.persisted(r, "during recovery");
             }
         }
         self.publish(self.now(None));
