@@ -465,3 +465,218 @@ fn kill_9_twenty_times_loses_nothing_and_repeats_only_the_window() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// Waits for `/readyz` to answer `status`; returns the body.
+fn readyz(addr: &str, status: u16) -> String {
+    wait_for(20, &format!("/readyz {status}"), || {
+        http_get(addr, "/readyz").and_then(|(s, b)| (s == status).then_some(b))
+    })
+}
+
+fn append_lines(log: &Path, range: std::ops::Range<u64>) {
+    let text: String = range.map(line).collect();
+    let mut f = OpenOptions::new().append(true).open(log).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+fn scrape_until(addr: &str, series: &str, at_least: f64) -> String {
+    wait_for(20, &format!("{series} >= {at_least}"), || {
+        let m = http_get(addr, "/metrics")?.1;
+        (sample(&m, series)? >= at_least).then_some(m)
+    })
+}
+
+const CHECKS: &str = "auth_token_check_total{source=\"gw\"}";
+
+fn corrupt_of(m: &str, file: &str) -> Option<f64> {
+    sample(
+        m,
+        &format!("tokenwatch_state_file_errors_total{{error=\"corrupt\",file=\"{file}\"}}"),
+    )
+}
+
+#[test]
+fn damaged_state_files_are_set_aside_reported_and_the_daemon_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let state = dir.path().join("state");
+    File::create(&log).unwrap();
+    let rx = Receiver::start();
+    rx.down.store(true, Ordering::Release); // keeps a freeze pending in the journal
+    write_config(dir.path(), &log, &format!("http://{}/revoke", rx.addr));
+    append_lines(&log, 0..120);
+    let mut d = Daemon::spawn(dir.path());
+    let addr = d.addr(dir.path());
+    scrape_until(&addr, CHECKS, 120.0);
+    wait_for(20, "freezes recorded", || {
+        (frozen_ids(&state).len() == 3).then_some(())
+    });
+    d.terminate();
+
+    // A flipped byte in the snapshot, a truncated checkpoint, a flipped byte in the frozen
+    // set (still valid JSON: only the checksum can tell), a damaged journal line.
+    let flip = |name: &str, from_end: usize| {
+        let p = state.join(name);
+        let mut b = fs::read(&p).unwrap();
+        let at = b.len() - from_end;
+        b[at] ^= 0x01;
+        fs::write(&p, b).unwrap();
+    };
+    flip("detect-snapshot.json", 10);
+    let frozen = fs::read_to_string(state.join("frozen.json")).unwrap();
+    let at = frozen.find("tk_crash").unwrap() + 9;
+    flip("frozen.json", frozen.len() - at);
+    let ck = state.join("checkpoints.json");
+    let bytes = fs::read(&ck).unwrap();
+    fs::write(&ck, &bytes[..bytes.len() / 2]).unwrap();
+    let mut j = OpenOptions::new()
+        .append(true)
+        .open(state.join("response-journal.jsonl"))
+        .unwrap();
+    j.write_all(b"0123456789abcdef {\"v\":1,\"op\":\"done\",\"seq\":1}\n")
+        .unwrap();
+    drop(j);
+
+    let mut d = Daemon::spawn(dir.path());
+    let addr = d.addr(dir.path());
+    readyz(&addr, 200);
+    let m = http_get(&addr, "/metrics").unwrap().1;
+    for f in ["checkpoints", "detect_snapshot", "frozen", "journal"] {
+        assert_eq!(corrupt_of(&m, f), Some(1.0), "{f}");
+    }
+    // Fresh state: the log is read again from its start (start_at = beginning).
+    scrape_until(&addr, CHECKS, 120.0);
+    let err = fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+    for name in ["detect-snapshot.json", "checkpoints.json", "frozen.json"] {
+        assert!(
+            err.lines().any(|l| l.contains("ERROR")
+                && l.contains("damaged state file set aside")
+                && l.contains(name)),
+            "no ERROR naming {name}:\n{err}"
+        );
+    }
+    assert!(err.contains("skipped damaged journal lines"));
+    let aside = fs::read_dir(&state)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".corrupt-"))
+        .count();
+    assert_eq!(aside, 4, "each damaged file kept for a human");
+    // The pending freezes were in the journal: the frozen set is whole again, and the
+    // receiver gets them once it is back.
+    assert_eq!(frozen_ids(&state).len(), 3);
+    rx.down.store(false, Ordering::Release);
+    wait_for(20, "pending freezes delivered", || {
+        (rx.ids.lock().unwrap().len() == 3).then_some(())
+    });
+    d.terminate();
+
+    // No crash loop: the next start finds sound files and reports nothing.
+    let mut d = Daemon::spawn(dir.path());
+    let addr = d.addr(dir.path());
+    readyz(&addr, 200);
+    let m = http_get(&addr, "/metrics").unwrap().1;
+    assert_eq!(corrupt_count(&m), 0.0);
+    d.terminate();
+    assert_state_files_sound_but_for_aside(&state);
+}
+
+/// [`assert_state_files_sound`] without the check for set-aside files.
+fn assert_state_files_sound_but_for_aside(state: &Path) {
+    for (name, kind) in [
+        ("checkpoints.json", "checkpoints"),
+        ("detect-snapshot.json", "detect-snapshot"),
+        ("frozen.json", "frozen"),
+    ] {
+        let bytes = fs::read(state.join(name)).unwrap();
+        let body = tokenwatch::durable::unframe(kind, &bytes);
+        assert!(matches!(body, Ok(Some(_))), "{name}: {body:?}");
+    }
+}
+
+/// Makes a directory refuse new entries for as long as it lives: `chattr +i` as root
+/// (root ignores permissions), mode 0555 otherwise. `None` when neither works here.
+struct ReadOnlyDir {
+    path: PathBuf,
+    immutable: bool,
+}
+
+impl ReadOnlyDir {
+    fn new(path: &Path) -> Option<ReadOnlyDir> {
+        let probe = |p: &Path| File::create(p.join(".probe-test")).is_err();
+        let ok = Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok && probe(path) {
+            return Some(ReadOnlyDir {
+                path: path.to_path_buf(),
+                immutable: true,
+            });
+        }
+        let _ = Command::new("chattr").arg("-i").arg(path).status();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o555)).ok()?;
+        let guard = ReadOnlyDir {
+            path: path.to_path_buf(),
+            immutable: false,
+        };
+        probe(path).then_some(guard)
+    }
+}
+
+impl Drop for ReadOnlyDir {
+    fn drop(&mut self) {
+        if self.immutable {
+            let _ = Command::new("chattr").arg("-i").arg(&self.path).status();
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = fs::set_permissions(&self.path, fs::Permissions::from_mode(0o755));
+        }
+    }
+}
+
+#[test]
+fn read_only_state_dir_keeps_detecting_and_readyz_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let state = dir.path().join("state");
+    File::create(&log).unwrap();
+    let rx = Receiver::start();
+    write_config(dir.path(), &log, &format!("http://{}/revoke", rx.addr));
+    append_lines(&log, 1..11);
+    let mut d = Daemon::spawn(dir.path());
+    let addr = d.addr(dir.path());
+    readyz(&addr, 200);
+    scrape_until(&addr, CHECKS, 10.0);
+    let Some(ro) = ReadOnlyDir::new(&state) else {
+        eprintln!("skipped: cannot make a directory read-only here (no chattr, running as root)");
+        return;
+    };
+    let why = readyz(&addr, 503);
+    assert!(why.contains("state cannot be written"), "{why}");
+    // Detection and /metrics go on.
+    append_lines(&log, 11..21);
+    let m = scrape_until(&addr, CHECKS, 20.0);
+    let detections = "tokenwatch_detections_total{detector=\"revoked_reuse\",severity=\"medium\"}";
+    let m = match sample(&m, detections) {
+        Some(n) if n >= 20.0 => m,
+        _ => scrape_until(&addr, detections, 20.0),
+    };
+    let writes: f64 = ["detect_snapshot", "state_dir"]
+        .iter()
+        .filter_map(|f| {
+            sample(
+                &m,
+                &format!("tokenwatch_state_file_errors_total{{error=\"write\",file=\"{f}\"}}"),
+            )
+        })
+        .sum();
+    assert!(writes >= 1.0, "write failures counted");
+    assert_eq!(http_get(&addr, "/healthz").map(|r| r.0), Some(200));
+    drop(ro);
+    readyz(&addr, 200);
+    d.terminate();
+}
