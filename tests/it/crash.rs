@@ -680,3 +680,26 @@ fn read_only_state_dir_keeps_detecting_and_readyz_says_why() {
     readyz(&addr, 200);
     d.terminate();
 }
+
+#[test]
+fn log_directory_deleted_and_recreated_is_followed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    fs::create_dir(&logs).unwrap();
+    let log = logs.join("access.log");
+    File::create(&log).unwrap();
+    let rx = Receiver::start();
+    write_config(dir.path(), &log, &format!("http://{}/revoke", rx.addr));
+    append_lines(&log, 1..11);
+    let mut d = Daemon::spawn(dir.path());
+    let addr = d.addr(dir.path());
+    scrape_until(&addr, CHECKS, 10.0);
+    fs::remove_dir_all(&logs).unwrap();
+    fs::create_dir(&logs).unwrap();
+    File::create(&log).unwrap();
+    append_lines(&log, 11..21);
+    scrape_until(&addr, CHECKS, 20.0);
+    append_lines(&log, 21..31);
+    scrape_until(&addr, CHECKS, 30.0);
+    d.terminate();
+}
