@@ -380,6 +380,7 @@ impl Snapshotter {
     /// Must run on the pipeline thread (the only one that acks), between batches. False
     /// when the write failed.
     fn save(&self, p: &mut Pipeline) -> bool {
+        let started = std::time::Instant::now();
         let Some(engine) = p.sink_mut().and_then(|s| s.snapshot()) else {
             return true;
         };
@@ -394,7 +395,11 @@ impl Snapshotter {
         self.metrics
             .state_write(StateFile::DetectSnapshot, r.as_ref().map(|_| ()));
         match r {
-            Ok(()) => true,
+            Ok(()) => {
+                let ms = started.elapsed().as_millis() as u64;
+                tracing::debug!(bytes = body.len(), ms, "detector snapshot written");
+                true
+            }
             Err(e) => {
                 tracing::error!(%e, path = %self.path.display(), "writing the detector snapshot");
                 false
