@@ -701,5 +701,7 @@ fn log_directory_deleted_and_recreated_is_followed_again() {
     scrape_until(&addr, CHECKS, 20.0);
     append_lines(&log, 21..31);
     scrape_until(&addr, CHECKS, 30.0);
+    let m = d.metrics().unwrap();
+    assert_eq!(sample(&m, CHECKS), Some(30.0), "nothing read twice");
     d.terminate();
 }
