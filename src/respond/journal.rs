@@ -145,8 +145,7 @@ impl Journal {
             )?;
             jobs.push(job);
         }
-        self.file.write_all(&buf)?;
-        self.file.sync_data()?;
+        self.write_whole(&buf, true)?;
         for j in &jobs {
             self.pending.insert(j.seq, j.clone());
         }
@@ -168,12 +167,26 @@ impl Journal {
                 result,
             },
         )?;
-        self.file.write_all(&line)?;
+        self.write_whole(&line, false)?;
         self.finished += 1;
         if self.finished >= self.compact_after {
             self.compact()?;
         }
         Ok(())
+    }
+
+    /// Appends whole lines or nothing: a failed write (a full disk) is cut back to where it
+    /// started, so the next append does not glue a good line onto a partial one.
+    fn write_whole(&mut self, bytes: &[u8], sync: bool) -> io::Result<()> {
+        let before = self.file.metadata()?.len();
+        let written =
+            self.file
+                .write_all(bytes)
+                .and_then(|()| if sync { self.file.sync_data() } else { Ok(()) });
+        if written.is_err() {
+            let _ = self.file.set_len(before);
+        }
+        written
     }
 
     /// Marks `seq` as handed to a worker (so a rescan does not hand it out twice).

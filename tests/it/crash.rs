@@ -705,3 +705,60 @@ fn log_directory_deleted_and_recreated_is_followed_again() {
     assert_eq!(sample(&m, CHECKS), Some(30.0), "nothing read twice");
     d.terminate();
 }
+
+/// A small tmpfs mounted over a directory for as long as it lives (root only).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &Path) -> Option<Tmpfs> {
+        fs::create_dir_all(path).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m", "tokenwatch-test"])
+            .arg(path)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(path.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn full_state_dir_keeps_detecting_and_readyz_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let state = dir.path().join("state");
+    let Some(_fs) = Tmpfs::mount(&state) else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    File::create(&log).unwrap();
+    let rx = Receiver::start();
+    write_config(dir.path(), &log, &format!("http://{}/revoke", rx.addr));
+    append_lines(&log, 1..11);
+    let mut d = Daemon::spawn(dir.path());
+    let addr = d.addr(dir.path());
+    readyz(&addr, 200);
+    scrape_until(&addr, CHECKS, 10.0);
+    // Fill the disk.
+    let filler = state.join("filler");
+    let mut f = File::create(&filler).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    while f.write_all(&block).is_ok() {}
+    drop(f);
+    let why = readyz(&addr, 503);
+    assert!(why.contains("No space left"), "{why}");
+    append_lines(&log, 11..21);
+    scrape_until(&addr, CHECKS, 20.0);
+    let detections = "tokenwatch_detections_total{detector=\"revoked_reuse\",severity=\"medium\"}";
+    scrape_until(&addr, detections, 20.0);
+    fs::remove_file(&filler).unwrap();
+    readyz(&addr, 200);
+    d.terminate();
+    assert_state_files_sound(&state);
+}
