@@ -69,8 +69,8 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// Replaces `path` with `bytes` atomically and durably (tmp, fsync, rename, fsync the dir).
-/// For files that are not state (e.g. the `--addr-file`); state goes through
-/// [`write_state`].
+/// For files without a header: the `--addr-file`, and the response journal's compaction
+/// (its lines carry their own checksums). Whole-file state goes through [`write_state`].
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     write_parts(path, &[bytes])
 }
