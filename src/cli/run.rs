@@ -526,3 +526,27 @@ impl Signals {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_body_carries_offsets_and_old_bodies_have_none() {
+        let e = Entry {
+            source: "gw".into(),
+            path: "/l/a.log".into(),
+            dev: 1,
+            ino: 2,
+            fingerprint: None,
+            offset: 77,
+        };
+        let engine = br#"{"version":1,"tokens":[]}"#;
+        let body = encode_snapshot(std::slice::from_ref(&e), engine);
+        let (offsets, bytes) = decode_snapshot(&body);
+        assert_eq!(offsets, Some(vec![e]));
+        assert_eq!(bytes, engine);
+        // A snapshot from before offsets were carried is the engine's bytes alone.
+        assert_eq!(decode_snapshot(engine), (None, &engine[..]));
+    }
+}

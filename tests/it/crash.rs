@@ -657,9 +657,11 @@ fn read_only_state_dir_keeps_detecting_and_readyz_says_why() {
     };
     let why = readyz(&addr, 503);
     assert!(why.contains("state cannot be written"), "{why}");
-    // Detection and /metrics go on.
+    // Detection and /metrics go on; line 50 freezes a token while frozen.json cannot be
+    // written (the freeze stands in memory and in the journal).
     append_lines(&log, 11..21);
-    let m = scrape_until(&addr, CHECKS, 20.0);
+    append_lines(&log, 50..51);
+    let m = scrape_until(&addr, CHECKS, 21.0);
     let detections = "tokenwatch_detections_total{detector=\"revoked_reuse\",severity=\"medium\"}";
     let m = match sample(&m, detections) {
         Some(n) if n >= 20.0 => m,
@@ -676,8 +678,15 @@ fn read_only_state_dir_keeps_detecting_and_readyz_says_why() {
         .sum();
     assert!(writes >= 1.0, "write failures counted");
     assert_eq!(http_get(&addr, "/healthz").map(|r| r.0), Some(200));
+    wait_for(20, "the failed frozen-set write reported", || {
+        let b = http_get(&addr, "/readyz")?.1;
+        b.contains("frozen").then_some(())
+    });
+    assert!(frozen_ids(&state).is_empty(), "not on disk yet");
     drop(ro);
     readyz(&addr, 200);
+    // The retry wrote the freeze made while the directory was read-only.
+    assert_eq!(frozen_ids(&state).len(), 1);
     d.terminate();
 }
 
