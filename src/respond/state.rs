@@ -68,8 +68,9 @@ impl Core {
         core
     }
 
-    /// Tells the metrics (and so `/readyz`) how a write of the frozen set went. A failed
-    /// write keeps the change in memory (it is in force) and the next write retries it.
+    /// Tells the metrics (and so `/readyz`) how a write of the frozen set went (only call it
+    /// when a write happened). A failed write keeps the change in memory (it is in force);
+    /// the ticker retries it, and any later write carries it too.
     fn persisted(&mut self, r: std::io::Result<()>, doing: &str) {
         self.frozen_dirty = r.is_err();
         if let Some(m) = &self.metrics {
@@ -188,7 +189,9 @@ impl Core {
     /// not frozen.
     pub fn unfreeze(&mut self, token: &str, why: &str) -> Option<FrozenEntry> {
         let (removed, saved) = self.frozen.remove(token);
-        self.persisted(saved, "after an unfreeze");
+        if removed.is_some() {
+            self.persisted(saved, "after an unfreeze");
+        }
         let _ = self.would.remove(token);
         if let Some(e) = &removed {
             self.announce_unfreeze(e, why);
@@ -221,7 +224,9 @@ impl Core {
     fn expire_at(&mut self, now: i64) {
         let _ = self.would.take_expired(now);
         let (expired, saved) = self.frozen.take_expired(now);
-        self.persisted(saved, "after TTL expiry");
+        if !expired.is_empty() {
+            self.persisted(saved, "after TTL expiry");
+        }
         for e in expired {
             self.announce_unfreeze(&e, "ttl");
         }
@@ -283,5 +288,58 @@ impl Core {
                 .set(i64::try_from(self.frozen.len()).unwrap_or(i64::MAX));
             m.breaker_open.set(i64::from(open));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::respond::clock::ManualClock;
+
+    fn freeze_record(token: &str) -> Detection {
+        Detection {
+            ts: EventTime::from_millis(0),
+            detector: "ip_fanout".into(),
+            severity: Severity::High,
+            token: Some(token.into()),
+            ip: None,
+            user: None,
+            source: None,
+            action: Action::Alert,
+            reason: None,
+            evidence: serde_json::json!({}),
+            id: format!("id-{token}"),
+        }
+    }
+
+    #[test]
+    fn failed_frozen_write_is_reported_until_a_retry_succeeds() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        // The directory does not exist yet: every write fails, as on a read-only disk.
+        let sub = dir.path().join("later");
+        let path = sub.join("frozen.json");
+        let cfg = ResponseConfig {
+            mode: ResponseMode::Enforce,
+            ..ResponseConfig::default()
+        };
+        let m = Metrics::new();
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_000));
+        let frozen = FrozenSet::open(&path)?;
+        let mut core = Core::new(&cfg, frozen, Some(clock), None, Some(m.clone()));
+        let mut d = freeze_record("tok_a");
+        core.decide(&mut d);
+        assert_eq!(d.action, Action::Freeze, "the freeze stands");
+        assert!(m
+            .state_unwritable()
+            .is_some_and(|w| w.starts_with("frozen")));
+        // Ticks while still failing, and an unfreeze of an unknown token, change nothing.
+        core.expire();
+        assert!(core.unfreeze("tok_unknown", "admin").is_none());
+        assert!(m.state_unwritable().is_some());
+        std::fs::create_dir(&sub)?;
+        core.expire();
+        assert_eq!(m.state_unwritable(), None);
+        assert!(FrozenSet::open(&path)?.get("tok_a").is_some());
+        Ok(())
     }
 }

@@ -683,6 +683,13 @@ fn read_only_state_dir_keeps_detecting_and_readyz_says_why() {
         b.contains("frozen").then_some(())
     });
     assert!(frozen_ids(&state).is_empty(), "not on disk yet");
+    // Let at least one retry fail (the probe fails again ≥ 2 s later; retries are every
+    // second): the failure must still be reported, not forgotten.
+    let probe = "tokenwatch_state_file_errors_total{error=\"write\",file=\"state_dir\"}";
+    let seen = sample(&http_get(&addr, "/metrics").unwrap().1, probe).unwrap_or(0.0);
+    scrape_until(&addr, probe, seen + 2.0);
+    let why = http_get(&addr, "/readyz").unwrap().1;
+    assert!(why.contains("frozen"), "{why}");
     drop(ro);
     readyz(&addr, 200);
     // The retry wrote the freeze made while the directory was read-only.
