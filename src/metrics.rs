@@ -71,6 +71,46 @@ pub struct Metrics {
     pub hook_queue_depth: IntGauge,
     /// `tokenwatch_freeze_breaker_open`: 1 while the freeze rate cap suppresses freezes.
     pub breaker_open: IntGauge,
+    state_errors: IntCounterVec,
+    /// State files whose last write failed, with the error (drives `/readyz`).
+    unwritable: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<StateFile, String>>>,
+}
+
+/// The state files of `tokenwatch_state_file_errors_total{file}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StateFile {
+    /// Tailer checkpoints (`checkpoints.json`).
+    Checkpoints,
+    /// The detector snapshot (`detect-snapshot.json`).
+    DetectSnapshot,
+    /// The frozen set (`frozen.json`).
+    Frozen,
+    /// The response journal (`response-journal.jsonl`).
+    Journal,
+    /// The state directory itself (the periodic write probe).
+    Dir,
+}
+
+impl StateFile {
+    /// Every state file, for the zero-valued series.
+    pub const ALL: [StateFile; 5] = [
+        StateFile::Checkpoints,
+        StateFile::DetectSnapshot,
+        StateFile::Frozen,
+        StateFile::Journal,
+        StateFile::Dir,
+    ];
+
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StateFile::Checkpoints => "checkpoints",
+            StateFile::DetectSnapshot => "detect_snapshot",
+            StateFile::Frozen => "frozen",
+            StateFile::Journal => "journal",
+            StateFile::Dir => "state_dir",
+        }
+    }
 }
 
 /// The detector names of DESIGN §6 (stable: users' rules match on them).
@@ -279,6 +319,13 @@ impl Metrics {
                 )
                 .unwrap_or_else(|e| panic!("{e}")),
             ),
+            state_errors: counter_vec(
+                &r,
+                "tokenwatch_state_file_errors_total",
+                "State file problems: damaged on load (set aside) or failed writes.",
+                &["file", "error"],
+            ),
+            unwritable: Default::default(),
             registry: r,
         };
         m.register_static();
@@ -312,6 +359,45 @@ impl Metrics {
             self.tracked.with_label_values(&[kind]);
             self.evictions.with_label_values(&[kind]);
         }
+        for f in StateFile::ALL {
+            for e in ["corrupt", "write"] {
+                self.state_errors.with_label_values(&[f.as_str(), e]);
+            }
+        }
+    }
+
+    /// Counts a state file found damaged (or damaged lines in the journal) at load.
+    pub fn state_corrupt(&self, file: StateFile, n: u64) {
+        self.state_errors
+            .with_label_values(&[file.as_str(), "corrupt"])
+            .inc_by(n);
+    }
+
+    /// Records the outcome of a state write: a failure is counted and keeps `/readyz` at 503
+    /// until the next successful write of the same file.
+    pub fn state_write(&self, file: StateFile, result: Result<(), &std::io::Error>) {
+        let mut bad = self.unwritable.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(()) => {
+                bad.remove(&file);
+            }
+            Err(e) => {
+                self.state_errors
+                    .with_label_values(&[file.as_str(), "write"])
+                    .inc();
+                bad.insert(file, e.to_string());
+            }
+        }
+    }
+
+    /// Why state cannot be written now (`None`: every last write succeeded).
+    pub fn state_unwritable(&self) -> Option<String> {
+        let bad = self.unwritable.lock().unwrap_or_else(|p| p.into_inner());
+        let parts: Vec<String> = bad
+            .iter()
+            .map(|(f, e)| format!("{}: {e}", f.as_str()))
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("; "))
     }
 
     /// Resolves the labelled handles for one source and creates its zero-valued series, so
@@ -440,5 +526,27 @@ mod tests {
         for r in Reason::ALL {
             assert_eq!(Reason::ALL[reason_index(r)], r);
         }
+    }
+
+    #[test]
+    fn state_errors_count_and_unwritable_clears() {
+        let m = Metrics::new();
+        let zero = "tokenwatch_state_file_errors_total{error=\"write\",file=\"frozen\"} 0";
+        assert!(m.render().contains(zero));
+        let e = std::io::Error::other("read-only file system");
+        m.state_write(StateFile::Frozen, Err(&e));
+        m.state_corrupt(StateFile::Journal, 2);
+        let text = m.render();
+        assert!(
+            text.contains("tokenwatch_state_file_errors_total{error=\"write\",file=\"frozen\"} 1")
+        );
+        assert!(text
+            .contains("tokenwatch_state_file_errors_total{error=\"corrupt\",file=\"journal\"} 2"));
+        assert_eq!(
+            m.state_unwritable().as_deref(),
+            Some("frozen: read-only file system")
+        );
+        m.state_write(StateFile::Frozen, Ok(()));
+        assert_eq!(m.state_unwritable(), None);
     }
 }

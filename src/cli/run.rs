@@ -1,6 +1,39 @@
 //! `tokenwatch run`: the daemon. Load config, build, start the tailer, the pipeline thread
 //! and the HTTP server, then wait for a signal: SIGTERM/SIGINT drain and exit 0, SIGHUP
 //! reloads the config (validated first; a bad config keeps the running one).
+//!
+//! # Crash safety: detector state and file offsets move together
+//!
+//! The tailer checkpoints acked offsets every second; the detector snapshot is written
+//! every `[detectors] snapshot_interval_secs`. Restoring an old snapshot next to newer
+//! offsets would lose every event in between to detection, so the snapshot carries the
+//! offsets it covers:
+//!
+//! - The pipeline thread takes the engine's snapshot ([`EventSink::snapshot`]; the threaded
+//!   sink hands over every event sent so far first) and then reads the acked offsets. Acks
+//!   happen only on that thread, after a batch's events were handed to the engine, so the
+//!   offsets are exactly those of the events inside the snapshot.
+//! - The snapshot file (`detect-snapshot.json`, checksummed by [`crate::durable`]) is one
+//!   JSON line `{"offsets":[...]}` (checkpoint entries) followed by the engine's snapshot.
+//! - At start the snapshot is restored first; if it carries offsets, they replace the
+//!   checkpoint file before the tailer starts, so detection resumes exactly where its state
+//!   ends. Files first opened after the snapshot are found again by the tailer's usual
+//!   rules (a rotated file at a known path is read from its start; a new path follows the
+//!   source's `start_at`). A missing, damaged or older (offset-less) snapshot leaves the
+//!   checkpoints as they are, and learning starts afresh.
+//!
+//! The price is the checkpoint window: lines between the last snapshot and a crash are read
+//! (and counted in `/metrics`) again, at most `snapshot_interval_secs` worth. Detections
+//! they re-raise carry the same stable ids, so hook receivers dedupe them by idempotency
+//! key, and a token already frozen is not frozen twice (`already_frozen`). A clean stop
+//! writes both at the same point and repeats nothing.
+//!
+//! # State directory faults
+//!
+//! Every state write reports to `tokenwatch_state_file_errors_total{file,error="write"}`,
+//! and a probe writes `.write-probe` in the state directory every [`PROBE_EVERY`]. While
+//! any last write failed (read-only or full disk) `/readyz` answers 503 with the reason;
+//! detection, `/metrics` and hooks keep working, and the next successful write clears it.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,10 +49,12 @@ use super::CliError;
 use crate::config::Config;
 use crate::detect::Ring;
 use crate::enrich::Fingerprinter;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StateFile};
+use crate::pipeline::EventSink;
 use crate::pipeline::Pipeline;
 use crate::respond::Responder;
 use crate::server::{AppState, Server};
+use crate::source::file::checkpoint::{self, Checkpointer, Entry};
 use crate::source::file::{Tailer, TailerHandle};
 use crate::source::tail_metrics::MetricsTailEvents;
 
@@ -87,6 +122,7 @@ async fn daemon(mut cfg: Config, args: RunArgs) -> Result<(), CliError> {
             .with_context(|| format!("writing {}", f.display()))?;
     }
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+    check_journal(&cfg, &metrics);
     let (stop_server_tx, stop_server_rx) = tokio::sync::oneshot::channel::<()>();
     let state = AppState {
         metrics: metrics.clone(),
@@ -104,6 +140,7 @@ async fn daemon(mut cfg: Config, args: RunArgs) -> Result<(), CliError> {
     let http = tokio::spawn(server.serve_with(state, admin, async {
         let _ = stop_server_rx.await;
     }));
+    let probe = tokio::spawn(probe_state_dir(cfg.state.dir.clone(), metrics.clone()));
     let mut signals = Signals::new().context("installing signal handlers")?;
     loop {
         let outputs = Outputs {
@@ -120,6 +157,7 @@ async fn daemon(mut cfg: Config, args: RunArgs) -> Result<(), CliError> {
             Stop::Reload => cfg = reload(cfg, args.config.as_deref(), &metrics),
         }
     }
+    probe.abort();
     let _ = stop_server_tx.send(());
     let _ = http.await;
     // After the pipeline: every decided action is journaled; workers get a grace period.
@@ -149,6 +187,8 @@ fn start(
         stages.iter().map(|s| s.metrics.clone()).collect(),
         metrics.clone(),
     ));
+    let (engine, resume) = build_live_engine(cfg, metrics, outputs)?;
+    prepare_checkpoints(&cfg.state.dir, resume, metrics);
     let (tx, rx) = mpsc::sync_channel(CHANNEL_BATCHES);
     let tail_cfgs = cfg
         .sources
@@ -158,7 +198,7 @@ fn start(
         .collect();
     let tailer = Tailer::start(tail_cfgs, Some(cfg.state.dir.clone()), tx, events)
         .context("starting the file tailer")?;
-    let mut engine = build_live_engine(cfg, metrics, outputs)?;
+    let mut engine: Box<dyn EventSink> = Box::new(engine);
     if crate::pipeline::threaded::default_threads() > 1 {
         // Detection on its own core; the pipeline thread keeps parsing and counting.
         engine = Box::new(
@@ -168,12 +208,17 @@ fn start(
     }
     let mut pipeline = Pipeline::new(stages, fp.clone(), Some(engine))
         .with_lag_histogram(metrics.event_lag.clone());
-    let snap_path = cfg.state.dir.join(SNAPSHOT_FILE);
+    let snap = Snapshotter {
+        path: cfg.state.dir.join(SNAPSHOT_FILE),
+        offsets: tailer.checkpointer(),
+        metrics: metrics.clone(),
+    };
     let every = Duration::from_secs(cfg.detectors.snapshot_interval_secs.max(1));
     let pipeline = std::thread::Builder::new()
         .name("pipeline".into())
         .spawn(move || {
             let mut last = std::time::Instant::now();
+            let mut due = every;
             loop {
                 // Wake up now and then even when idle, so snapshots happen.
                 match rx.recv_timeout(Duration::from_secs(1)) {
@@ -182,12 +227,16 @@ fn start(
                     // The tailer dropped its sender: everything read has been processed.
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 }
-                if last.elapsed() >= every {
+                if last.elapsed() >= due {
                     last = std::time::Instant::now();
-                    save_snapshot(&mut pipeline, &snap_path);
+                    // A failed write (full or read-only disk) is retried sooner.
+                    due = match snap.save(&mut pipeline) {
+                        true => every,
+                        false => every.min(SNAPSHOT_RETRY),
+                    };
                 }
             }
-            save_snapshot(&mut pipeline, &snap_path);
+            snap.save(&mut pipeline);
         })
         .context("starting the pipeline thread")?;
     Ok(Running { tailer, pipeline })
@@ -195,14 +244,50 @@ fn start(
 
 /// Learned detector state in the state directory.
 const SNAPSHOT_FILE: &str = "detect-snapshot.json";
+/// Its kind in the state header.
+const SNAPSHOT_KIND: &str = "detect-snapshot";
+/// Retry interval of a failed snapshot write.
+const SNAPSHOT_RETRY: Duration = Duration::from_secs(10);
+/// How often the state directory's writability is probed (for `/readyz`).
+pub const PROBE_EVERY: Duration = Duration::from_secs(2);
+
+/// The first line of a snapshot body: the file offsets the engine state covers.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Covers {
+    offsets: Vec<Entry>,
+}
+
+/// Snapshot body: the [`Covers`] line, then the engine's own bytes.
+fn encode_snapshot(offsets: &[Entry], engine: &[u8]) -> Vec<u8> {
+    let covers = Covers {
+        offsets: offsets.to_vec(),
+    };
+    let mut out = serde_json::to_vec(&covers).unwrap_or_default();
+    out.push(b'\n');
+    out.extend_from_slice(engine);
+    out
+}
+
+/// Splits a snapshot body into the offsets it covers (`None`: an older snapshot without
+/// them, which is the engine's bytes alone) and the engine's bytes.
+fn decode_snapshot(body: &[u8]) -> (Option<Vec<Entry>>, &[u8]) {
+    // The engine's JSON is compact: a raw newline only ever ends the Covers line.
+    if let Some(nl) = memchr::memchr(b'\n', body) {
+        let (head, rest) = body.split_at(nl);
+        if let Ok(c) = serde_json::from_slice::<Covers>(head) {
+            return (Some(c.offsets), rest.get(1..).unwrap_or_default());
+        }
+    }
+    (None, body)
+}
 
 /// The detection engine for the daemon: records to the configured JSONL file, state
-/// restored from the last snapshot.
+/// restored from the last snapshot; also the offsets that snapshot covers.
 fn build_live_engine(
     cfg: &Config,
     metrics: &Metrics,
     outputs: Outputs,
-) -> Result<Box<dyn crate::pipeline::EventSink>, CliError> {
+) -> Result<(crate::detect::Engine, Option<Vec<Entry>>), CliError> {
     use crate::detect::{Engine, JsonlSink};
     let out = cfg
         .detectors
@@ -217,27 +302,147 @@ fn build_live_engine(
     if let Some(g) = super::build::open_geo(cfg, &[])? {
         engine = engine.with_geo(g);
     }
-    let snap = cfg.state.dir.join(SNAPSHOT_FILE);
-    match crate::durable::read_with_recovery(&snap, |b| {
-        serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok()
-    }) {
-        Ok(Some(bytes)) => match engine.restore(&bytes) {
-            Ok(()) => tracing::info!(tokens = engine.tracked_tokens(), "detector state restored"),
-            Err(e) => tracing::warn!(%e, "ignoring the detector snapshot; learning starts afresh"),
-        },
-        Ok(None) => {}
-        Err(e) => tracing::warn!(%e, "cannot read the detector snapshot; learning starts afresh"),
-    }
-    Ok(Box::new(engine))
+    let resume = restore_snapshot(&mut engine, &cfg.state.dir.join(SNAPSHOT_FILE), metrics);
+    Ok((engine, resume))
 }
 
-/// Writes the engine's snapshot atomically; a failure is logged, never fatal.
-fn save_snapshot(p: &mut Pipeline, path: &Path) {
-    let Some(bytes) = p.sink_mut().and_then(|s| s.snapshot()) else {
+/// Restores the engine from `path`; a damaged snapshot (bad header, or the engine refuses
+/// it) is set aside, reported and counted, and learning starts afresh.
+fn restore_snapshot(
+    engine: &mut crate::detect::Engine,
+    path: &Path,
+    metrics: &Metrics,
+) -> Option<Vec<Entry>> {
+    use crate::durable::{read_state, set_aside, Loaded};
+    let legacy = |b: &[u8]| serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok();
+    let body = match read_state(path, SNAPSHOT_KIND, legacy) {
+        Loaded::Missing => return None,
+        Loaded::Found(b) => b,
+        Loaded::Rejected(_) => {
+            metrics.state_corrupt(StateFile::DetectSnapshot, 1);
+            return None;
+        }
+    };
+    let (offsets, bytes) = decode_snapshot(&body);
+    match engine.restore(bytes) {
+        Ok(()) => {
+            tracing::info!(tokens = engine.tracked_tokens(), "detector state restored");
+            offsets
+        }
+        Err(e) => {
+            set_aside(path, &format!("the detector refused it: {e}"));
+            metrics.state_corrupt(StateFile::DetectSnapshot, 1);
+            None
+        }
+    }
+}
+
+/// Checks the checkpoint file (a damaged one is set aside and counted), then resumes from
+/// the snapshot's offsets when there are any (see the module docs).
+fn prepare_checkpoints(dir: &Path, resume: Option<Vec<Entry>>, metrics: &Metrics) {
+    let current = checkpoint::read(dir).unwrap_or_else(|_| {
+        metrics.state_corrupt(StateFile::Checkpoints, 1);
+        Vec::new()
+    });
+    let Some(resume) = resume else {
         return;
     };
-    if let Err(e) = crate::durable::write_atomic(path, &bytes) {
-        tracing::error!(%e, path = %path.display(), "writing the detector snapshot");
+    if resume == current {
+        return;
+    }
+    let behind: u64 = current
+        .iter()
+        .filter_map(|c| {
+            let r = resume.iter().find(|r| r.dev_ino() == c.dev_ino())?;
+            c.offset.checked_sub(r.offset)
+        })
+        .sum();
+    tracing::info!(
+        files = resume.len(),
+        reread_bytes = behind,
+        "resuming files at the detector snapshot's offsets (lines since it are read again)"
+    );
+    if let Err(e) = checkpoint::store(dir, &resume) {
+        tracing::error!(%e, "cannot rewind the checkpoints to the snapshot; events since it are not seen by detection");
+        metrics.state_write(StateFile::Dir, Err(&e));
+    }
+}
+
+/// Writes the engine's snapshot with the offsets it covers; a failure is logged and
+/// counted, never fatal.
+struct Snapshotter {
+    path: PathBuf,
+    offsets: Option<Arc<Checkpointer>>,
+    metrics: Metrics,
+}
+
+impl Snapshotter {
+    /// Must run on the pipeline thread (the only one that acks), between batches. False
+    /// when the write failed.
+    fn save(&self, p: &mut Pipeline) -> bool {
+        let started = std::time::Instant::now();
+        let Some(engine) = p.sink_mut().and_then(|s| s.snapshot()) else {
+            return true;
+        };
+        // After the engine's snapshot: every acked batch is in it, and nothing acks meanwhile.
+        let offsets = self
+            .offsets
+            .as_ref()
+            .map(|c| c.entries())
+            .unwrap_or_default();
+        let body = encode_snapshot(&offsets, &engine);
+        let r = crate::durable::write_state(&self.path, SNAPSHOT_KIND, &body);
+        self.metrics
+            .state_write(StateFile::DetectSnapshot, r.as_ref().map(|_| ()));
+        match r {
+            Ok(()) => {
+                let ms = started.elapsed().as_millis() as u64;
+                tracing::debug!(bytes = body.len(), ms, "detector snapshot written");
+                true
+            }
+            Err(e) => {
+                tracing::error!(%e, path = %self.path.display(), "writing the detector snapshot");
+                false
+            }
+        }
+    }
+}
+
+/// Opens the response journal once before the responder does, to count damaged lines
+/// (skipped, the good ones kept; see `respond::journal`) in the metrics.
+fn check_journal(cfg: &Config, metrics: &Metrics) {
+    use crate::respond::journal::Journal;
+    let path = cfg.state.dir.join(crate::respond::JOURNAL_FILE);
+    // An open error is reported by the responder's own open, with context.
+    if let Ok(j) = Journal::open(&path, cfg.response.journal_compact_after) {
+        if j.bad_lines() > 0 {
+            metrics.state_corrupt(StateFile::Journal, j.bad_lines() as u64);
+        }
+    }
+}
+
+/// Writes a probe file in the state directory every [`PROBE_EVERY`], so `/readyz` notices
+/// a read-only or full disk even when no state write is due; logs only on changes.
+async fn probe_state_dir(dir: PathBuf, metrics: Metrics) {
+    let path = dir.join(".write-probe");
+    let mut was_ok = true;
+    loop {
+        let p = path.clone();
+        let r = tokio::task::spawn_blocking(move || crate::durable::write_atomic(&p, b"ok\n"))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        metrics.state_write(StateFile::Dir, r.as_ref().map(|_| ()));
+        match (&r, was_ok) {
+            (Err(e), true) => {
+                tracing::error!(%e, dir = %dir.display(), "the state directory cannot be written: detection goes on, but state is not saved; /readyz answers 503")
+            }
+            (Ok(()), false) => {
+                tracing::info!(dir = %dir.display(), "the state directory is writable again")
+            }
+            _ => {}
+        }
+        was_ok = r.is_ok();
+        tokio::time::sleep(PROBE_EVERY).await;
     }
 }
 
@@ -319,5 +524,29 @@ impl Signals {
             _ = self.int.recv() => Stop::Shutdown,
             _ = self.hup.recv() => Stop::Reload,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_body_carries_offsets_and_old_bodies_have_none() {
+        let e = Entry {
+            source: "gw".into(),
+            path: "/l/a.log".into(),
+            dev: 1,
+            ino: 2,
+            fingerprint: None,
+            offset: 77,
+        };
+        let engine = br#"{"version":1,"tokens":[]}"#;
+        let body = encode_snapshot(std::slice::from_ref(&e), engine);
+        let (offsets, bytes) = decode_snapshot(&body);
+        assert_eq!(offsets, Some(vec![e]));
+        assert_eq!(bytes, engine);
+        // A snapshot from before offsets were carried is the engine's bytes alone.
+        assert_eq!(decode_snapshot(engine), (None, &engine[..]));
     }
 }

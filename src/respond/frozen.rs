@@ -1,5 +1,8 @@
 //! The frozen set: which tokens are frozen, since when, until when, and why. Persisted with
-//! [`crate::durable::write_atomic`] on every change and reloaded at start.
+//! [`crate::durable::write_state`] (kind [`KIND`], checksummed) on every change and
+//! reloaded at start. A damaged file is set aside and reported, and the set starts empty:
+//! pending freeze jobs in the journal re-freeze their tokens (`Core::recover`), and the
+//! hooks already revoked the rest at the identity provider.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -11,6 +14,8 @@ use crate::detect::Detection;
 
 /// Format tag of `frozen.json`.
 const VERSION: u32 = 1;
+/// The state kind in the file's header.
+pub const KIND: &str = "frozen";
 
 /// One frozen token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,6 +42,7 @@ struct File {
 pub struct FrozenSet {
     entries: BTreeMap<String, FrozenEntry>,
     path: Option<PathBuf>,
+    rejected: Option<crate::durable::Rejected>,
 }
 
 impl FrozenSet {
@@ -45,25 +51,28 @@ impl FrozenSet {
         FrozenSet::default()
     }
 
-    /// Loads `path` (missing ⇒ empty); later changes are written back to it.
+    /// Loads `path` (missing ⇒ empty; damaged ⇒ set aside, reported, empty: see
+    /// [`FrozenSet::rejected`]); later changes are written back to it.
     pub fn open(path: &Path) -> io::Result<FrozenSet> {
-        let valid = |b: &[u8]| serde_json::from_slice::<File>(b).is_ok();
-        let entries = match crate::durable::read_with_recovery(path, valid)? {
-            None => BTreeMap::new(),
-            Some(bytes) => {
-                let f: File = serde_json::from_slice(&bytes).map_err(|e| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("{}: {e}", path.display()),
-                    )
-                })?;
-                f.frozen.into_iter().map(|e| (e.token.clone(), e)).collect()
-            }
+        use crate::durable::{read_state, set_aside, Loaded};
+        let (entries, rejected) = match read_state(path, KIND, |b| parse(b).is_ok()) {
+            Loaded::Missing => (Vec::new(), None),
+            Loaded::Found(bytes) => match parse(&bytes) {
+                Ok(f) => (f.frozen, None),
+                Err(e) => (Vec::new(), Some(set_aside(path, &e.to_string()))),
+            },
+            Loaded::Rejected(r) => (Vec::new(), Some(r)),
         };
         Ok(FrozenSet {
-            entries,
+            entries: entries.into_iter().map(|e| (e.token.clone(), e)).collect(),
             path: Some(path.to_path_buf()),
+            rejected,
         })
+    }
+
+    /// The damaged file this set was opened over, if any (for the caller's metrics).
+    pub fn rejected(&self) -> Option<&crate::durable::Rejected> {
+        self.rejected.as_ref()
     }
 
     /// The entry for `token`.
@@ -92,17 +101,20 @@ impl FrozenSet {
         self.save()
     }
 
-    /// Removes `token` and persists; returns the entry if it was frozen.
-    pub fn remove(&mut self, token: &str) -> io::Result<Option<FrozenEntry>> {
+    /// Removes `token` and persists; returns the entry if it was frozen, and how the write
+    /// went (the entry is gone from memory either way, so the caller still announces it).
+    pub fn remove(&mut self, token: &str) -> (Option<FrozenEntry>, io::Result<()>) {
         let e = self.entries.remove(token);
-        if e.is_some() {
-            self.save()?;
-        }
-        Ok(e)
+        let saved = match e.is_some() {
+            true => self.save(),
+            false => Ok(()),
+        };
+        (e, saved)
     }
 
-    /// Removes and returns every entry whose TTL ran out at `now_ms` (persisting once).
-    pub fn take_expired(&mut self, now_ms: i64) -> io::Result<Vec<FrozenEntry>> {
+    /// Removes and returns every entry whose TTL ran out at `now_ms` (persisting once), and
+    /// how the write went.
+    pub fn take_expired(&mut self, now_ms: i64) -> (Vec<FrozenEntry>, io::Result<()>) {
         let due: Vec<String> = self
             .entries
             .values()
@@ -110,10 +122,16 @@ impl FrozenSet {
             .map(|e| e.token.clone())
             .collect();
         let out: Vec<FrozenEntry> = due.iter().filter_map(|t| self.entries.remove(t)).collect();
-        if !out.is_empty() {
-            self.save()?;
-        }
-        Ok(out)
+        let saved = match out.is_empty() {
+            true => Ok(()),
+            false => self.save(),
+        };
+        (out, saved)
+    }
+
+    /// Writes the set now (a retry after a failed write; a no-op for an in-memory set).
+    pub fn persist(&self) -> io::Result<()> {
+        self.save()
     }
 
     fn save(&self) -> io::Result<()> {
@@ -125,6 +143,77 @@ impl FrozenSet {
             frozen: self.entries.values().cloned().collect(),
         };
         let bytes = serde_json::to_vec_pretty(&f).map_err(io::Error::other)?;
-        crate::durable::write_atomic(path, &bytes)
+        crate::durable::write_state(path, KIND, &bytes)
+    }
+}
+
+fn parse(bytes: &[u8]) -> Result<File, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::{Action, Severity};
+    use crate::event::EventTime;
+
+    fn entry(token: &str) -> FrozenEntry {
+        FrozenEntry {
+            token: token.into(),
+            since_ms: 1,
+            until_ms: None,
+            detection: Detection {
+                ts: EventTime::from_millis(0),
+                detector: "ip_fanout".into(),
+                severity: Severity::High,
+                token: Some(token.into()),
+                ip: None,
+                user: None,
+                source: None,
+                action: Action::Freeze,
+                reason: None,
+                evidence: serde_json::json!({}),
+                id: format!("id-{token}"),
+            },
+        }
+    }
+
+    #[test]
+    fn survives_reopen_and_loads_the_old_format() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("frozen.json");
+        let mut set = FrozenSet::open(&p)?;
+        set.insert(entry("tok_a"))?;
+        set.insert(entry("tok_b"))?;
+        let again = FrozenSet::open(&p)?;
+        assert_eq!(again.list(), set.list());
+        assert!(again.rejected().is_none());
+        let legacy = serde_json::to_vec(&File {
+            version: VERSION,
+            frozen: vec![entry("tok_c")],
+        })?;
+        std::fs::write(&p, legacy)?;
+        assert!(FrozenSet::open(&p)?.get("tok_c").is_some());
+        Ok(())
+    }
+
+    #[test]
+    fn flipped_byte_is_set_aside_not_trusted() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("frozen.json");
+        FrozenSet::open(&p)?.insert(entry("tok_a"))?;
+        let mut bytes = std::fs::read(&p)?;
+        // Flip a byte inside the token: still valid JSON, a different token.
+        let at = bytes.len() - 20;
+        if let Some(b) = bytes.get_mut(at) {
+            *b ^= 0x01;
+        }
+        std::fs::write(&p, &bytes)?;
+        let set = FrozenSet::open(&p)?;
+        assert!(set.is_empty());
+        let r = set.rejected().cloned();
+        assert!(r.is_some_and(|r| r.reason.contains("checksum") && r.moved_to.is_some()));
+        assert!(!p.exists());
+        Ok(())
     }
 }

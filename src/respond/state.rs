@@ -7,7 +7,7 @@ use crate::config::{HookEvent, ResponseConfig, ResponseMode};
 use crate::detect::record::stable_id;
 use crate::detect::{Action, Detection, Severity};
 use crate::event::EventTime;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StateFile};
 
 use super::breaker::{Admit, Breaker};
 use super::clock::Clock;
@@ -26,6 +26,8 @@ pub struct Core {
     ttl_ms: Option<i64>,
     max_freezes: u32,
     window_secs: u64,
+    /// The last frozen-set write failed: memory is ahead of the disk until a retry works.
+    frozen_dirty: bool,
     /// `None`: use each record's event time (replay: deterministic).
     clock: Option<Arc<dyn Clock>>,
     dispatch: Option<Dispatch>,
@@ -54,12 +56,29 @@ impl Core {
             ttl_ms: (ttl > 0).then_some(ttl),
             max_freezes: cfg.max_freezes,
             window_secs: cfg.window_secs,
+            frozen_dirty: false,
             clock,
             dispatch,
             metrics,
         };
+        if let (Some(m), Some(_)) = (&core.metrics, core.frozen.rejected()) {
+            m.state_corrupt(StateFile::Frozen, 1);
+        }
         core.publish(core.now(None));
         core
+    }
+
+    /// Tells the metrics (and so `/readyz`) how a write of the frozen set went (only call it
+    /// when a write happened). A failed write keeps the change in memory (it is in force);
+    /// the ticker retries it, and any later write carries it too.
+    fn persisted(&mut self, r: std::io::Result<()>, doing: &str) {
+        self.frozen_dirty = r.is_err();
+        if let Some(m) = &self.metrics {
+            m.state_write(StateFile::Frozen, r.as_ref().map(|_| ()));
+        }
+        if let Err(e) = r {
+            tracing::error!(%e, "writing the frozen set {doing}");
+        }
     }
 
     /// The configured mode.
@@ -158,26 +177,21 @@ impl Core {
             until_ms: self.ttl_ms.map(|t| now.saturating_add(t)),
             detection: d.clone(),
         };
-        let set = if event == HookEvent::Freeze {
-            &mut self.frozen
+        if event == HookEvent::Freeze {
+            let r = self.frozen.insert(entry);
+            self.persisted(r, "(the freeze stands; it is in the journal)");
         } else {
-            &mut self.would
-        };
-        if let Err(e) = set.insert(entry) {
-            tracing::error!(%e, "writing the frozen set (the freeze stands; it is in the journal)");
+            let _ = self.would.insert(entry);
         }
     }
 
     /// Unfreezes `token` (admin API or TTL) and tells the unfreeze hooks; `None` if it was
     /// not frozen.
     pub fn unfreeze(&mut self, token: &str, why: &str) -> Option<FrozenEntry> {
-        let removed = match self.frozen.remove(token) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::error!(%e, "writing the frozen set after an unfreeze");
-                None
-            }
-        };
+        let (removed, saved) = self.frozen.remove(token);
+        if removed.is_some() {
+            self.persisted(saved, "after an unfreeze");
+        }
         let _ = self.would.remove(token);
         if let Some(e) = &removed {
             self.announce_unfreeze(e, why);
@@ -194,22 +208,27 @@ impl Core {
         self.submit(HookEvent::Unfreeze, &d);
     }
 
-    /// Unfreezes every token whose TTL ran out.
+    /// Unfreezes every token whose TTL ran out, and retries a failed frozen-set write (the
+    /// ticker calls this every second).
     pub fn expire(&mut self) {
         let now = self.now(None);
+        // Retries quietly; only success is news (the failure was logged and counted once).
+        if self.frozen_dirty && self.frozen.persist().is_ok() {
+            tracing::info!("the frozen set is written again");
+            self.persisted(Ok(()), "");
+        }
         self.expire_at(now);
         self.publish(now);
     }
 
     fn expire_at(&mut self, now: i64) {
         let _ = self.would.take_expired(now);
-        match self.frozen.take_expired(now) {
-            Ok(list) => {
-                for e in list {
-                    self.announce_unfreeze(&e, "ttl");
-                }
-            }
-            Err(e) => tracing::error!(%e, "writing the frozen set after TTL expiry"),
+        let (expired, saved) = self.frozen.take_expired(now);
+        if !expired.is_empty() {
+            self.persisted(saved, "after TTL expiry");
+        }
+        for e in expired {
+            self.announce_unfreeze(&e, "ttl");
         }
     }
 
@@ -228,9 +247,8 @@ impl Core {
                     until_ms: self.ttl_ms.map(|t| now.saturating_add(t)),
                     detection: j.detection.clone(),
                 };
-                if let Err(e) = self.frozen.insert(entry) {
-                    tracing::error!(%e, "writing the frozen set during recovery");
-                }
+                let r = self.frozen.insert(entry);
+                self.persisted(r, "during recovery");
             }
         }
         self.publish(self.now(None));
@@ -270,5 +288,58 @@ impl Core {
                 .set(i64::try_from(self.frozen.len()).unwrap_or(i64::MAX));
             m.breaker_open.set(i64::from(open));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::respond::clock::ManualClock;
+
+    fn freeze_record(token: &str) -> Detection {
+        Detection {
+            ts: EventTime::from_millis(0),
+            detector: "ip_fanout".into(),
+            severity: Severity::High,
+            token: Some(token.into()),
+            ip: None,
+            user: None,
+            source: None,
+            action: Action::Alert,
+            reason: None,
+            evidence: serde_json::json!({}),
+            id: format!("id-{token}"),
+        }
+    }
+
+    #[test]
+    fn failed_frozen_write_is_reported_until_a_retry_succeeds() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        // The directory does not exist yet: every write fails, as on a read-only disk.
+        let sub = dir.path().join("later");
+        let path = sub.join("frozen.json");
+        let cfg = ResponseConfig {
+            mode: ResponseMode::Enforce,
+            ..ResponseConfig::default()
+        };
+        let m = Metrics::new();
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_000));
+        let frozen = FrozenSet::open(&path)?;
+        let mut core = Core::new(&cfg, frozen, Some(clock), None, Some(m.clone()));
+        let mut d = freeze_record("tok_a");
+        core.decide(&mut d);
+        assert_eq!(d.action, Action::Freeze, "the freeze stands");
+        assert!(m
+            .state_unwritable()
+            .is_some_and(|w| w.starts_with("frozen")));
+        // Ticks while still failing, and an unfreeze of an unknown token, change nothing.
+        core.expire();
+        assert!(core.unfreeze("tok_unknown", "admin").is_none());
+        assert!(m.state_unwritable().is_some());
+        std::fs::create_dir(&sub)?;
+        core.expire();
+        assert_eq!(m.state_unwritable(), None);
+        assert!(FrozenSet::open(&path)?.get("tok_a").is_some());
+        Ok(())
     }
 }

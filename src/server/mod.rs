@@ -43,11 +43,19 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     )
 }
 
+/// 503 until sources are open and state is loaded, and while state cannot be written (a
+/// read-only or full state directory: detection and `/metrics` keep working, but a crash
+/// would lose what was learned since the last good write, so an operator must look).
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
-    if s.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    if !s.ready.load(Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_string());
+    }
+    match s.metrics.state_unwritable() {
+        None => (StatusCode::OK, "ready\n".to_string()),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: state cannot be written ({why})\n"),
+        ),
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod cli;
 mod config;
+mod crash;
 mod detect_engine;
 mod detect_ip;
 mod detect_token;

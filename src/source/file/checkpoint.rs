@@ -1,8 +1,11 @@
-//! Checkpoints: the committed offset of every followed file, persisted as one versioned
-//! JSON file through [`crate::durable`].
+//! Checkpoints: the committed offset of every followed file, persisted as one versioned,
+//! checksummed JSON file through [`crate::durable`] (kind [`KIND`]).
 //!
 //! Only committed (acked) offsets are written, so a restart re-reads at most the lines the
-//! pipeline had not finished: at-least-once, never a skipped line.
+//! pipeline had not finished: at-least-once, never a skipped line. A damaged checkpoint
+//! file is set aside and reported; the tailer then starts as if fresh. The daemon may
+//! [`store`] older offsets before the tailer starts (those of the detector snapshot, see
+//! `cli::run`), so detector state and file positions resume from the same point.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -18,6 +21,8 @@ use crate::durable;
 
 /// The checkpoint file's name inside the checkpoint directory.
 pub const FILE_NAME: &str = "checkpoints.json";
+/// The state kind in the file's header.
+pub const KIND: &str = "checkpoints";
 const VERSION: u32 = 1;
 
 /// One file's persisted position.
@@ -142,17 +147,10 @@ impl Checkpointer {
         if !force && last.as_ref() == Some(&entries) {
             return Ok(());
         }
-        let body = CheckpointFile {
-            version: VERSION,
-            files: entries,
-        };
-        let result = serde_json::to_vec_pretty(&body)
-            .map_err(io::Error::other)
-            .and_then(|bytes| durable::write_atomic(&self.path, &bytes));
-        match result {
+        match write_file(&self.path, &entries) {
             Ok(()) => {
                 self.events.checkpoint_written();
-                *last = Some(body.files);
+                *last = Some(entries);
                 Ok(())
             }
             Err(e) => {
@@ -161,22 +159,48 @@ impl Checkpointer {
             }
         }
     }
+
+    /// The offsets a checkpoint written now would hold (every acked batch, no more).
+    pub fn entries(&self) -> Vec<Entry> {
+        self.registry.snapshot()
+    }
 }
 
-/// Loads the checkpoint file; a missing file is empty, a corrupt one is reported and
-/// ignored (the tailer then starts as if fresh).
-pub fn load(dir: &Path, events: &dyn TailEvents) -> Vec<Entry> {
+fn write_file(path: &Path, entries: &[Entry]) -> io::Result<()> {
+    let body = CheckpointFile {
+        version: VERSION,
+        files: entries.to_vec(),
+    };
+    let bytes = serde_json::to_vec_pretty(&body).map_err(io::Error::other)?;
+    durable::write_state(path, KIND, &bytes)
+}
+
+/// Replaces the checkpoint file in `dir` with `entries` (resuming from an older, consistent
+/// point: the tailer re-reads what follows).
+pub fn store(dir: &Path, entries: &[Entry]) -> io::Result<()> {
+    write_file(&dir.join(FILE_NAME), entries)
+}
+
+/// Reads the checkpoint file in `dir`: empty when missing; a damaged one (bad header, bad
+/// JSON, unknown version) is set aside and returned as the error.
+pub fn read(dir: &Path) -> Result<Vec<Entry>, durable::Rejected> {
     let path = dir.join(FILE_NAME);
-    let parsed = durable::read_with_recovery(&path, |b| parse(b).is_ok())
-        .and_then(|bytes| bytes.map(|b| parse(&b)).transpose());
-    match parsed {
-        Ok(entries) => entries.unwrap_or_default(),
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable checkpoint");
-            events.checkpoint_failed(&e);
-            Vec::new()
+    match durable::read_state(&path, KIND, |b| parse(b).is_ok()) {
+        durable::Loaded::Missing => Ok(Vec::new()),
+        durable::Loaded::Found(bytes) => {
+            parse(&bytes).map_err(|e| durable::set_aside(&path, &e.to_string()))
         }
+        durable::Loaded::Rejected(r) => Err(r),
     }
+}
+
+/// Loads the checkpoint file; a missing file is empty, a damaged one is set aside, reported
+/// and ignored (the tailer then starts as if fresh).
+pub fn load(dir: &Path, events: &dyn TailEvents) -> Vec<Entry> {
+    read(dir).unwrap_or_else(|r| {
+        events.checkpoint_failed(&io::Error::new(io::ErrorKind::InvalidData, r));
+        Vec::new()
+    })
 }
 
 fn parse(bytes: &[u8]) -> io::Result<Vec<Entry>> {
@@ -293,6 +317,31 @@ mod tests {
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join(FILE_NAME), b"{not json")?;
         assert!(load(dir.path(), &super::super::events::NoEvents).is_empty());
+        assert!(!dir.path().join(FILE_NAME).exists(), "set aside");
+        Ok(())
+    }
+
+    #[test]
+    fn store_read_truncated_and_legacy() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let entries = vec![entry(5, Some(9), 100), entry(6, None, 7)];
+        store(dir.path(), &entries)?;
+        assert_eq!(read(dir.path()), Ok(entries.clone()));
+        // A file from before the header still loads.
+        let legacy = serde_json::to_vec(&CheckpointFile {
+            version: VERSION,
+            files: entries.clone(),
+        })?;
+        std::fs::write(dir.path().join(FILE_NAME), &legacy)?;
+        assert_eq!(read(dir.path()), Ok(entries));
+        // Truncated by a crash of the disk, not of us: detected, set aside, fresh start.
+        let p = dir.path().join(FILE_NAME);
+        store(dir.path(), &[entry(5, None, 1)])?;
+        let bytes = std::fs::read(&p)?;
+        std::fs::write(&p, &bytes[..bytes.len() / 2])?;
+        let r = read(dir.path()).err();
+        assert!(r.is_some_and(|r| r.moved_to.is_some() && r.reason.contains("truncated")));
+        assert_eq!(read(dir.path()), Ok(Vec::new()));
         Ok(())
     }
 }

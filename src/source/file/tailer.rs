@@ -110,6 +110,13 @@ impl TailerHandle {
         self.waker.wake(false);
     }
 
+    /// The checkpointer (`None` without a checkpoint directory): its
+    /// [`entries`](Checkpointer::entries) are the acked offsets, for a snapshot that must
+    /// match them.
+    pub fn checkpointer(&self) -> Option<Arc<Checkpointer>> {
+        self.checkpointer.clone()
+    }
+
     /// Persists the committed offsets now (no-op without a checkpoint directory).
     pub fn write_checkpoints(&self) -> io::Result<()> {
         match &self.checkpointer {
