@@ -193,6 +193,7 @@ fn webhook_down_for_a_while_then_back_delivers_every_freeze_once() {
 
     // Back up on the same port.
     let rx = Receiver::start_on(rebind(port), |_, _| (200, Duration::ZERO));
+    let up = std::time::Instant::now();
     // A wave after recovery goes straight through too.
     let late = tokens("whlate", 0..2);
     s.attack(&late, &mut clock);
@@ -202,6 +203,11 @@ fn webhook_down_for_a_while_then_back_delivers_every_freeze_once() {
         let ok = metric(&d, "tokenwatch_actions_total", &["result=\"success\""]);
         (ok as usize == all.len()).then_some(())
     });
+    eprintln!(
+        "wh: back up: all {} actions delivered in {:.1} s",
+        all.len(),
+        up.elapsed().as_secs_f64()
+    );
     // Give a duplicate a chance to show: one more worker rescan.
     std::thread::sleep(Duration::from_millis(1500));
     let reqs: Vec<Req> = rx.requests();
@@ -240,6 +246,7 @@ fn smtp_down_for_a_while_then_back_mails_every_freeze_once() {
     outage(&s, &mut d, "mx", &mut clock, &mut all);
 
     let (_, mails) = smtp_server_on(rebind(port));
+    let up = std::time::Instant::now();
     let late = tokens("mxlate", 0..2);
     s.attack(&late, &mut clock);
     all.extend(late);
@@ -254,8 +261,14 @@ fn smtp_down_for_a_while_then_back_mails_every_freeze_once() {
         let m = mails.lock().unwrap().clone();
         all.iter().all(|t| count(&m, t) >= 1).then_some(())
     });
+    let delivered_in = up.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(1500));
     let m = mails.lock().unwrap().clone();
+    eprintln!(
+        "mx: back up: all {} actions mailed in {delivered_in:.1} s, {} mails",
+        all.len(),
+        m.len()
+    );
     for t in &all {
         assert_eq!(count(&m, t), 1, "{t} in exactly one mail:\n{m:#?}");
     }
