@@ -201,3 +201,49 @@ impl axum::serve::Listener for TlsListener {
         Ok(self.addr)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(cert: Option<&str>, key: Option<&str>) -> ServerConfig {
+        ServerConfig {
+            tls_cert: cert.map(PathBuf::from),
+            tls_key: key.map(PathBuf::from),
+            ..ServerConfig::default()
+        }
+    }
+
+    #[test]
+    fn off_unless_both_files_are_set() {
+        assert!(matches!(from_config(&cfg(None, None)), Ok(None)));
+        let half = from_config(&cfg(Some("/c.pem"), None))
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            half.as_deref(),
+            Some("server.tls_key is required when server.tls_cert is set")
+        );
+        let half = from_config(&cfg(None, Some("/k.pem")))
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            half.as_deref(),
+            Some("server.tls_cert is required when server.tls_key is set")
+        );
+    }
+
+    #[test]
+    fn unreadable_files_name_the_key_and_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.pem");
+        let e = acceptor(&missing, &missing).err().map(|e| e.to_string());
+        let e = e.unwrap_or_default();
+        assert!(e.starts_with("server.tls_cert = "), "{e}");
+        assert!(e.contains("nope.pem"), "{e}");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let e = acceptor(&empty, &empty).err().map(|e| e.to_string());
+        assert!(e.unwrap_or_default().contains("no \"BEGIN CERTIFICATE\""));
+    }
+}
