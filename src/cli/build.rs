@@ -88,8 +88,8 @@ pub fn offline_fingerprinter(cfg: &Config) -> anyhow::Result<Fingerprinter> {
 }
 
 /// The GeoIP databases for `cfg` plus `--geoip` paths (else the standard GeoLite2 places).
-/// Missing files are warnings; with no database at all, travel and country features are
-/// off with one clear warning and everything else runs.
+/// Without a usable database (none, missing or corrupt), travel and country features are
+/// off with one clear warning naming the files, and everything else runs.
 pub fn open_geo(
     cfg: &Config,
     extra: &[std::path::PathBuf],
@@ -100,22 +100,34 @@ pub fn open_geo(
     if paths.is_empty() {
         paths = geo::default_paths();
     }
-    paths.retain(|p| {
-        let ok = p.is_file();
-        if !ok {
-            tracing::warn!(path = %p.display(), "GeoIP database missing");
+    let (found, missing): (Vec<_>, Vec<_>) = paths.into_iter().partition(|p| p.is_file());
+    let missing: Vec<String> = missing.iter().map(|p| p.display().to_string()).collect();
+    match geo::open(&found) {
+        Ok(g) => {
+            if !missing.is_empty() {
+                tracing::warn!(?missing, "GeoIP database missing; using the others");
+            }
+            Ok(Some(g))
         }
-        ok
-    });
-    match geo::open(&paths) {
-        Ok(g) => Ok(Some(g)),
-        Err(geo::GeoError::NoDatabase) => {
+        Err(geo::GeoError::NoDatabase) if missing.is_empty() => {
             tracing::warn!(
                 "no GeoIP database (--geoip or [geo] mmdb): impossible_travel and country \
                  features are off"
             );
             Ok(None)
         }
-        Err(e) => Err(anyhow::Error::new(e)),
+        Err(geo::GeoError::NoDatabase) => {
+            tracing::warn!(
+                ?missing,
+                "GeoIP database missing: impossible_travel and country features are off"
+            );
+            Ok(None)
+        }
+        Err(e) => {
+            // A corrupt or foreign file must not keep the daemon from running: everything
+            // but location works without it.
+            tracing::warn!(error = %e, "GeoIP database unusable: impossible_travel and country features are off");
+            Ok(None)
+        }
     }
 }

@@ -113,15 +113,19 @@ async fn daemon(mut cfg: Config, args: RunArgs) -> Result<(), CliError> {
         .with_context(|| format!("creating state dir {}", cfg.state.dir.display()))?;
     let key = fingerprint_key(&cfg, true)?.unwrap_or_default();
     let fp = Fingerprinter::new(&key);
+    let tls = crate::server::tls::from_config(&cfg.server)
+        .map_err(|e| CliError::Config(e.to_string()))?;
     let server = Server::bind(cfg.server.listen)
         .await
-        .with_context(|| format!("binding {}", cfg.server.listen))?;
+        .with_context(|| format!("binding {}", cfg.server.listen))?
+        .with_tls(tls);
     let addr = server.local_addr().context("reading the bound address")?;
     if let Some(f) = &args.addr_file {
         crate::durable::write_atomic(f, addr.to_string().as_bytes())
             .with_context(|| format!("writing {}", f.display()))?;
     }
-    tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+    let scheme = if server.is_tls() { "https" } else { "http" };
+    tracing::info!(%addr, scheme, "serving /metrics, /healthz, /readyz");
     check_journal(&cfg, &metrics);
     let (stop_server_tx, stop_server_rx) = tokio::sync::oneshot::channel::<()>();
     let state = AppState {
@@ -483,6 +487,13 @@ fn reload(old: Config, path: Option<&Path>, metrics: &Metrics) -> Config {
             if new.server.listen != old.server.listen {
                 tracing::warn!("server.listen changed: restart tokenwatch to apply it");
                 new.server.listen = old.server.listen;
+            }
+            if (&new.server.tls_cert, &new.server.tls_key)
+                != (&old.server.tls_cert, &old.server.tls_key)
+            {
+                tracing::warn!("server.tls_cert/tls_key changed: restart tokenwatch to apply them");
+                new.server.tls_cert = old.server.tls_cert.clone();
+                new.server.tls_key = old.server.tls_key.clone();
             }
             if new.response != old.response || new.hooks != old.hooks {
                 tracing::warn!(

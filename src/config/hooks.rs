@@ -136,7 +136,8 @@ pub struct HookConfig {
     /// One attempt's time limit in milliseconds (default 5000; e-mail 30000).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
-    /// Attempts before an action is left in the journal for the next start (default 8).
+    /// Attempts per round (default 8); after a failed round the action waits `backoff_max_ms`
+    /// in the journal, then a new round starts (and a restart retries it too).
     pub max_attempts: u32,
     /// First retry delay in milliseconds, doubled each attempt, with jitter (default 500).
     pub backoff_ms: u64,

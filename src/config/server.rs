@@ -1,6 +1,7 @@
-//! `[server]`: where metrics, health and the admin API listen.
+//! `[server]`: where metrics, health and the admin API listen, and whether over TLS.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +18,12 @@ pub struct ServerConfig {
     /// Bearer token for the admin API (`env:NAME` or `file:PATH`); the admin API is off without it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<Secret>,
+    /// PEM certificate chain; with `tls_key` the server speaks HTTPS only (no plain HTTP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert` (PKCS#8, PKCS#1 or SEC1); keep it mode 0600.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -24,6 +31,8 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9847)),
             admin_token: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

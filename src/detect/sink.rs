@@ -35,15 +35,33 @@ struct Reopen {
 
 fn open_append(path: &Path) -> io::Result<(std::fs::File, u64)> {
     let mut opts = std::fs::OpenOptions::new();
-    opts.create(true).append(true);
+    opts.create(true).append(true).read(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o640);
-    let f = opts.open(path)?;
+    let mut f = opts.open(path)?;
+    end_torn_record(&mut f)?;
     #[cfg(unix)]
     let ino = std::os::unix::fs::MetadataExt::ino(&f.metadata()?);
     #[cfg(not(unix))]
     let ino = 0;
     Ok((f, ino))
+}
+
+/// A `kill -9` mid-write can leave a record without its newline; ending that line first keeps
+/// the next record on a line of its own (the cut record is emitted again after restart: it
+/// lies inside the snapshot window).
+fn end_torn_record(f: &mut std::fs::File) -> io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    if f.metadata()?.len() == 0 {
+        return Ok(());
+    }
+    let mut last = [0u8; 1];
+    f.seek(SeekFrom::End(-1))?;
+    f.read_exact(&mut last)?;
+    if last[0] != b'\n' {
+        f.write_all(b"\n")?;
+    }
+    Ok(())
 }
 
 impl JsonlSink {
@@ -157,5 +175,25 @@ impl DetectionSink for VecSink {
             g.push(d.clone());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_torn_last_record_is_ended_before_appending() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d.jsonl");
+        std::fs::write(&p, b"{\"id\":\"a\"}\n{\"id\":\"b").unwrap();
+        drop(open_append(&p).unwrap());
+        assert_eq!(std::fs::read(&p).unwrap(), b"{\"id\":\"a\"}\n{\"id\":\"b\n");
+        // A clean file and an empty one are left alone.
+        drop(open_append(&p).unwrap());
+        assert_eq!(std::fs::read(&p).unwrap(), b"{\"id\":\"a\"}\n{\"id\":\"b\n");
+        let q = dir.path().join("e.jsonl");
+        drop(open_append(&q).unwrap());
+        assert!(std::fs::read(&q).unwrap().is_empty());
     }
 }

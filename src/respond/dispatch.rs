@@ -1,5 +1,6 @@
 //! From decisions to hook calls: the journal append, one bounded queue and one worker task
-//! per hook, retries with exponential backoff and jitter.
+//! per hook, retries with exponential backoff and jitter; after `max_attempts` the action is
+//! parked for `backoff_max` and then retried in a new round, for as long as it takes.
 //!
 //! The pipeline thread only appends to the journal and `try_send`s: a full queue leaves the
 //! job in the journal (metric `result="queue_full"`) and the worker picks it up when idle,
@@ -230,8 +231,25 @@ impl Worker {
                 _ = self.stop.changed() => return,
             }
         }
-        tracing::error!(hook = %name, jobs = jobs.len(), "hook still failing after every attempt: the action stays in the journal and is retried at the next start");
+        tracing::error!(hook = %name, jobs = jobs.len(), "hook still failing after every attempt: the action stays in the journal; a new round starts after backoff_max");
         self.count(&jobs, "parked");
+        self.park(&jobs).await;
+    }
+
+    /// After a failed round: waits one `backoff_max`, then hands the jobs back to the journal
+    /// backlog, which the worker scans next. Without this, an endpoint down for longer than
+    /// one round (about 2 minutes with the defaults) got its actions only at the next start.
+    async fn park(&mut self, jobs: &[Job]) {
+        tokio::select! {
+            _ = tokio::time::sleep(self.spec.backoff_max) => {}
+            // Stopping: the jobs stay pending in the journal for the next start.
+            _ = self.stop.changed() => return,
+        }
+        if let Ok(mut j) = self.journal.lock() {
+            for job in jobs {
+                j.unclaim(job.seq);
+            }
+        }
     }
 
     fn finish(&self, jobs: &[Job], done: Done, result: &str) {

@@ -1,6 +1,7 @@
 //! The admin API: detections, the frozen set, manual freeze/unfreeze, the Alertmanager
 //! receiver. Every route needs `Authorization: Bearer <server.admin_token>` (compared in
-//! constant time); without a configured token the routes do not exist.
+//! constant time, checked before any body is read); without a configured token the routes do
+//! not exist (404). Bodies are capped: [`MAX_BODY`], [`MAX_ALERTMANAGER_BODY`] (413 above).
 
 use std::sync::{Arc, Mutex};
 
@@ -21,8 +22,10 @@ use crate::detect::{DetectionSink, Ring};
 use crate::event::EventTime;
 use crate::respond::{origin, Control, FrozenEntry};
 
-/// Request bodies larger than this are refused (413).
-pub const MAX_BODY: usize = 1024 * 1024;
+/// Admin request bodies larger than this are refused (413): a freeze reason is a sentence.
+pub const MAX_BODY: usize = 64 * 1024;
+/// Alertmanager payloads larger than this are refused (413): a large alert group is ~100 KiB.
+pub const MAX_ALERTMANAGER_BODY: usize = 1024 * 1024;
 /// Alertmanager alerts remembered for dedupe.
 const SEEN_ALERTS: usize = 10_000;
 /// Longest token accepted in a path.
@@ -53,7 +56,11 @@ pub fn routes(control: Control, ring: Ring, admin_token: Option<Secret>) -> Rout
         .route("/api/v1/detections", get(detections))
         .route("/api/v1/frozen", get(frozen))
         .route("/api/v1/frozen/{token}", post(freeze).delete(unfreeze))
-        .route("/api/v1/alertmanager", post(alertmanager))
+        .route(
+            "/api/v1/alertmanager",
+            // The route's own limit is the innermost layer, so it wins over the router's.
+            post(alertmanager).layer(DefaultBodyLimit::max(MAX_ALERTMANAGER_BODY)),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }

@@ -1,4 +1,5 @@
-//! HTTP server: `/metrics`, `/healthz`, `/readyz`, and the admin API ([`admin`]).
+//! HTTP server: `/metrics`, `/healthz`, `/readyz`, and the admin API ([`admin`]); plain HTTP,
+//! or HTTPS when `[server] tls_cert` and `tls_key` are set ([`tls`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +15,7 @@ use crate::metrics::Metrics;
 
 pub mod admin;
 pub mod alertmanager;
+pub mod tls;
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
@@ -63,6 +65,7 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
 /// before serving starts.
 pub struct Server {
     listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Server {
@@ -70,7 +73,22 @@ impl Server {
     pub async fn bind(addr: SocketAddr) -> std::io::Result<Server> {
         Ok(Server {
             listener: tokio::net::TcpListener::bind(addr).await?,
+            tls: None,
         })
+    }
+
+    /// Serves HTTPS with `acceptor` instead of HTTP (`None` keeps plain HTTP); see
+    /// [`tls::from_config`].
+    pub fn with_tls(self, acceptor: Option<tokio_rustls::TlsAcceptor>) -> Server {
+        Server {
+            tls: acceptor,
+            ..self
+        }
+    }
+
+    /// True when serving HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// The bound address.
@@ -95,8 +113,19 @@ impl Server {
         extra: Router,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, router(state).merge(extra))
-            .with_graceful_shutdown(shutdown)
-            .await
+        let app = router(state).merge(extra);
+        match self.tls {
+            None => {
+                axum::serve(self.listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            Some(acceptor) => {
+                let listener = tls::TlsListener::new(self.listener, acceptor)?;
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        }
     }
 }

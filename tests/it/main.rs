@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one module per feature.
 
+mod admin_security;
 mod cli;
 mod config;
 mod crash;
@@ -7,8 +8,10 @@ mod detect_engine;
 mod detect_ip;
 mod detect_token;
 mod e2e;
+mod faults;
 mod geo;
 mod parse;
 mod prometheus;
 mod respond;
+mod support;
 mod tailer;

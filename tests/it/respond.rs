@@ -1,11 +1,8 @@
 //! Response: policy, journal and hooks against real receivers — an HTTP server and an SMTP
-//! listener on 127.0.0.1 written here — plus the admin API over real HTTP.
+//! listener on 127.0.0.1 (in `support`) — plus the admin API over real HTTP.
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -17,149 +14,10 @@ use tokenwatch::event::EventTime;
 use tokenwatch::metrics::Metrics;
 use tokenwatch::respond::{replay_policy, ManualClock, Options, Responder, ResponderHandle};
 
+use crate::support::{smtp_server, Receiver, Req};
+
 const HOOK_KEY: &str = "hook-signing-key";
 const T0: i64 = 1_772_459_736_000;
-
-// ---------------------------------------------------------------- receivers
-
-/// One request as the receiver saw it.
-#[derive(Debug, Clone)]
-struct Req {
-    path: String,
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
-}
-
-impl Req {
-    fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map_or("", String::as_str)
-    }
-}
-
-/// A tiny HTTP/1.1 server: records each request, then answers `script(n, req)` =
-/// (status, delay before answering), one thread per connection.
-struct Receiver {
-    addr: SocketAddr,
-    reqs: Arc<Mutex<Vec<Req>>>,
-}
-
-type Script = dyn Fn(usize, &Req) -> (u16, Duration) + Send + Sync;
-
-impl Receiver {
-    fn start(script: impl Fn(usize, &Req) -> (u16, Duration) + Send + Sync + 'static) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let reqs = Arc::new(Mutex::new(Vec::new()));
-        let script: Arc<Script> = Arc::new(script);
-        let r = reqs.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let (reqs, script) = (r.clone(), script.clone());
-                std::thread::spawn(move || serve_http(stream, &reqs, &*script));
-            }
-        });
-        Receiver { addr, reqs }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn requests(&self) -> Vec<Req> {
-        self.reqs.lock().unwrap().clone()
-    }
-}
-
-fn serve_http(stream: TcpStream, reqs: &Mutex<Vec<Req>>, script: &Script) {
-    let mut r = BufReader::new(stream.try_clone().unwrap());
-    let mut line = String::new();
-    if r.read_line(&mut line).unwrap_or(0) == 0 {
-        return;
-    }
-    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-    let mut headers = HashMap::new();
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.insert(k.trim().to_lowercase(), v.trim().to_string());
-        }
-    }
-    let len: usize = headers
-        .get("content-length")
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; len];
-    let _ = r.read_exact(&mut body);
-    let req = Req {
-        path,
-        headers,
-        body,
-    };
-    let n = {
-        let mut g = reqs.lock().unwrap();
-        g.push(req.clone());
-        g.len() - 1
-    };
-    let (status, delay) = script(n, &req);
-    std::thread::sleep(delay);
-    let mut s = stream;
-    let _ = write!(
-        s,
-        "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-}
-
-/// A tiny SMTP server (no TLS): collects each message's DATA.
-fn smtp_server() -> (u16, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let mails = Arc::new(Mutex::new(Vec::new()));
-    let m = mails.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let m = m.clone();
-            std::thread::spawn(move || serve_smtp(stream, &m));
-        }
-    });
-    (port, mails)
-}
-
-fn serve_smtp(stream: TcpStream, mails: &Mutex<Vec<String>>) {
-    let mut w = stream.try_clone().unwrap();
-    let mut r = BufReader::new(stream);
-    let _ = w.write_all(b"220 test ESMTP\r\n");
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let cmd = line.to_ascii_uppercase();
-        let reply: &[u8] = if cmd.starts_with("DATA") {
-            let _ = w.write_all(b"354 go ahead\r\n");
-            let mut data = String::new();
-            loop {
-                let mut l = String::new();
-                if r.read_line(&mut l).unwrap_or(0) == 0 || l == ".\r\n" {
-                    break;
-                }
-                data.push_str(&l);
-            }
-            mails.lock().unwrap().push(data);
-            b"250 queued\r\n"
-        } else if cmd.starts_with("QUIT") {
-            let _ = w.write_all(b"221 bye\r\n");
-            return;
-        } else if cmd.starts_with("EHLO") {
-            b"250-test\r\n250 8BITMIME\r\n"
-        } else {
-            b"250 ok\r\n"
-        };
-        let _ = w.write_all(reply);
-    }
-}
 
 // ---------------------------------------------------------------- helpers
 

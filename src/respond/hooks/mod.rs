@@ -43,7 +43,7 @@ pub struct HookSpec {
     pub name: String,
     /// The events it receives.
     pub events: Vec<HookEvent>,
-    /// Attempts per job before it is parked in the journal until the next start.
+    /// Attempts per round; a failed round parks the job for `backoff_max`, then retries it.
     pub max_attempts: u32,
     /// First retry delay.
     pub backoff: Duration,
