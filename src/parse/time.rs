@@ -266,20 +266,31 @@ pub fn time_of_day(b: &[u8]) -> Option<(u32, u32)> {
     (8 + used == b.len()).then_some((h * 3600 + m * 60 + s.min(59), ms))
 }
 
+/// The last millisecond of the year 9999: the latest instant any preset's text form can name,
+/// and the bound for epoch numbers too.
+pub const MAX_MILLIS: i64 = 253_402_300_799_999;
+
+/// An epoch instant in the range tokenwatch accepts: 1970-01-01 to the end of 9999. A
+/// negative or larger number is a corrupt or hostile value, not a time (detectors keep
+/// event-time windows, so one absurd stamp must not be taken as real).
+pub fn epoch_in_range(ms: i64) -> Option<EventTime> {
+    (0..=MAX_MILLIS)
+        .contains(&ms)
+        .then_some(EventTime::from_millis(ms))
+}
+
 /// Epoch seconds, integer or with a fraction (`1700000000`, `1700000000.123`).
 pub fn epoch_secs(b: &[u8]) -> Option<EventTime> {
     let dot = b.iter().position(|&c| c == b'.').unwrap_or(b.len());
     let secs = int(&b[..dot])?;
     let (ms, used) = fraction(&b[dot..]);
     (dot + used == b.len()).then_some(())?;
-    Some(EventTime::from_millis(
-        secs.checked_mul(1000)? + i64::from(ms),
-    ))
+    epoch_in_range(secs.checked_mul(1000)?.checked_add(i64::from(ms))?)
 }
 
 /// Epoch milliseconds (`1700000000123`).
 pub fn epoch_millis(b: &[u8]) -> Option<EventTime> {
-    Some(EventTime::from_millis(int(b)?))
+    epoch_in_range(int(b)?)
 }
 
 /// An epoch number whose unit is guessed from its size: values above 10^11 are millis
@@ -353,6 +364,23 @@ mod tests {
         assert_eq!(ms(epoch_auto(b"1700000000123")), 1_700_000_000_123);
         assert!(epoch_auto(b"17x").is_none());
         assert!(epoch_secs(b"99999999999999999999").is_none());
+    }
+
+    #[test]
+    fn epoch_numbers_outside_1970_to_9999_are_refused() {
+        assert_eq!(ms(epoch_auto(b"0")), 0);
+        assert_eq!(ms(epoch_secs(b"253402300799")), MAX_MILLIS - 999);
+        assert_eq!(ms(epoch_auto(b"99999999999")), 99_999_999_999_000);
+        assert_eq!(ms(epoch_millis(b"253402300799999")), MAX_MILLIS);
+        assert!(epoch_millis(b"253402300800000").is_none());
+        assert!(epoch_auto(b"-1").is_none());
+        assert!(epoch_auto(b"-99999999999").is_none());
+        assert!(epoch_secs(b"9999999999999999").is_none());
+        assert_eq!(
+            ms(rfc3339(b"9999-12-31T23:59:59.999Z", &Zone::default())),
+            MAX_MILLIS
+        );
+        assert_eq!(ms(rfc3339(b"1970-01-01T00:00:00Z", &Zone::default())), 0);
     }
 
     #[test]
