@@ -7,6 +7,7 @@ mod detect_ip;
 mod detect_token;
 mod e2e;
 mod geo;
+mod hostile;
 mod parse;
 mod prometheus;
 mod respond;
