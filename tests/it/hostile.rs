@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -466,6 +466,16 @@ fn json_hostile_lines_are_counted_never_fatal() {
 fn vault_hostile_lines_are_counted_never_fatal() {
     let mut cases = common_cases(&VAULT, true);
     cases.extend(json_cases(&VAULT, "no_match"));
+    let request = String::from_utf8(good(&VAULT, 9))
+        .unwrap()
+        .replace("\"response\"", "\"request\"");
+    cases.push(Case {
+        name: "request entry with a 10 MB path",
+        line: request
+            .replace("secret/curl", &"A".repeat(TEN_MB))
+            .into_bytes(),
+        want: Want::Skip,
+    });
     replay_preset(&VAULT, cases);
 }
 
@@ -500,4 +510,112 @@ fn regex_hostile_lines_are_counted_never_fatal() {
         want: Want::Bad("timestamp"),
     });
     replay_preset(&REGEX, cases);
+}
+
+/// A running `tokenwatch run`, killed on drop so a failing test never leaks a process.
+pub(crate) struct Daemon {
+    /// The child process.
+    pub child: Child,
+    /// `host:port` of its HTTP server.
+    pub addr: String,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics after `secs` naming `what`.
+pub(crate) fn poll<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Starts `tokenwatch run -c cfg` (extra args appended), waits for its address and `/readyz`.
+pub(crate) fn start_daemon(
+    cfg: &Path,
+    dir: &Path,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> Daemon {
+    let addr_file = dir.join("addr");
+    let _ = std::fs::remove_file(&addr_file);
+    let child = Command::new(env!("CARGO_BIN_EXE_tokenwatch"))
+        .args(["run", "-c"])
+        .arg(cfg)
+        .arg("--addr-file")
+        .arg(&addr_file)
+        .args(extra)
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(dir.join("stdout.log")).unwrap())
+        .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
+        .spawn()
+        .expect("spawn tokenwatch run");
+    let mut d = Daemon {
+        child,
+        addr: String::new(),
+    };
+    d.addr = poll(60, "listen address", || {
+        std::fs::read_to_string(&addr_file)
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
+    poll(60, "/readyz 200", || {
+        crate::e2e::http_get(&d.addr, "/readyz").filter(|(s, _)| *s == 200)
+    });
+    d
+}
+
+/// Sum of every sample of `name` whose labels contain `labels`.
+pub(crate) fn sum_series(metrics: &str, name: &str, labels: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| l.contains(labels))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn live_tailer_counts_hostile_lines_and_drops_the_oversized_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let cfg = dir.path().join("tw.toml");
+    std::fs::write(&cfg, config_text(&NGINX, &log, &dir.path().join("state"))).unwrap();
+    let cases = common_cases(&NGINX, false);
+    let goods = write_log(&NGINX, &cases, &log) as u64;
+    let total = goods + cases.len() as u64 + BLANKS;
+    let d = start_daemon(&cfg, dir.path(), &[], &[]);
+    // The 10 MB line is over max_line_bytes (100 KiB): the tailer drops it whole and counts
+    // it; every other line goes through the parser.
+    let body = poll(60, "every line counted", || {
+        let (_, body) = crate::e2e::http_get(&d.addr, "/metrics")?;
+        let seen = sum_series(&body, "tokenwatch_lines_total", "source=\"h\"")
+            + sum_series(&body, "tokenwatch_lines_too_long_total", "source=\"h\"");
+        (seen >= total as f64).then_some(body)
+    });
+    let too_long = sum_series(&body, "tokenwatch_lines_too_long_total", "source=\"h\"");
+    let parsed = sum_series(&body, "tokenwatch_lines_total", "result=\"parsed\"");
+    let malformed = sum_series(&body, "tokenwatch_lines_total", "result=\"malformed\"");
+    let skipped = sum_series(&body, "tokenwatch_lines_total", "result=\"skipped\"");
+    assert_eq!(too_long, 1.0, "{body}");
+    assert_eq!(
+        parsed + malformed + skipped + too_long,
+        total as f64,
+        "{body}"
+    );
+    // Every case but the garbage line and the dropped one is a token check, plus the good lines.
+    assert_eq!(parsed, (goods + cases.len() as u64 - 2) as f64, "{body}");
+    assert_eq!(malformed, 1.0, "{body}");
+    // Still alive and serving after all of it.
+    assert!(crate::e2e::http_get(&d.addr, "/healthz").is_some_and(|(s, _)| s == 200));
 }
