@@ -11,4 +11,5 @@ mod hostile;
 mod parse;
 mod prometheus;
 mod respond;
+mod secrets;
 mod tailer;
