@@ -5,7 +5,6 @@
 //! value and its hex and base64 forms. Fingerprints must be there (the data flowed); raw
 //! values never.
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
