@@ -619,3 +619,149 @@ fn live_tailer_counts_hostile_lines_and_drops_the_oversized_one() {
     // Still alive and serving after all of it.
     assert!(crate::e2e::http_get(&d.addr, "/healthz").is_some_and(|(s, _)| s == 200));
 }
+
+/// A small xorshift generator: deterministic random tokens and addresses.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Writes `lines` nginx lines with random tokens from `ips` random addresses (10% 401), an
+/// event-time second apart every 100 lines; a brute force from 192.0.2.66 (40 rejections in
+/// 40 s) sits in the middle of the first half.
+fn exhaustion_log(path: &Path, lines: usize, ips: u64, from: usize) -> usize {
+    use std::io::Write as _;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ from as u64);
+    let base = 1_772_400_000i64;
+    let attack_at = lines / 4;
+    let mut n = 0;
+    for i in from..from + lines {
+        let t = base + (i / 100) as i64;
+        let stamp = tokenwatch::event::EventTime::from_secs(t).to_string();
+        if i == from + attack_at && from == 0 {
+            for k in 0..40 {
+                let s = tokenwatch::event::EventTime::from_secs(t + k).to_string();
+                writeln!(f, "{{\"ts\":\"{s}\",\"token_id\":\"ak_attack{k:04}\",\"ip\":\"192.0.2.66\",\"status\":401}}").unwrap();
+                n += 1;
+            }
+        }
+        let ip = rng.next() % ips;
+        let status = if rng.next() % 10 == 0 { 401 } else { 200 };
+        writeln!(
+            f,
+            "{{\"ts\":\"{stamp}\",\"token_id\":\"ak_{:012x}\",\"ip\":\"10.{}.{}.{}\",\"status\":{status}}}",
+            rng.next() & 0xffff_ffff_ffff,
+            (ip >> 16) & 255,
+            (ip >> 8) & 255,
+            ip & 255
+        )
+        .unwrap();
+        n += 1;
+    }
+    n
+}
+
+fn series(metrics: &str) -> Vec<String> {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.rsplit_once(' ').map(|(s, _)| s.to_string()))
+        .collect()
+}
+
+fn peak_rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap()
+}
+
+/// State exhaustion: many random tokens from many random IPs through a real `tokenwatch run`
+/// with a small `max_state_bytes`. Peak RSS stays under the cap plus a fixed overhead, the
+/// brute force injected in the middle is still detected, and the `/metrics` series set does
+/// not grow with input. Default 200,000 lines from 20,000 IPs; the full size (10 M tokens
+/// from 1 M IPs) is `TW_EXHAUST_LINES=10000000 cargo test --release --test it exhaustion --
+/// --nocapture`.
+#[test]
+fn state_exhaustion_keeps_rss_capped_detections_firing_and_series_constant() {
+    let lines: usize = std::env::var("TW_EXHAUST_LINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let ips = (lines as u64 / 10).max(1);
+    let cap: u64 = 32 * 1024 * 1024;
+    // Binary, runtime, HTTP server, metrics registry, read buffers and allocator slack: what
+    // the process needs with no detector state at all (measured ~25 MiB in a debug build).
+    let overhead: u64 = 96 * 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    let cfg = dir.path().join("tw.toml");
+    let text = format!(
+        "{}\n[detectors]\nmax_state_bytes = {cap}\n",
+        config_text(&JSON, &log, &dir.path().join("state"))
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let half = lines / 2;
+    let first = exhaustion_log(&log, half, ips, 0);
+    let started = Instant::now();
+    let d = start_daemon(&cfg, dir.path(), &[], &[]);
+    let wait_lines = |n: usize| {
+        poll(3600, "lines counted", || {
+            let (_, body) = crate::e2e::http_get(&d.addr, "/metrics")?;
+            (sum_series(&body, "tokenwatch_lines_total", "source=\"h\"") >= n as f64)
+                .then_some(body)
+        })
+    };
+    let mid = wait_lines(first);
+    let more = dir.path().join("more.log");
+    let second = exhaustion_log(&more, lines - half, ips, half);
+    // Append the second half to the live file.
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        f.write_all(&std::fs::read(&more).unwrap()).unwrap();
+    }
+    let end = wait_lines(first + second);
+    let secs = started.elapsed().as_secs_f64();
+    let rss = peak_rss_bytes(d.child.id());
+    let detections = poll(30, "brute_force on the injected attacker", || {
+        let text = std::fs::read_to_string(dir.path().join("state/detections.jsonl")).ok()?;
+        text.lines()
+            .any(|l| l.contains("\"brute_force\"") && l.contains("192.0.2.66"))
+            .then_some(text)
+    });
+    let (s_mid, s_end) = (series(&mid), series(&end));
+    eprintln!(
+        "exhaustion: {} lines, {ips} IPs, {secs:.1} s, peak RSS {:.1} MiB (cap {} MiB + {} MiB overhead), \
+         series {} -> {}, {} detection records",
+        first + second,
+        rss as f64 / 1048576.0,
+        cap >> 20,
+        overhead >> 20,
+        s_mid.len(),
+        s_end.len(),
+        detections.lines().count()
+    );
+    assert!(
+        rss < cap + overhead,
+        "peak RSS {rss} over {cap} + {overhead}"
+    );
+    assert_eq!(s_mid, s_end, "the series set grew with input");
+    // No input value is a label.
+    assert!(
+        !end.contains("10.0.") && !end.contains("ak_"),
+        "input in labels"
+    );
+    let tracked = sum_series(&end, "tokenwatch_tracked_entities", "");
+    assert!(tracked > 0.0, "tracked entities exported");
+}
