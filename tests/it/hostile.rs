@@ -653,7 +653,11 @@ fn exhaustion_log(path: &Path, lines: usize, ips: u64, from: usize) -> usize {
             }
         }
         let ip = rng.next() % ips;
-        let status = if rng.next() % 10 == 0 { 401 } else { 200 };
+        let status = if rng.next().is_multiple_of(10) {
+            401
+        } else {
+            200
+        };
         writeln!(
             f,
             "{{\"ts\":\"{stamp}\",\"token_id\":\"ak_{:012x}\",\"ip\":\"10.{}.{}.{}\",\"status\":{status}}}",
