@@ -694,8 +694,8 @@ fn peak_rss_bytes(pid: u32) -> u64 {
 /// with a small `max_state_bytes`. Peak RSS stays under the cap plus a fixed overhead, the
 /// brute force injected in the middle is still detected, and the `/metrics` series set does
 /// not grow with input. Default 200,000 lines from 20,000 IPs; the full size (10 M tokens
-/// from 1 M IPs) is `TW_EXHAUST_LINES=10000000 cargo test --release --test it exhaustion --
-/// --nocapture`.
+/// from 1 M IPs, ~1.7 GB of log in a temp dir) is `TW_EXHAUST_LINES=10000000 cargo test
+/// --test it exhaustion -- --nocapture`.
 #[test]
 fn state_exhaustion_keeps_rss_capped_detections_firing_and_series_constant() {
     let lines: usize = std::env::var("TW_EXHAUST_LINES")
