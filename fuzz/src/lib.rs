@@ -1,8 +1,11 @@
 //! Shared bodies of the fuzz targets: each target picks a preset; this file feeds the input
 //! through `tokenwatch::parse::build` the way a source does, line by line.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use tokenwatch::net::Cidr;
-use tokenwatch::parse::{build, ClientIp, Parsed, ParserSpec, Preset};
+
+use tokenwatch::parse::{build, ClientIp, Parsed, Parser, ParserSpec, Preset};
 
 /// The regex preset's pattern (the shape of tests/fixtures/regex/app.log).
 const REGEX: &str = r"^(?P<ts>\S+) key=(?P<token>\S+) src=(?P<ip>\S+) result=(?P<outcome>\w+) user=(?P<user>(?-u:\S)+)(?: why=(?P<reason>\S+))?$";
@@ -46,27 +49,37 @@ pub fn parse_lines(preset: Preset, data: &[u8]) {
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
-    // Some setting combinations are refused by design (forwarded-for needs a format that
-    // logs the header): nothing to fuzz then.
-    let Ok(mut parser) = build(&spec(preset, selector)) else {
-        return;
-    };
-    for line in rest.split(|&b| b == b'\n') {
-        let first = parser.parse(line).map(own);
-        let again = parser.parse(line).map(own);
-        assert_eq!(first, again, "parsing the same line twice differed");
-        if let Ok(Some(t)) = first {
-            // Display of any accepted time must not panic (it is how records print it).
-            let _ = t.to_string();
+    // Parsers live as long as a source does, so they are built once per setting and reused
+    // across inputs (building a regex per input would cost more than the parsing).
+    let key = (preset, selector & 3, (selector >> 2) % 3);
+    PARSERS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let parser = cache
+            .entry(key)
+            .or_insert_with(|| build(&spec(preset, key.1 | key.2 << 2)).ok());
+        // Some setting combinations are refused by design (forwarded-for needs a format
+        // that logs the header): nothing to fuzz then.
+        if let Some(p) = parser {
+            parse_all(p.as_mut(), rest);
         }
-    }
+    });
 }
 
-/// The comparable part of a result (the time is what display code touches).
-fn own(p: Parsed<'_>) -> Option<tokenwatch::event::EventTime> {
-    match p {
-        Parsed::Event(r) => r.time,
-        Parsed::Skip => None,
+type Cache = HashMap<(Preset, u8, u8), Option<Box<dyn Parser>>>;
+
+thread_local! {
+    static PARSERS: RefCell<Cache> = RefCell::new(HashMap::new());
+}
+
+fn parse_all(parser: &mut dyn Parser, rest: &[u8]) {
+    for line in rest.split(|&b| b == b'\n') {
+        let first = parser.parse(line);
+        let again = parser.parse(line);
+        assert_eq!(first, again, "parsing the same line twice differed");
+        if let Ok(Parsed::Event(r)) = first {
+            // Display of any accepted time must not panic (it is how records print it).
+            let _ = r.time.map(|t| t.to_string());
+        }
     }
 }
 

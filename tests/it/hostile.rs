@@ -698,6 +698,22 @@ fn peak_rss_bytes(pid: u32) -> u64 {
 /// --test it exhaustion -- --nocapture`.
 #[test]
 fn state_exhaustion_keeps_rss_capped_detections_firing_and_series_constant() {
+    // The production default (300 s): with the default size no snapshot runs mid-flood.
+    exhaustion(300);
+}
+
+/// Known issue, reported to the lead: `Engine::snapshot` clones every token state and builds
+/// a `serde_json::Value` per detector before serialising, so each snapshot transiently needs
+/// about 2-3x the state (2 M lines: peak RSS 57 MiB without a snapshot, 125 MiB with one
+/// every 5 s, for a 32 MiB budget). Run with `--ignored`.
+#[test]
+#[ignore = "known issue: a snapshot transiently copies the whole state (src/detect/engine.rs)"]
+fn state_exhaustion_with_snapshots_during_the_flood() {
+    exhaustion(5);
+}
+
+/// The exhaustion scenario with state snapshots every `snap` seconds.
+fn exhaustion(snap: u64) {
     let lines: usize = std::env::var("TW_EXHAUST_LINES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -712,7 +728,7 @@ fn state_exhaustion_keeps_rss_capped_detections_firing_and_series_constant() {
     let log = dir.path().join("app.log");
     let cfg = dir.path().join("tw.toml");
     let text = format!(
-        "{}\n[detectors]\nmax_state_bytes = {cap}\n",
+        "{}\n[detectors]\nmax_state_bytes = {cap}\nsnapshot_interval_secs = {snap}\n",
         config_text(&JSON, &log, &dir.path().join("state"))
     );
     std::fs::write(&cfg, text).unwrap();
