@@ -79,7 +79,10 @@ pub use error::{ConfigError, ConfigErrors};
 pub use geo::GeoConfig;
 pub use hooks::{HeaderValue, HookConfig, HookEvent, HookKind, SmtpTls, PLACEHOLDERS};
 pub use response::{ResponseConfig, ResponseMode};
-pub use secret::{MapSecrets, Secret, SecretRef, SecretSource, SystemSecrets, INLINE_SECRET};
+pub use secret::{
+    MapSecrets, Secret, SecretRef, SecretSource, SystemSecrets, INLINE_SECRET,
+    MIN_FINGERPRINT_KEY_BYTES,
+};
 pub use server::ServerConfig;
 pub use source::{FieldsConfig, SourceConfig, TokenKind};
 pub use state::{FingerprintConfig, StateConfig};

@@ -12,6 +12,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// Why an inline secret is refused (shared by the parser and the docs).
 pub const INLINE_SECRET: &str = "secrets must be given as env:NAME or file:PATH, never inline";
 
+/// The shortest fingerprint key accepted (bytes): HMAC-SHA256's own output size, so the key
+/// is never the weak link of a fingerprint.
+pub const MIN_FINGERPRINT_KEY_BYTES: usize = 32;
+
 /// Where secrets are looked up; tests use [`MapSecrets`] instead of the real environment.
 pub trait SecretSource {
     /// The value of environment variable `name`, if set.
@@ -174,6 +178,19 @@ impl Secret {
         Ok(())
     }
 
+    /// Refuses a resolved value shorter than `min` bytes; the reason names the reference and
+    /// the length, never the value.
+    pub fn check_min_len(&self, min: usize) -> Result<(), String> {
+        match self.value.as_deref() {
+            Some(v) if v.len() < min => Err(format!(
+                "secret {} is {} bytes; at least {min} are required (e.g. `openssl rand -hex 32`)",
+                self.reference,
+                v.len()
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// The value, if resolved. Never log it.
     pub fn expose(&self) -> Option<&str> {
         self.value.as_deref()
@@ -283,6 +300,19 @@ mod tests {
         assert_eq!(r("env:B"), Err("environment variable B is not set".into()));
         assert_eq!(r("file:/empty"), Err("secret file:/empty is empty".into()));
         assert!(r("file:/missing").unwrap_err().contains("cannot read"));
+    }
+
+    #[test]
+    fn short_values_are_refused_without_showing_them() {
+        let mut s = Secret::new(SecretRef::Env("K".into()));
+        s.resolve(&MapSecrets::new().with_env("K", "short-key"))
+            .unwrap();
+        let e = s.check_min_len(MIN_FINGERPRINT_KEY_BYTES).unwrap_err();
+        assert!(e.contains("env:K is 9 bytes; at least 32"), "{e}");
+        assert!(!e.contains("short-key"));
+        s.resolve(&MapSecrets::new().with_env("K", &"k".repeat(32)))
+            .unwrap();
+        assert_eq!(s.check_min_len(MIN_FINGERPRINT_KEY_BYTES), Ok(()));
     }
 
     #[test]

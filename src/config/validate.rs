@@ -97,6 +97,14 @@ pub(crate) fn run(
         config.fingerprint.key.as_mut(),
         secrets,
     );
+    if let Some(Err(reason)) = config
+        .fingerprint
+        .key
+        .as_ref()
+        .map(|k| k.check_min_len(super::secret::MIN_FINGERPRINT_KEY_BYTES))
+    {
+        c.error(&[key("fingerprint"), key("key")], reason);
+    }
 }
 
 fn fill_source_defaults(c: &Checker<'_, '_, '_>, i: usize, s: &mut SourceConfig) {

@@ -31,6 +31,25 @@ const TOKEN_EXPIRY_EVERY_MS: i64 = 3_600_000;
 /// an entry cap; BENCHMARKS.md has the measured figure.
 const BYTES_PER_TOKEN: u64 = 256;
 
+/// Rough bytes per entry of a per-IP detector map (key, window, small token set).
+const BYTES_PER_IP: u64 = 512;
+
+/// The per-IP detectors' `max_ips` capped so their maps fit in the 30% of `max_state_bytes`
+/// the token map leaves (shared by the five per-IP maps: rejection_ratio's global and
+/// per-source scopes, brute_force, token_spray, distributed_spray). With the default 1 GiB
+/// budget no default cap changes; a small budget now bounds IP state too (issue 7).
+fn ip_caps_within_budget(d: &DetectorsConfig) -> DetectorsConfig {
+    let per_map = usize::try_from((d.max_state_bytes / 10).saturating_mul(3) / 5 / BYTES_PER_IP)
+        .unwrap_or(usize::MAX)
+        .max(1_000);
+    let mut d = d.clone();
+    d.rejection_ratio.max_ips = d.rejection_ratio.max_ips.min(per_map);
+    d.brute_force.max_ips = d.brute_force.max_ips.min(per_map);
+    d.token_spray.max_ips = d.token_spray.max_ips.min(per_map);
+    d.distributed_spray.max_ips = d.distributed_spray.max_ips.min(per_map);
+    d
+}
+
 /// The response policy's seam: sets `action` (and `reason`) on a record before it is
 /// written anywhere, and may queue the action for hooks. Must not block.
 pub trait Decide: Send {
@@ -195,7 +214,8 @@ impl Engine {
     pub fn for_config(cfg: &crate::config::Config, metrics: &Metrics) -> Engine {
         let settings = EngineSettings::from_config(&cfg.detectors, cfg.geo.ipv6_prefix);
         let names = cfg.sources.iter().map(|s| s.name.clone()).collect();
-        Engine::new(&cfg.detectors, settings, names).with_metrics(metrics.clone())
+        let detectors = ip_caps_within_budget(&cfg.detectors);
+        Engine::new(&detectors, settings, names).with_metrics(metrics.clone())
     }
 
     /// Adds a GeoIP database.

@@ -105,6 +105,13 @@ pub fn load_or_create_key(dir: &std::path::Path) -> std::io::Result<Vec<u8>> {
             f.write_all(text.as_bytes())?;
             f.write_all(b"\n")?;
             f.sync_all()?;
+            // A new key means new fingerprints: `fp:` values in allowlists, dashboards or
+            // other instances made with any earlier key no longer match. Say so, once.
+            tracing::warn!(
+                "generated a new fingerprint key in {}: fingerprints made with any earlier key \
+                 (allowlists, other instances) will not match; set [fingerprint] key to share one",
+                path.display()
+            );
             Ok(text.into_bytes())
         }
         // Another process created it first: use theirs.
@@ -113,12 +120,24 @@ pub fn load_or_create_key(dir: &std::path::Path) -> std::io::Result<Vec<u8>> {
     }
 }
 
-/// Reads an existing key file (trimmed), `None` if it does not exist.
+/// Reads an existing key file (trimmed), `None` if it does not exist; a key shorter than
+/// 32 bytes (someone replaced the generated one) is refused, naming the file, never the key.
 pub fn read_key(path: &std::path::Path) -> std::io::Result<Option<Vec<u8>>> {
     match std::fs::read(path) {
         Ok(mut k) => {
             while k.last().is_some_and(|b| b.is_ascii_whitespace()) {
                 k.pop();
+            }
+            let min = crate::config::MIN_FINGERPRINT_KEY_BYTES;
+            if k.len() < min {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: fingerprint key is {} bytes; at least {min} are required",
+                        path.display(),
+                        k.len()
+                    ),
+                ));
             }
             Ok(Some(k))
         }
@@ -138,6 +157,10 @@ mod key_tests {
         let k2 = load_or_create_key(dir.path()).unwrap();
         assert_eq!(k1, k2);
         assert_eq!(k1.len(), 64);
+        std::fs::write(dir.path().join(KEY_FILE), "too-short\n").unwrap();
+        let e = load_or_create_key(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("9 bytes; at least 32"), "{e}");
+        assert!(!e.to_string().contains("too-short"));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -6,7 +6,8 @@ use std::net::{IpAddr, Ipv6Addr};
 use crate::net::{canonical, Cidr};
 
 /// Parses an address as logs write it: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`,
-/// `[2001:db8::1]:443` or `[2001:db8::1]`; IPv4-mapped IPv6 becomes IPv4. `-` and empty are `None`.
+/// `[2001:db8::1]:443` or `[2001:db8::1]`; IPv4-mapped IPv6 becomes IPv4; an IPv6 zone id
+/// (`fe80::1%eth0`, `[fe80::1%25eth0]:443`) is dropped. `-` and empty are `None`.
 pub fn parse_addr(b: &[u8]) -> Option<IpAddr> {
     let b = b.trim_ascii();
     // Most client addresses are plain dotted quads: parse those by hand (10x cheaper than
@@ -23,18 +24,32 @@ pub fn parse_addr(b: &[u8]) -> Option<IpAddr> {
     let s = std::str::from_utf8(b).ok()?;
     if let Some(rest) = s.strip_prefix('[') {
         let (v6, _) = rest.split_once(']')?;
-        return v6
-            .parse::<Ipv6Addr>()
-            .ok()
-            .map(|a| canonical(IpAddr::V6(a)));
+        return v6_with_zone(v6).map(|a| canonical(IpAddr::V6(a)));
     }
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Some(canonical(ip));
+    }
+    if s.contains('%') {
+        return v6_with_zone(s).map(|a| canonical(IpAddr::V6(a)));
     }
     // `host:port` with an IPv4 host (a bare IPv6 address was handled above).
     let (host, port) = s.rsplit_once(':')?;
     port.bytes().all(|c| c.is_ascii_digit()).then_some(())?;
     host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+/// An IPv6 address with an optional `%zone` suffix. The zone names a local interface, which
+/// says nothing about the client, so it is dropped (one client keeps one key); a zone is a
+/// non-empty run of visible ASCII.
+fn v6_with_zone(s: &str) -> Option<Ipv6Addr> {
+    let (addr, zone) = match s.split_once('%') {
+        Some((a, z)) => (a, Some(z)),
+        None => (s, None),
+    };
+    if let Some(z) = zone {
+        (!z.is_empty() && z.bytes().all(|c| c.is_ascii_graphic())).then_some(())?;
+    }
+    addr.parse::<Ipv6Addr>().ok()
 }
 
 /// A strict dotted quad (`203.0.113.9`): four decimal octets ≤ 255 without leading zeros,
@@ -231,6 +246,13 @@ mod tests {
         assert_eq!(parse_addr(b"-"), None);
         assert_eq!(parse_addr(b"host:80"), None);
         assert_eq!(parse_addr(b"[::1"), None);
+        assert_eq!(parse_addr(b"fe80::1%eth0"), Some(ip("fe80::1")));
+        assert_eq!(parse_addr(b"[fe80::1%25eth0]:443"), Some(ip("fe80::1")));
+        assert_eq!(parse_addr(b"[fe80::1%eth0]"), Some(ip("fe80::1")));
+        assert_eq!(parse_addr(b"fe80::1%"), None);
+        assert_eq!(parse_addr(b"1.2.3.4%eth0"), None);
+        assert_eq!(parse_addr(b"fe80::1%et h0"), None);
+        assert_eq!(parse_addr(b"::ffff:1.2.3.4%eth0"), Some(ip("1.2.3.4")));
     }
 
     #[test]

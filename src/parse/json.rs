@@ -306,14 +306,86 @@ fn status(v: &Val<'_>) -> Result<Option<u16>, ParseError> {
 fn ts(v: &Val<'_>, zone: &Zone) -> Result<EventTime, ParseError> {
     let t = match v {
         Val::Str(s) => time::rfc3339(s.as_bytes(), zone).or_else(|| time::epoch_auto(s.as_bytes())),
-        Val::Int(n) if n.unsigned_abs() >= 100_000_000_000 => Some(EventTime::from_millis(*n)),
-        Val::Int(n) => Some(EventTime::from_secs(*n)),
+        Val::Int(n) if n.unsigned_abs() >= 100_000_000_000 => time::epoch_in_range(*n),
+        Val::Int(n) => time::epoch_in_range(n.saturating_mul(1000)),
         Val::Float(f) if f.is_finite() && f.abs() < 1e15 => {
             let ms = if f.abs() >= 1e11 { *f } else { f * 1000.0 };
-            Some(EventTime::from_millis(ms.round() as i64))
+            time::epoch_in_range(ms.round() as i64)
         }
         Val::Null => return Err(ParseError::MissingField("ts")),
         _ => None,
     };
     t.ok_or(ParseError::Timestamp)
+}
+
+#[cfg(test)]
+mod hostile_tests {
+    use super::*;
+    use crate::parse::{build, Preset};
+
+    fn parser() -> Box<dyn Parser> {
+        build(&ParserSpec {
+            preset: Preset::Json,
+            ..ParserSpec::default()
+        })
+        .unwrap()
+    }
+
+    const GOOD: &str =
+        r#""ts":"2026-03-02T13:55:36Z","token_id":"ak_1","ip":"203.0.113.9","status":401"#;
+
+    #[test]
+    fn deep_nesting_is_an_error_or_ignored_never_a_stack_overflow() {
+        let mut p = parser();
+        let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+        assert!(matches!(p.parse(deep.as_bytes()), Err(ParseError::Json(_))));
+        // The walker only descends along mapped paths (depth bounded by the mapping); deep
+        // data under a mapped leaf is skipped, and the missing value is reported.
+        let mapped = format!(
+            "{{\"token_id\":\"ak_1\",\"status\":401,\"ts\":{}1{}}}",
+            "{\"a\":".repeat(10_000),
+            "}".repeat(10_000)
+        );
+        assert_eq!(
+            p.parse(mapped.as_bytes()),
+            Err(ParseError::MissingField("ts"))
+        );
+        // Under an unmapped key it is skipped (serde_json skips without recursion).
+        let unmapped = format!(
+            "{{{GOOD},\"x\":{}{}}}",
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        assert!(matches!(p.parse(unmapped.as_bytes()), Ok(Parsed::Event(_))));
+        let objs = format!(
+            "{{{GOOD},\"x\":{}1{}}}",
+            "{\"a\":".repeat(10_000),
+            "}".repeat(10_000)
+        );
+        assert!(matches!(p.parse(objs.as_bytes()), Ok(Parsed::Event(_))));
+    }
+
+    #[test]
+    fn many_keys_and_out_of_range_numbers() {
+        let mut p = parser();
+        let keys: String = (0..10_000).map(|i| format!("\"k{i}\":{i},")).collect();
+        let line = format!("{{{keys}{GOOD}}}");
+        assert!(matches!(p.parse(line.as_bytes()), Ok(Parsed::Event(_))));
+        for (ts, ok) in [
+            ("0", true),
+            ("253402300799999", true),
+            ("-1", false),
+            ("-99999999999", false),
+            ("99999999999999999999999", false),
+            ("1e300", false),
+            ("\"10000-01-01T00:00:00Z\"", false),
+        ] {
+            let line = format!("{{{GOOD},\"ts\":{ts}}}");
+            assert_eq!(p.parse(line.as_bytes()).is_ok(), ok, "{ts}");
+        }
+        for st in ["1e400", "-1", "99999999999999999999999", "4.2", "\"abc\""] {
+            let line = format!("{{{GOOD},\"status\":{st}}}");
+            assert!(p.parse(line.as_bytes()).is_err(), "{st}");
+        }
+    }
 }

@@ -158,7 +158,19 @@ impl Parser for KeycloakParser {
         if line.first() == Some(&b'{') {
             return self.parse_json(line);
         }
-        self.parse_text(utf8(line)?)
+        match utf8(line) {
+            Ok(text) => self.parse_text(text),
+            // Invalid bytes in a free-text field (an attacker-chosen username or client id)
+            // must not hide the event from the detectors: read a lossy copy. Rare, so the
+            // copy costs nothing on the hot path.
+            Err(_) => {
+                let text = String::from_utf8_lossy(line);
+                Ok(match self.parse_text(&text)? {
+                    Parsed::Event(r) => Parsed::Event(into_owned(r)),
+                    Parsed::Skip => Parsed::Skip,
+                })
+            }
+        }
     }
 }
 

@@ -21,7 +21,10 @@ use std::borrow::Cow;
 
 use super::client::parse_addr;
 use super::time::{self, Zone};
-use super::{parse_status, present, trim_cr, utf8, ParseError, Parsed, Parser, ParserSpec, Record};
+use super::{
+    into_owned, parse_status, present, trim_cr, utf8, ParseError, Parsed, Parser, ParserSpec,
+    Record,
+};
 use crate::event::{EventTime, Outcome, Reason};
 
 const NO_MATCH: ParseError = ParseError::NoMatch("oauth2-proxy");
@@ -48,7 +51,25 @@ impl OAuth2ProxyParser {
 
 impl Parser for OAuth2ProxyParser {
     fn parse<'l>(&mut self, line: &'l [u8]) -> Result<Parsed<'l>, ParseError> {
-        let line = utf8(trim_cr(line))?;
+        let line = trim_cr(line);
+        match utf8(line) {
+            Ok(text) => self.parse_text(text),
+            // Invalid bytes in the free-text message must not hide the event: read a lossy
+            // copy (rare, so the hot path stays copy-free).
+            Err(_) => {
+                let text = String::from_utf8_lossy(line);
+                Ok(match self.parse_text(&text)? {
+                    Parsed::Event(r) => Parsed::Event(into_owned(r)),
+                    Parsed::Skip => Parsed::Skip,
+                })
+            }
+        }
+    }
+}
+
+impl OAuth2ProxyParser {
+    /// Parses one line already known to be text.
+    fn parse_text<'l>(&self, line: &'l str) -> Result<Parsed<'l>, ParseError> {
         if is_standard(line, self) {
             return Ok(Parsed::Skip);
         }

@@ -10,18 +10,25 @@ use crate::event::{days_from_civil, EventTime};
 
 /// The zone used for formats that carry none; `None` is UTC (the fast path).
 #[derive(Debug, Clone, Default)]
-pub struct Zone(Option<TimeZone>);
+pub struct Zone(Option<TimeZone>, i64);
 
 impl Zone {
-    /// Wraps a spec's optional zone (absent means UTC).
+    /// Wraps a spec's optional zone (absent means UTC). A fixed offset (UTC included) is
+    /// kept as seconds and applied by hand: cheaper, and jiff's instants stop a day short
+    /// of the end of 9999, which a log may still name.
     pub fn new(tz: Option<&TimeZone>) -> Zone {
-        Zone(tz.cloned())
+        match tz.map(|t| (t, t.to_fixed_offset())) {
+            None => Zone(None, 0),
+            Some((_, Ok(off))) => Zone(None, i64::from(off.seconds())),
+            Some((t, Err(_))) => Zone(Some(t.clone()), 0),
+        }
     }
 
     /// The instant of a local wall-clock time in this zone (`ms` is the millisecond part).
     pub fn instant(&self, date: Civil, ms: u32) -> Option<EventTime> {
         let Some(tz) = &self.0 else {
-            return Some(utc(date, ms));
+            let t = utc(date, ms).as_millis() - self.1 * 1000;
+            return Some(EventTime::from_millis(t));
         };
         let dt = DateTime::new(
             i16::try_from(date.year).ok()?,
@@ -45,11 +52,17 @@ pub fn strftime(format: &str, b: &[u8], zone: &Zone) -> Option<EventTime> {
         Some(_) => bdt.to_timestamp().ok()?,
         None => {
             let dt = bdt.to_datetime().ok()?;
-            zone.0
-                .as_ref()
-                .unwrap_or(&TimeZone::UTC)
-                .to_timestamp(dt)
-                .ok()?
+            return match &zone.0 {
+                Some(tz) => tz
+                    .to_timestamp(dt)
+                    .ok()
+                    .map(|t| EventTime::from_millis(t.as_millisecond())),
+                // A fixed offset: read as UTC, then shift.
+                None => TimeZone::UTC
+                    .to_timestamp(dt)
+                    .ok()
+                    .map(|t| EventTime::from_millis(t.as_millisecond() - zone.1 * 1000)),
+            };
         }
     };
     Some(EventTime::from_millis(ts.as_millisecond()))
@@ -266,20 +279,31 @@ pub fn time_of_day(b: &[u8]) -> Option<(u32, u32)> {
     (8 + used == b.len()).then_some((h * 3600 + m * 60 + s.min(59), ms))
 }
 
+/// The last millisecond of the year 9999: the latest instant any preset's text form can name,
+/// and the bound for epoch numbers too.
+pub const MAX_MILLIS: i64 = 253_402_300_799_999;
+
+/// An epoch instant in the range tokenwatch accepts: 1970-01-01 to the end of 9999. A
+/// negative or larger number is a corrupt or hostile value, not a time (detectors keep
+/// event-time windows, so one absurd stamp must not be taken as real).
+pub fn epoch_in_range(ms: i64) -> Option<EventTime> {
+    (0..=MAX_MILLIS)
+        .contains(&ms)
+        .then_some(EventTime::from_millis(ms))
+}
+
 /// Epoch seconds, integer or with a fraction (`1700000000`, `1700000000.123`).
 pub fn epoch_secs(b: &[u8]) -> Option<EventTime> {
     let dot = b.iter().position(|&c| c == b'.').unwrap_or(b.len());
     let secs = int(&b[..dot])?;
     let (ms, used) = fraction(&b[dot..]);
     (dot + used == b.len()).then_some(())?;
-    Some(EventTime::from_millis(
-        secs.checked_mul(1000)? + i64::from(ms),
-    ))
+    epoch_in_range(secs.checked_mul(1000)?.checked_add(i64::from(ms))?)
 }
 
 /// Epoch milliseconds (`1700000000123`).
 pub fn epoch_millis(b: &[u8]) -> Option<EventTime> {
-    Some(EventTime::from_millis(int(b)?))
+    epoch_in_range(int(b)?)
 }
 
 /// An epoch number whose unit is guessed from its size: values above 10^11 are millis
@@ -353,6 +377,42 @@ mod tests {
         assert_eq!(ms(epoch_auto(b"1700000000123")), 1_700_000_000_123);
         assert!(epoch_auto(b"17x").is_none());
         assert!(epoch_secs(b"99999999999999999999").is_none());
+    }
+
+    #[test]
+    fn fixed_offsets_reach_the_end_of_9999() {
+        let utc = Zone::new(Some(&TimeZone::UTC));
+        let c = Civil {
+            year: 9999,
+            month: 12,
+            day: 31,
+            sod: 86_399,
+        };
+        assert_eq!(ms(utc.instant(c, 999)), MAX_MILLIS);
+        let plus1 = TimeZone::fixed(jiff::tz::offset(1));
+        let z = Zone::new(Some(&plus1));
+        assert_eq!(ms(z.instant(c, 999)), MAX_MILLIS - 3_600_000);
+        assert_eq!(
+            ms(strftime("%Y-%m-%d %H:%M:%S", b"2026-03-02 14:55:36", &z)),
+            1_772_459_736_000
+        );
+    }
+
+    #[test]
+    fn epoch_numbers_outside_1970_to_9999_are_refused() {
+        assert_eq!(ms(epoch_auto(b"0")), 0);
+        assert_eq!(ms(epoch_secs(b"253402300799")), MAX_MILLIS - 999);
+        assert_eq!(ms(epoch_auto(b"99999999999")), 99_999_999_999_000);
+        assert_eq!(ms(epoch_millis(b"253402300799999")), MAX_MILLIS);
+        assert!(epoch_millis(b"253402300800000").is_none());
+        assert!(epoch_auto(b"-1").is_none());
+        assert!(epoch_auto(b"-99999999999").is_none());
+        assert!(epoch_secs(b"9999999999999999").is_none());
+        assert_eq!(
+            ms(rfc3339(b"9999-12-31T23:59:59.999Z", &Zone::default())),
+            MAX_MILLIS
+        );
+        assert_eq!(ms(rfc3339(b"1970-01-01T00:00:00Z", &Zone::default())), 0);
     }
 
     #[test]

@@ -152,16 +152,16 @@ fn fingerprint_is_keyed_stable_and_hides_the_secret() {
         );
         String::from_utf8(out.stdout).unwrap()
     };
-    let a = run("one");
-    assert_eq!(a, run("one"));
-    assert_ne!(a, run("two"));
+    let a = run("one-0123456789abcdef0123456789abcdef");
+    assert_eq!(a, run("one-0123456789abcdef0123456789abcdef"));
+    assert_ne!(a, run("two-0123456789abcdef0123456789abcdef"));
     assert!(a.starts_with("fp:") && a.trim().len() == 19, "{a}");
     // A token in a replayed line gets the same fingerprint as the verb prints.
     let line = "203.0.113.9 - - [02/Mar/2026:13:55:36 +0000] \"GET / HTTP/1.1\" 200 5 \"-\" \"c\" \"Bearer sk-live-abcdefghijklmnopqrstuvwxyz\" \"-\"\n";
     let out = tokenwatch(
         &["parse", "-c", cfg, "-v", "-"],
         Some(line),
-        &[("TW_TEST_KEY", "one")],
+        &[("TW_TEST_KEY", "one-0123456789abcdef0123456789abcdef")],
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(a.trim()), "{text}");

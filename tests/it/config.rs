@@ -129,7 +129,10 @@ mode = "enforce"
 fn full_secrets() -> MapSecrets {
     MapSecrets::new()
         .with_env("TW_ADMIN", "admin-secret-value")
-        .with_file("/run/secrets/fp", "fingerprint-key-material\n")
+        .with_file(
+            "/run/secrets/fp",
+            "fingerprint-key-material-0123456789abcdef\n",
+        )
 }
 
 #[test]
@@ -141,7 +144,7 @@ fn full_config_builds_runtime_types() {
     );
     assert_eq!(
         c.fingerprint.key.as_ref().unwrap().expose(),
-        Some("fingerprint-key-material")
+        Some("fingerprint-key-material-0123456789abcdef")
     );
     assert_eq!(c.response.mode, ResponseMode::Enforce);
     assert!(!c.detectors.enabled("off_hours"));
@@ -218,7 +221,7 @@ fn effective_toml_shows_secret_references_not_values() {
     assert!(eff.contains("admin_token = \"env:TW_ADMIN\""), "{eff}");
     assert!(eff.contains("key = \"file:/run/secrets/fp\""), "{eff}");
     assert!(!eff.contains("admin-secret-value"));
-    assert!(!eff.contains("fingerprint-key-material"));
+    assert!(!eff.contains("fingerprint-key-material-0123456789abcdef"));
     assert!(!format!("{c:?}").contains("admin-secret-value"));
     assert!(
         eff.contains("name = \"source1\""),
@@ -305,10 +308,13 @@ fn secrets_resolve_through_the_secret_source() {
         "[server]\nadmin_token = \"env:ADMIN\"\n[fingerprint]\nkey = \"file:/etc/tw/fp.key\"\n";
     let secrets = MapSecrets::new()
         .with_env("ADMIN", "s3cr3t-admin")
-        .with_file("/etc/tw/fp.key", "k3y\n");
+        .with_file("/etc/tw/fp.key", "k3y-0123456789abcdef0123456789abcdef\n");
     let c = Config::from_toml(text, "tw.toml", &secrets).unwrap();
     assert_eq!(c.server.admin_token.unwrap().expose(), Some("s3cr3t-admin"));
-    assert_eq!(c.fingerprint.key.unwrap().expose(), Some("k3y"));
+    assert_eq!(
+        c.fingerprint.key.unwrap().expose(),
+        Some("k3y-0123456789abcdef0123456789abcdef")
+    );
 
     let errs = errors(text);
     assert_eq!(
@@ -324,14 +330,14 @@ fn secrets_resolve_through_the_secret_source() {
 fn secrets_from_real_files_and_environment() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("fp.key");
-    std::fs::write(&key, "from-a-real-file\n").unwrap();
+    std::fs::write(&key, "from-a-real-file-0123456789abcdef\n").unwrap();
     let cfg = dir.path().join("tw.toml");
     let text = format!("[fingerprint]\nkey = \"file:{}\"\n", key.display());
     std::fs::write(&cfg, &text).unwrap();
     let c = Config::load(&cfg, &SystemSecrets).unwrap();
     assert_eq!(
         c.fingerprint.key.unwrap().expose(),
-        Some("from-a-real-file")
+        Some("from-a-real-file-0123456789abcdef")
     );
     // PATH is set in any test environment; the real source reads it.
     assert!(SystemSecrets.env("PATH").is_some());
