@@ -298,8 +298,13 @@ impl ResponderHandle {
 
     /// `/api/v1/...` routes (bearer `admin_token`, constant-time compare); an empty router
     /// when no token is configured (the admin API is off).
-    pub fn admin_routes(&self, ring: Ring, admin_token: Option<Secret>) -> axum::Router {
-        crate::server::admin::routes(self.control(), ring, admin_token)
+    pub fn admin_routes(
+        &self,
+        ring: Ring,
+        admin_token: Option<Secret>,
+        fp: crate::enrich::Fingerprinter,
+    ) -> axum::Router {
+        crate::server::admin::routes(self.control(), ring, admin_token, fp)
     }
 
     /// Stops the workers (in-flight calls get a short grace; unfinished actions stay in the

@@ -18,6 +18,7 @@ use subtle::ConstantTimeEq;
 
 use super::alertmanager::{self, Seen};
 use crate::config::Secret;
+use crate::enrich::{identify, Fingerprinter, TokenKind};
 use crate::detect::{DetectionSink, Ring};
 use crate::event::EventTime;
 use crate::respond::{origin, Control, FrozenEntry};
@@ -36,12 +37,20 @@ const MAX_TOKEN_LEN: usize = 512;
 pub struct AdminState {
     control: Control,
     ring: Ring,
+    /// Turns a token an operator pastes (possibly a raw secret) into the id tokenwatch
+    /// tracks, so a raw secret never reaches the frozen set, the journal or a hook.
+    fp: Fingerprinter,
     token_hash: Arc<[u8; 32]>,
     seen: Arc<Mutex<Seen>>,
 }
 
 /// The admin routes; empty when `admin_token` is absent or unresolved.
-pub fn routes(control: Control, ring: Ring, admin_token: Option<Secret>) -> Router {
+pub fn routes(
+    control: Control,
+    ring: Ring,
+    admin_token: Option<Secret>,
+    fp: Fingerprinter,
+) -> Router {
     let Some(token) = admin_token.as_ref().and_then(Secret::expose) else {
         tracing::info!("admin API off: set server.admin_token to enable /api/v1");
         return Router::new();
@@ -49,6 +58,7 @@ pub fn routes(control: Control, ring: Ring, admin_token: Option<Secret>) -> Rout
     let state = AdminState {
         control,
         ring,
+        fp,
         token_hash: Arc::new(hash(token.as_bytes())),
         seen: Arc::new(Mutex::new(Seen::new(SEEN_ALERTS))),
     };
@@ -163,9 +173,15 @@ struct FreezeBody {
     reason: Option<String>,
 }
 
-fn bad_token(t: &str) -> Option<Response> {
+/// The tracked id for a token from a request path: a non-secret id as given, a secret (by
+/// shape or `Bearer` scheme) as its fingerprint; `Err` for an unusable value.
+fn token_id(t: &str, fp: &Fingerprinter) -> Result<String, Response> {
     let bad = t.is_empty() || t.len() > MAX_TOKEN_LEN || t.chars().any(char::is_control);
-    bad.then(|| error(StatusCode::BAD_REQUEST, "invalid token id"))
+    let id = (!bad)
+        .then(|| identify(t, TokenKind::Auto, fp))
+        .flatten();
+    id.map(|t| t.to_string())
+        .ok_or_else(|| error(StatusCode::BAD_REQUEST, "invalid token id"))
 }
 
 async fn freeze(
@@ -174,9 +190,10 @@ async fn freeze(
     Path(token): Path<String>,
     body: Bytes,
 ) -> Response {
-    if let Some(r) = bad_token(&token) {
-        return r;
-    }
+    let token = match token_id(&token, &s.fp) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
     let req: FreezeBody = if body.iter().all(u8::is_ascii_whitespace) {
         FreezeBody::default()
     } else {
@@ -198,9 +215,10 @@ async fn unfreeze(
     State(s): State<AdminState>,
     Path(token): Path<String>,
 ) -> Response {
-    if let Some(r) = bad_token(&token) {
-        return r;
-    }
+    let token = match token_id(&token, &s.fp) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
     match s.control.unfreeze(&token) {
         Some(e) => Json(serde_json::json!({ "unfrozen": entry_json(&e) })).into_response(),
         None => error(StatusCode::NOT_FOUND, "token is not frozen"),
@@ -213,7 +231,9 @@ async fn alertmanager(_: Authorized, State(s): State<AdminState>, body: Bytes) -
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad JSON: {e}")),
     };
     let result = match s.seen.lock() {
-        Ok(mut seen) => alertmanager::handle(&s.control, &mut seen, payload),
+        Ok(mut seen) => alertmanager::handle(&s.control, &mut seen, payload, &|t| {
+            identify(t, TokenKind::Auto, &s.fp).map(|t| t.to_string())
+        }),
         Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal state poisoned"),
     };
     match result {

@@ -106,7 +106,14 @@ impl Seen {
 }
 
 /// Handles one payload; `Err` names what is wrong with it.
-pub fn handle(control: &Control, seen: &mut Seen, p: Payload) -> Result<Summary, String> {
+/// `token_id` maps a `token` label to the id tokenwatch tracks (a raw secret to its
+/// fingerprint), so a label carrying a secret never travels further.
+pub fn handle(
+    control: &Control,
+    seen: &mut Seen,
+    p: Payload,
+    token_id: &dyn Fn(&str) -> Option<String>,
+) -> Result<Summary, String> {
     if p.version != "4" {
         return Err(format!(
             "unsupported Alertmanager webhook version {:?} (expected \"4\")",
@@ -116,7 +123,7 @@ pub fn handle(control: &Control, seen: &mut Seen, p: Payload) -> Result<Summary,
     let mut results = Vec::new();
     let mut ignored = 0;
     for a in p.alerts {
-        let Some(token) = a.labels.get("token").filter(|t| !t.is_empty()).cloned() else {
+        let Some(token) = a.labels.get("token").and_then(|t| token_id(t)) else {
             ignored += 1;
             continue;
         };

@@ -598,7 +598,7 @@ async fn email_storm_is_one_digest_over_real_smtp() {
 async fn serve_admin(handle: &ResponderHandle, ring: Ring) -> String {
     let mut token = Secret::new(SecretRef::Env("ADMIN".into()));
     token.resolve(&secrets()).unwrap();
-    let app = handle.admin_routes(ring, Some(token));
+    let app = handle.admin_routes(ring, Some(token), test_fingerprinter());
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(l, app).await });
@@ -794,7 +794,7 @@ async fn admin_api_is_off_without_a_token() {
         &Metrics::new(),
         &ManualClock::new(T0),
     );
-    let app = handle.admin_routes(Ring::new(1), None);
+    let app = handle.admin_routes(Ring::new(1), None, test_fingerprinter());
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(l, app).await });
@@ -874,4 +874,9 @@ fn shipped_hook_examples_load() {
         }
     }
     assert_eq!(n, 5);
+}
+
+/// A fingerprinter with a fixed test key (the admin API fingerprints secret-shaped tokens).
+fn test_fingerprinter() -> tokenwatch::enrich::Fingerprinter {
+    tokenwatch::enrich::Fingerprinter::new(&[7u8; 32])
 }

@@ -272,12 +272,10 @@ fn raw_secrets_appear_in_no_output_at_all() {
     assert!(leaks.is_empty(), "leaks: {leaks:#?}");
 }
 
-/// Known leak, reported to the lead: a raw secret given to the admin API's manual freeze
-/// (`POST /api/v1/frozen/sk-...`) is kept as the token id, so it reaches the frozen set, the
-/// journal, hook payloads, e-mails and logs. The fix belongs in src/server/admin.rs
-/// (fingerprint secret-shaped path values, or refuse them). Run with `--ignored`.
+/// A raw secret an operator pastes into the admin API's manual freeze
+/// (`POST /api/v1/frozen/sk-...`) is fingerprinted at the door: it reaches neither the frozen
+/// set, the journal, hook payloads, e-mails nor logs (this once leaked).
 #[test]
-#[ignore = "known leak in the admin API's manual freeze (src/server/admin.rs)"]
 fn a_raw_secret_posted_to_the_admin_api_appears_nowhere() {
     let leaks = scenario(true);
     assert!(leaks.is_empty(), "leaks: {leaks:#?}");
