@@ -77,8 +77,110 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Writes a state file of `kind`: header and body, atomically and durably.
 pub fn write_state(path: &Path, kind: &str, body: &[u8]) -> io::Result<()> {
-    let header = header(kind, body);
-    write_parts(path, &[header.as_bytes(), body])
+    write_state_parts(path, kind, &[body])
+}
+
+/// [`write_state`] for a body given in pieces (written back to back), so a large body need
+/// not be copied into one buffer first.
+pub fn write_state_parts(path: &Path, kind: &str, body: &[&[u8]]) -> io::Result<()> {
+    let mut sum = Sha256::new();
+    let mut len = 0;
+    for p in body {
+        sum.update(p);
+        len += p.len();
+    }
+    let sum = hex::encode(sum.finalize());
+    let header = format!("{MAGIC} {FORMAT} {kind} {len} {sum}\n");
+    let mut parts = Vec::with_capacity(body.len() + 1);
+    parts.push(header.as_bytes());
+    parts.extend_from_slice(body);
+    write_parts(path, &parts)
+}
+
+/// A state file written as a stream: the body goes straight to the tmp file through a
+/// buffer while its length and hash are taken, and [`commit`](StateWriter::commit) puts the
+/// header in front (a fixed-width placeholder is overwritten) before the rename. A body of
+/// any size then costs a buffer's worth of memory, not a copy of itself.
+pub struct StateWriter {
+    /// `None` once committed; an uncommitted writer removes its tmp file when dropped.
+    out: Option<io::BufWriter<File>>,
+    sum: Sha256,
+    len: u64,
+    kind: String,
+    path: PathBuf,
+}
+
+impl StateWriter {
+    /// Starts writing `path`'s tmp sibling.
+    pub fn create(path: &Path, kind: &str) -> io::Result<StateWriter> {
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(tmp_path(path))?;
+        let mut out = io::BufWriter::with_capacity(1 << 16, f);
+        out.write_all(fixed_header(kind, 0, &[0; 32]).as_bytes())?;
+        Ok(StateWriter {
+            out: Some(out),
+            sum: Sha256::new(),
+            len: 0,
+            kind: kind.to_string(),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Writes the real header, fsyncs, renames over the path, fsyncs the directory; returns
+    /// the body's length.
+    pub fn commit(mut self) -> io::Result<u64> {
+        use std::io::{Seek, SeekFrom};
+        let out = self
+            .out
+            .take()
+            .ok_or_else(|| io::Error::other("already committed"))?;
+        let sum: [u8; 32] = std::mem::take(&mut self.sum).finalize().into();
+        let mut f = out.into_inner().map_err(|e| e.into_error())?;
+        f.seek(SeekFrom::Start(0))?;
+        f.write_all(fixed_header(&self.kind, self.len, &sum).as_bytes())?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(tmp_path(&self.path), &self.path)?;
+        sync_dir(&self.path)?;
+        Ok(self.len)
+    }
+}
+
+impl Drop for StateWriter {
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            let _ = fs::remove_file(tmp_path(&self.path));
+        }
+    }
+}
+
+impl Write for StateWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let out = self
+            .out
+            .as_mut()
+            .ok_or_else(|| io::Error::other("already committed"))?;
+        let n = out.write(buf)?;
+        self.sum.update(buf.get(..n).unwrap_or_default());
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self.out.as_mut() {
+            Some(o) => o.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A header whose length does not depend on the body (length zero-padded to 20 digits), so
+/// a placeholder can be written first and replaced in place.
+fn fixed_header(kind: &str, len: u64, sum: &[u8; 32]) -> String {
+    format!("{MAGIC} {FORMAT} {kind} {len:020} {}\n", hex::encode(sum))
 }
 
 /// The header line (with its `\n`) for `body`.
@@ -276,6 +378,29 @@ mod tests {
                     .count()
             })
             .unwrap_or(0)
+    }
+
+    #[test]
+    fn streamed_state_reads_back_and_an_abandoned_stream_leaves_nothing() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("snap.json");
+        let mut w = StateWriter::create(&p, "snap")?;
+        for _ in 0..10_000 {
+            w.write_all(b"{\"k\":1}")?;
+        }
+        assert_eq!(w.commit()?, 70_000);
+        let body = found(read_state(&p, "snap", json)).expect("found");
+        assert_eq!(body.len(), 70_000);
+        // Dropped before commit: the tmp file goes, the committed file stays as it was.
+        let mut w = StateWriter::create(&p, "snap")?;
+        w.write_all(b"half")?;
+        drop(w);
+        assert!(!tmp_path(&p).exists());
+        assert_eq!(
+            found(read_state(&p, "snap", json)).map(|b| b.len()),
+            Some(70_000)
+        );
+        Ok(())
     }
 
     #[test]

@@ -140,7 +140,8 @@ async fn daemon(mut cfg: Config, args: RunArgs) -> Result<(), CliError> {
     )
     .context("starting the response stage")?;
     let ring = Ring::new(RING_RECORDS);
-    let admin = responder_handle.admin_routes(ring.clone(), cfg.server.admin_token.clone(), fp.clone());
+    let admin =
+        responder_handle.admin_routes(ring.clone(), cfg.server.admin_token.clone(), fp.clone());
     let http = tokio::spawn(server.serve_with(state, admin, async {
         let _ = stop_server_rx.await;
     }));
@@ -262,13 +263,21 @@ struct Covers {
 }
 
 /// Snapshot body: the [`Covers`] line, then the engine's own bytes.
+#[cfg(test)]
 fn encode_snapshot(offsets: &[Entry], engine: &[u8]) -> Vec<u8> {
+    let mut out = covers_line(offsets);
+    out.extend_from_slice(engine);
+    out
+}
+
+/// The first line of a snapshot body: the offsets it covers. The engine's bytes follow it
+/// as a second part of the write, never copied behind it (they can be large).
+fn covers_line(offsets: &[Entry]) -> Vec<u8> {
     let covers = Covers {
         offsets: offsets.to_vec(),
     };
     let mut out = serde_json::to_vec(&covers).unwrap_or_default();
     out.push(b'\n');
-    out.extend_from_slice(engine);
     out
 }
 
@@ -384,24 +393,33 @@ impl Snapshotter {
     /// Must run on the pipeline thread (the only one that acks), between batches. False
     /// when the write failed.
     fn save(&self, p: &mut Pipeline) -> bool {
+        use std::io::Write;
         let started = std::time::Instant::now();
-        let Some(engine) = p.sink_mut().and_then(|s| s.snapshot()) else {
+        let Some(sink) = p.sink_mut() else {
             return true;
         };
-        // After the engine's snapshot: every acked batch is in it, and nothing acks meanwhile.
+        // The offsets go first in the body. Taking them before the engine writes is the same
+        // as after: this thread is the only one that acks and it is busy here, and every
+        // acked batch was handed to the sink before the snapshot request (the threaded sink
+        // answers in order).
         let offsets = self
             .offsets
             .as_ref()
             .map(|c| c.entries())
             .unwrap_or_default();
-        let body = encode_snapshot(&offsets, &engine);
-        let r = crate::durable::write_state(&self.path, SNAPSHOT_KIND, &body);
+        let r = crate::durable::StateWriter::create(&self.path, SNAPSHOT_KIND)
+            .and_then(|mut w| {
+                w.write_all(&covers_line(&offsets))?;
+                Ok(w)
+            })
+            .and_then(|w| sink.write_snapshot(w))
+            .and_then(|w| w.map(|w| w.commit()).transpose());
         self.metrics
             .state_write(StateFile::DetectSnapshot, r.as_ref().map(|_| ()));
         match r {
-            Ok(()) => {
+            Ok(bytes) => {
                 let ms = started.elapsed().as_millis() as u64;
-                tracing::debug!(bytes = body.len(), ms, "detector snapshot written");
+                tracing::debug!(?bytes, ms, "detector snapshot written");
                 true
             }
             Err(e) => {

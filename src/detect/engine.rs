@@ -470,8 +470,36 @@ pub fn group_ip(ip: IpAddr, v6_prefix: u8) -> IpAddr {
     }
 }
 
-/// The persisted form of the engine's learned state.
-#[derive(Serialize, Deserialize)]
+/// [`Snapshot`] as written: the same JSON, borrowing the engine's maps.
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    version: u32,
+    watermark: EventTime,
+    tokens: Pairs<'a>,
+    cooldowns: CooldownsRef<'a>,
+    detectors: BTreeMap<String, serde_json::Value>,
+}
+
+/// The token map as a JSON array of `[id, state]` pairs, like `Vec<(TokenId, TokenState)>`.
+struct Pairs<'a>(&'a BoundedMap<TokenId, TokenState>);
+
+impl Serialize for Pairs<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter())
+    }
+}
+
+/// Cooldowns as `[detector, key, until]` triples.
+struct CooldownsRef<'a>(&'a BoundedMap<(&'static str, String), Cooldown>);
+
+impl Serialize for CooldownsRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|((d, k), c)| (d, k, c.until)))
+    }
+}
+
+/// The persisted form of the engine's learned state (as read back).
+#[derive(Deserialize)]
 struct Snapshot {
     version: u32,
     watermark: EventTime,
@@ -485,27 +513,30 @@ const SNAPSHOT_VERSION: u32 = 1;
 
 impl Engine {
     /// Serialises learned state (baselines, per-token history, cooldowns) for a restart.
+    /// Tokens are serialised straight from the map (no copy of the state first): at the
+    /// state cap a copy would double the peak memory of every snapshot.
     pub fn snapshot(&self) -> Vec<u8> {
-        let snap = Snapshot {
+        let snap = self.snapshot_ref();
+        serde_json::to_vec(&snap).unwrap_or_default()
+    }
+
+    fn snapshot_ref(&self) -> SnapshotRef<'_> {
+        SnapshotRef {
             version: SNAPSHOT_VERSION,
             watermark: self.watermark,
-            tokens: self
-                .tokens
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            cooldowns: self
-                .cooldowns
-                .iter()
-                .map(|((d, k), c)| (d.to_string(), k.clone(), c.until))
-                .collect(),
+            tokens: Pairs(&self.tokens),
+            cooldowns: CooldownsRef(&self.cooldowns),
             detectors: self
                 .others
                 .iter()
                 .map(|d| (d.name().to_string(), d.snapshot()))
                 .collect(),
-        };
-        serde_json::to_vec(&snap).unwrap_or_default()
+        }
+    }
+
+    /// Streams [`snapshot`](Engine::snapshot)'s bytes into `out`.
+    pub fn write_snapshot_to(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        serde_json::to_writer(out, &self.snapshot_ref()).map_err(std::io::Error::other)
     }
 
     /// Restores a [`snapshot`](Engine::snapshot); a bad or old snapshot is an error and
@@ -542,6 +573,14 @@ impl Engine {
 impl EventSink for Engine {
     fn snapshot(&mut self) -> Option<Vec<u8>> {
         Some(Engine::snapshot(self))
+    }
+
+    fn write_snapshot(
+        &mut self,
+        mut out: crate::durable::StateWriter,
+    ) -> std::io::Result<Option<crate::durable::StateWriter>> {
+        self.write_snapshot_to(&mut out)?;
+        Ok(Some(out))
     }
 
     fn event(&mut self, ev: AuthEvent) {

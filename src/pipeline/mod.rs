@@ -4,6 +4,7 @@
 //! One `Pipeline` runs on one thread and owns its parsers; counters are kept in plain
 //! integers and flushed to Prometheus once per batch.
 
+use crate::durable::StateWriter;
 use crate::enrich::{identify, Fingerprinter, TokenKind};
 use crate::event::{AuthEvent, EventTime, Outcome, SourceIdx};
 use crate::metrics::{reason_index, SourceMetrics};
@@ -21,6 +22,13 @@ pub trait EventSink: Send {
     /// Learned state to persist, if the sink has any.
     fn snapshot(&mut self) -> Option<Vec<u8>> {
         None
+    }
+    /// Streams the same state as [`snapshot`](EventSink::snapshot) into `out` (no copy of it
+    /// in memory) and hands the writer back to be committed; `Ok(None)` when the sink has no
+    /// state (the writer is dropped, which discards it).
+    fn write_snapshot(&mut self, out: StateWriter) -> std::io::Result<Option<StateWriter>> {
+        drop(out);
+        Ok(None)
     }
     /// Detections emitted so far, by detector (for summaries).
     fn detection_counts(&mut self) -> std::collections::BTreeMap<&'static str, u64> {

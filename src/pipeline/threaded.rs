@@ -8,6 +8,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
 use super::EventSink;
+use crate::durable::StateWriter;
 use crate::event::AuthEvent;
 
 /// Events per message: large enough to amortise the channel, small enough to keep latency
@@ -25,6 +26,10 @@ enum Msg {
     Events(Vec<AuthEvent>),
     Flush,
     Snapshot(SyncSender<Option<Vec<u8>>>),
+    WriteSnapshot(
+        StateWriter,
+        SyncSender<std::io::Result<Option<StateWriter>>>,
+    ),
     Counts(SyncSender<BTreeMap<&'static str, u64>>),
 }
 
@@ -91,6 +96,9 @@ fn run(mut inner: Box<dyn EventSink>, rx: Receiver<Msg>) -> Box<dyn EventSink> {
             Msg::Snapshot(reply) => {
                 let _ = reply.send(inner.snapshot());
             }
+            Msg::WriteSnapshot(out, reply) => {
+                let _ = reply.send(inner.write_snapshot(out));
+            }
             Msg::Counts(reply) => {
                 let _ = reply.send(inner.detection_counts());
             }
@@ -115,6 +123,14 @@ impl EventSink for ThreadedSink {
 
     fn snapshot(&mut self) -> Option<Vec<u8>> {
         self.ask(Msg::Snapshot)
+    }
+
+    fn write_snapshot(&mut self, out: StateWriter) -> std::io::Result<Option<StateWriter>> {
+        self.send_events();
+        let (tx, rx) = sync_channel(1);
+        self.send(Msg::WriteSnapshot(out, tx));
+        rx.recv()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the detection thread has stopped")))
     }
 
     fn detection_counts(&mut self) -> BTreeMap<&'static str, u64> {

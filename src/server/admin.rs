@@ -18,8 +18,8 @@ use subtle::ConstantTimeEq;
 
 use super::alertmanager::{self, Seen};
 use crate::config::Secret;
-use crate::enrich::{identify, Fingerprinter, TokenKind};
 use crate::detect::{DetectionSink, Ring};
+use crate::enrich::{identify, Fingerprinter, TokenKind};
 use crate::event::EventTime;
 use crate::respond::{origin, Control, FrozenEntry};
 
@@ -174,14 +174,17 @@ struct FreezeBody {
 }
 
 /// The tracked id for a token from a request path: a non-secret id as given, a secret (by
-/// shape or `Bearer` scheme) as its fingerprint; `Err` for an unusable value.
-fn token_id(t: &str, fp: &Fingerprinter) -> Result<String, Response> {
+/// shape or `Bearer` scheme) as its fingerprint; `None` for an unusable value.
+fn token_id(t: &str, fp: &Fingerprinter) -> Option<String> {
     let bad = t.is_empty() || t.len() > MAX_TOKEN_LEN || t.chars().any(char::is_control);
-    let id = (!bad)
+    (!bad)
         .then(|| identify(t, TokenKind::Auto, fp))
-        .flatten();
-    id.map(|t| t.to_string())
-        .ok_or_else(|| error(StatusCode::BAD_REQUEST, "invalid token id"))
+        .flatten()
+        .map(|t| t.to_string())
+}
+
+fn invalid_token() -> Response {
+    error(StatusCode::BAD_REQUEST, "invalid token id")
 }
 
 async fn freeze(
@@ -190,9 +193,8 @@ async fn freeze(
     Path(token): Path<String>,
     body: Bytes,
 ) -> Response {
-    let token = match token_id(&token, &s.fp) {
-        Ok(t) => t,
-        Err(r) => return r,
+    let Some(token) = token_id(&token, &s.fp) else {
+        return invalid_token();
     };
     let req: FreezeBody = if body.iter().all(u8::is_ascii_whitespace) {
         FreezeBody::default()
@@ -215,9 +217,8 @@ async fn unfreeze(
     State(s): State<AdminState>,
     Path(token): Path<String>,
 ) -> Response {
-    let token = match token_id(&token, &s.fp) {
-        Ok(t) => t,
-        Err(r) => return r,
+    let Some(token) = token_id(&token, &s.fp) else {
+        return invalid_token();
     };
     match s.control.unfreeze(&token) {
         Some(e) => Json(serde_json::json!({ "unfrozen": entry_json(&e) })).into_response(),
