@@ -308,7 +308,7 @@ impl KafkaConfig {
                 && v.expose().is_some_and(|p| {
                     p.eq_ignore_ascii_case("ssl") || p.eq_ignore_ascii_case("sasl_ssl")
                 });
-            if tls {
+            if tls && !crate::scale::broker_tls_available() {
                 out.push((
                     at,
                     "TLS to the broker is not in this build (no OpenSSL): see README \
@@ -331,6 +331,31 @@ impl KafkaConfig {
                     out.push((at(&["options", k]), m));
                 }
             }
+        }
+        out
+    }
+
+    /// What stops `role` from running with this config, as `key.path: reason` lines (for a
+    /// role given on the command line, after the file was validated for its own role).
+    pub fn role_errors(&self, role: Role, has_fingerprint_key: bool) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .problems(role)
+            .into_iter()
+            .map(|(p, m)| {
+                let mut full = vec![Seg::Key("kafka".into())];
+                full.extend(p);
+                format!("{}: {m}", super::doc::render(&full))
+            })
+            .collect();
+        if role == Role::Edge && !has_fingerprint_key {
+            out.push(
+                "fingerprint.key: role = \"edge\" needs a key shared by every edge".to_string(),
+            );
+        }
+        if matches!(role, Role::Worker | Role::Responder) {
+            out.push(format!(
+                "role: role = \"{role}\" is not available yet (this build runs all and edge)"
+            ));
         }
         out
     }

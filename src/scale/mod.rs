@@ -67,3 +67,19 @@ pub mod wire;
 pub mod edge;
 #[cfg(feature = "kafka")]
 pub mod publish;
+
+/// True when the linked librdkafka can speak TLS (not in the default build, which has no
+/// OpenSSL; a build with `--features rdkafka/ssl-vendored` can).
+pub fn broker_tls_available() -> bool {
+    #[cfg(feature = "kafka")]
+    {
+        rdkafka::ClientConfig::new()
+            .create_native_config()
+            .and_then(|c| c.get("builtin.features"))
+            .is_ok_and(|f| f.split(',').any(|x| x == "ssl"))
+    }
+    #[cfg(not(feature = "kafka"))]
+    {
+        false
+    }
+}

@@ -190,6 +190,10 @@ impl ProducerContext for Ctx {
                     p.outstanding = p.outstanding.saturating_sub(1);
                 }
             }
+            Err((e, _)) if is_purge(e) => {
+                // The producer is being dropped at shutdown: these lines are read again at
+                // the next start, as their batches were never acked.
+            }
             Err((e, m)) => {
                 let topic = self.topic_of(m.topic());
                 self.metrics.count(topic, "failed", 1);
@@ -203,6 +207,13 @@ impl ProducerContext for Ctx {
             }
         }
     }
+}
+
+fn is_purge(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+    )
 }
 
 /// The edge's producer and its delivery bookkeeping.

@@ -7,6 +7,8 @@ mod detect_ip;
 mod detect_token;
 mod e2e;
 mod geo;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod parse;
 mod prometheus;
 mod respond;
