@@ -130,6 +130,23 @@ struct Tracker {
 }
 
 impl Tracker {
+    /// Removes the leading run of complete batches and returns their acks, oldest first:
+    /// a batch whose messages are all delivered still waits for every earlier batch.
+    fn take_ready(&mut self) -> Vec<Ack> {
+        let mut done = Vec::new();
+        while self
+            .batches
+            .front()
+            .is_some_and(|p| p.closed && p.outstanding == 0)
+        {
+            if let Some(p) = self.batches.pop_front() {
+                done.extend(p.ack);
+            }
+            self.first += 1;
+        }
+        done
+    }
+
     fn batch_mut(&mut self, seq: u64) -> Option<&mut Pending> {
         let i = usize::try_from(seq.checked_sub(self.first)?).ok()?;
         self.batches.get_mut(i)
@@ -379,20 +396,7 @@ impl Publisher {
     }
 
     fn release_acks(&self) {
-        let mut done = Vec::new();
-        {
-            let mut t = self.ctx().lock();
-            while t
-                .batches
-                .front()
-                .is_some_and(|p| p.closed && p.outstanding == 0)
-            {
-                if let Some(p) = t.batches.pop_front() {
-                    done.extend(p.ack);
-                }
-                t.first += 1;
-            }
-        }
+        let done = self.ctx().lock().take_ready();
         for ack in done {
             ack.ack();
         }
@@ -412,5 +416,44 @@ impl Publisher {
 impl Drop for Publisher {
     fn drop(&mut self) {
         self.ctx().metrics.unregister(&self.metrics);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn open(t: &mut Tracker, outstanding: u64, end: u64, cell: &Arc<AtomicU64>) {
+        t.batches.push_back(Pending {
+            outstanding,
+            closed: true,
+            ack: Some(Ack::new(Arc::clone(cell), end)),
+        });
+    }
+
+    #[test]
+    fn acks_are_released_in_read_order_only() {
+        let cell = Arc::new(AtomicU64::new(0));
+        let mut t = Tracker::default();
+        open(&mut t, 1, 100, &cell);
+        open(&mut t, 0, 200, &cell);
+        assert!(t.take_ready().is_empty(), "batch 1 must wait for batch 0");
+        t.batch_mut(0).unwrap().outstanding = 0;
+        t.batches.push_back(Pending {
+            outstanding: 0,
+            closed: false,
+            ack: None,
+        });
+        let acks = t.take_ready();
+        assert_eq!(acks.len(), 2);
+        for a in acks {
+            a.ack();
+        }
+        assert_eq!(cell.load(Ordering::Acquire), 200);
+        assert_eq!((t.first, t.batches.len()), (2, 1), "an open batch stays");
+        assert!(t.batch_mut(1).is_none() && t.batch_mut(2).is_some());
     }
 }
