@@ -277,6 +277,8 @@ edge_id = "edge-a"
 
 [kafka.producer]
 linger_ms = 1
+# Small, so the test sees the queue fill: 20 of these lines make 35 messages.
+queue_messages = 40
 "#,
         state = dir.join("state").display(),
         key = key.display(),
@@ -435,15 +437,25 @@ fn edge_publishes_each_line_once_and_holds_the_checkpoint_while_the_broker_is_do
     let delivered = r#"tokenwatch_kafka_messages_total{result="delivered",topic="by_ip"}"#;
     assert_eq!(metric(&addr, delivered), Some(80.0));
 
-    // Broker down: lines are read and counted, but the checkpoint stays put.
+    // Broker down: lines are read and counted, but the checkpoint stays put ...
     relay.cut();
-    append(&log, &lines(80, 20));
+    append(&log, &lines(80, 20)); // 35 messages: they fit in the producer queue
     wait_for(30, "the new lines counted", || {
         (metric(&addr, series) == Some(100.0)).then_some(())
     });
+    append(&log, &lines(100, 20)); // 5 fit, 30 wait to be sent: the edge stops reading
+    wait_for(30, "the second lines counted", || {
+        (metric(&addr, series) == Some(120.0)).then_some(())
+    });
+    append(&log, &lines(120, 20));
     let until = Instant::now() + Duration::from_secs(3); // three checkpoint periods
     while Instant::now() < until {
         assert_eq!(checkpoint_offset(dir.path()), Some(len), "checkpoint moved");
+        assert_eq!(
+            metric(&addr, series),
+            Some(120.0),
+            "read on while the queue is full"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 
@@ -455,11 +467,12 @@ fn edge_publishes_each_line_once_and_holds_the_checkpoint_while_the_broker_is_do
     });
     let report = parse_report(&cfg, &log);
     let numbers = line_numbers(&log);
-    let tok = consume(&bootstrap, "auth.by_token", 75);
-    let ip = consume(&bootstrap, "auth.by_ip", 100);
-    assert_eq!((tok.len(), ip.len()), (75, 100));
+    assert_eq!(metric(&addr, series), Some(140.0));
+    let tok = consume(&bootstrap, "auth.by_token", 105);
+    let ip = consume(&bootstrap, "auth.by_ip", 140);
+    assert_eq!((tok.len(), ip.len()), (105, 140));
     check_topic(&tok, true, &report, &numbers);
-    assert_eq!(check_topic(&ip, false, &report, &numbers).len(), 100);
+    assert_eq!(check_topic(&ip, false, &report, &numbers).len(), 140);
 }
 
 #[test]
