@@ -28,7 +28,7 @@
 //! # Seams for phase 2 (workers, responder)
 //! * **Decode**: a worker consumes `by_token` (group `<prefix>-token`) and `by_ip` (group
 //!   `<prefix>-ip`) and calls [`wire::decode`] per message; a record that fails to decode is
-//!   counted (`tokenwatch_kafka_records_total{result="undecodable"}`) and skipped, never
+//!   counted (proposed: `tokenwatch_kafka_records_total{result="undecodable"}`) and skipped, never
 //!   fatal. `WireEvent::source_name` is mapped to a `SourceIdx` in the worker's own config
 //!   (add unknown names to a name table: edges may have sources the worker's config lacks);
 //!   the edge-local `event.source` index is informational only.

@@ -189,8 +189,17 @@ impl ClientContext for Ctx {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        // Broker down, DNS, auth: librdkafka retries by itself; back-pressure does the rest.
-        tracing::warn!(%error, "kafka: {reason}");
+        // Connection failures are already in librdkafka's own log lines above; librdkafka
+        // retries by itself and back-pressure does the rest.
+        let transport = matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown)
+        );
+        if transport {
+            tracing::debug!(%error, "kafka: {reason}");
+        } else {
+            tracing::warn!(%error, "kafka: {reason}");
+        }
     }
 }
 

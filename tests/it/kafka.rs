@@ -4,7 +4,8 @@
 //! tansu keeps its data in memory, so restarting it would also lose its topics and producer
 //! state; a broker outage as the edge sees it is a listener that refuses connections. The
 //! edge therefore reaches the broker through a small TCP relay that this test cuts and
-//! restores on the same port (the port tansu advertises).
+//! restores on the same port (the port tansu advertises). The same scenario also runs on
+//! librdkafka's mock cluster, which needs no external binary.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
@@ -18,6 +19,8 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tokenwatch::enrich::Fingerprinter;
 use tokenwatch::scale::wire;
@@ -250,7 +253,7 @@ fn append(path: &Path, text: &str) {
     f.write_all(text.as_bytes()).unwrap();
 }
 
-fn write_config(dir: &Path, log: &Path, broker: u16) -> PathBuf {
+fn write_config(dir: &Path, log: &Path, bootstrap: &str) -> PathBuf {
     let key = dir.join("fp.key");
     std::fs::write(&key, FP_KEY).unwrap();
     let cfg = dir.join("edge.toml");
@@ -272,7 +275,7 @@ format = "nginx"
 start_at = "beginning"
 
 [kafka]
-brokers = ["127.0.0.1:{broker}"]
+brokers = ["{bootstrap}"]
 edge_id = "edge-a"
 
 [kafka.producer]
@@ -403,18 +406,99 @@ fn metric(addr: &str, series: &str) -> Option<f64> {
     sample(&body, series)
 }
 
+/// A broker the scenario can take down and bring back.
+trait Broker {
+    /// The bootstrap list clients use.
+    fn bootstrap(&self) -> String;
+    /// Refuse connections and cut the open ones.
+    fn down(&mut self);
+    /// Accept connections again, on the same address.
+    fn up(&mut self);
+}
+
+/// tansu behind the relay.
+struct Tansu {
+    _broker: Proc,
+    relay: Option<Relay>,
+    relay_port: u16,
+    port: u16,
+}
+
+impl Tansu {
+    fn start() -> Tansu {
+        let (relay_port, port) = (free_port(), free_port());
+        let broker = start_tansu(port, relay_port);
+        let t = Tansu {
+            _broker: broker,
+            relay: Some(Relay::start(relay_port, port)),
+            relay_port,
+            port,
+        };
+        create_topics(&t.bootstrap());
+        t
+    }
+}
+
+impl Broker for Tansu {
+    fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.relay_port)
+    }
+
+    fn down(&mut self) {
+        if let Some(r) = self.relay.take() {
+            r.cut();
+        }
+    }
+
+    fn up(&mut self) {
+        self.relay = Some(Relay::start(self.relay_port, self.port));
+    }
+}
+
+/// librdkafka's own mock cluster (one broker, in this process, on a real socket).
+struct Mock(MockCluster<'static, DefaultProducerContext>);
+
+impl Mock {
+    fn start() -> Mock {
+        let m = MockCluster::new(1).unwrap();
+        for t in ["auth.by_token", "auth.by_ip"] {
+            m.create_topic(t, PARTITIONS, 1).unwrap();
+        }
+        Mock(m)
+    }
+}
+
+impl Broker for Mock {
+    fn bootstrap(&self) -> String {
+        self.0.bootstrap_servers()
+    }
+
+    fn down(&mut self) {
+        self.0.broker_down(1).unwrap();
+    }
+
+    fn up(&mut self) {
+        self.0.broker_up(1).unwrap();
+    }
+}
+
 #[test]
-fn edge_publishes_each_line_once_and_holds_the_checkpoint_while_the_broker_is_down() {
+fn edge_on_tansu_publishes_each_line_once_and_holds_the_checkpoint_while_down() {
+    edge_scenario(&mut Tansu::start());
+}
+
+#[test]
+fn edge_on_librdkafka_mock_cluster_same_scenario() {
+    edge_scenario(&mut Mock::start());
+}
+
+fn edge_scenario(broker: &mut dyn Broker) {
     let dir = tempfile::tempdir().unwrap();
-    let (relay_port, tansu_port) = (free_port(), free_port());
-    let _tansu = start_tansu(tansu_port, relay_port);
-    let relay = Relay::start(relay_port, tansu_port);
-    let bootstrap = format!("127.0.0.1:{relay_port}");
-    create_topics(&bootstrap);
+    let bootstrap = broker.bootstrap();
 
     let log = dir.path().join("access.log");
     append(&log, &lines(0, 40));
-    let cfg = write_config(dir.path(), &log, relay_port);
+    let cfg = write_config(dir.path(), &log, &bootstrap);
     let (_edge, addr) = start_edge(&cfg, dir.path());
     append(&log, &lines(40, 40));
 
@@ -438,7 +522,7 @@ fn edge_publishes_each_line_once_and_holds_the_checkpoint_while_the_broker_is_do
     assert_eq!(metric(&addr, delivered), Some(80.0));
 
     // Broker down: lines are read and counted, but the checkpoint stays put ...
-    relay.cut();
+    broker.down();
     append(&log, &lines(80, 20)); // 35 messages: they fit in the producer queue
     wait_for(30, "the new lines counted", || {
         (metric(&addr, series) == Some(100.0)).then_some(())
@@ -460,7 +544,7 @@ fn edge_publishes_each_line_once_and_holds_the_checkpoint_while_the_broker_is_do
     }
 
     // Broker back on the same port: delivery resumes and the checkpoint catches up.
-    let _relay = Relay::start(relay_port, tansu_port);
+    broker.up();
     let len = std::fs::metadata(&log).unwrap().len();
     wait_for(90, "checkpoint catching up", || {
         (checkpoint_offset(dir.path()) == Some(len)).then_some(())
