@@ -68,7 +68,7 @@ impl PublishMetrics {
         let messages = IntCounterVec::new(
             Opts::new(
                 "tokenwatch_kafka_messages_total",
-                "Event messages by topic and delivery result (delivered, failed, queue_full)",
+                "Event messages by topic and result: delivered, failed (sent again), queue_full (attempts the full producer queue refused)",
             ),
             &["topic", "result"],
         )?;
