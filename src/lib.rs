@@ -24,5 +24,6 @@ pub mod net;
 pub mod parse;
 pub mod pipeline;
 pub mod respond;
+pub mod scale;
 pub mod server;
 pub mod source;

@@ -77,6 +77,9 @@ pub struct RunArgs {
     /// GeoIP database (.mmdb); repeatable; adds to `[geo] mmdb`.
     #[arg(long = "geoip", value_name = "MMDB")]
     pub geoip: Vec<PathBuf>,
+    /// Override the config's `role` (all | edge; worker and responder come later).
+    #[arg(long, value_enum)]
+    pub role: Option<crate::config::Role>,
 }
 
 /// What a signal asks for.
@@ -98,6 +101,12 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
         cfg.server.listen = l;
     }
     cfg.geo.mmdb.extend(args.geoip.iter().cloned());
+    cfg.role = args.role.unwrap_or(cfg.role);
+    let has_key = cfg.fingerprint.key.is_some();
+    let problems = cfg.kafka.role_errors(cfg.role, has_key);
+    if !problems.is_empty() {
+        return Err(CliError::Config(problems.join("\n")));
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -192,17 +201,28 @@ fn start(
         stages.iter().map(|s| s.metrics.clone()).collect(),
         metrics.clone(),
     ));
-    let (engine, resume) = build_live_engine(cfg, metrics, outputs)?;
-    prepare_checkpoints(&cfg.state.dir, resume, metrics);
     let (tx, rx) = mpsc::sync_channel(CHANNEL_BATCHES);
-    let tail_cfgs = cfg
+    let tail_cfgs: Vec<_> = cfg
         .sources
         .iter()
         .enumerate()
         .map(|(i, s)| s.tail_config(i as u16))
         .collect();
-    let tailer = Tailer::start(tail_cfgs, Some(cfg.state.dir.clone()), tx, events)
-        .context("starting the file tailer")?;
+    let start_tailer = move || {
+        Tailer::start(tail_cfgs, Some(cfg.state.dir.clone()), tx, events)
+            .context("starting the file tailer")
+    };
+    #[cfg(feature = "kafka")]
+    if cfg.role == crate::config::Role::Edge {
+        // An edge keeps no detector state: its checkpoints alone say where to resume.
+        let tailer = start_tailer()?;
+        let pipeline = crate::scale::edge::spawn(cfg, stages, fp.clone(), metrics, rx)
+            .context("starting the Kafka edge")?;
+        return Ok(Running { tailer, pipeline });
+    }
+    let (engine, resume) = build_live_engine(cfg, metrics, outputs)?;
+    prepare_checkpoints(&cfg.state.dir, resume, metrics);
+    let tailer = start_tailer()?;
     let mut engine: Box<dyn EventSink> = Box::new(engine);
     if crate::pipeline::threaded::default_threads() > 1 {
         // Detection on its own core; the pipeline thread keeps parsing and counting.
@@ -502,6 +522,8 @@ async fn stop(running: Running) -> Result<(), CliError> {
 fn reload(old: Config, path: Option<&Path>, metrics: &Metrics) -> Config {
     match load_config(path).and_then(|c| build_stages(&c, &Metrics::new()).map(|_| c)) {
         Ok(mut new) => {
+            // The role (perhaps from --role) is fixed until a restart.
+            new.role = old.role;
             if new.server.listen != old.server.listen {
                 tracing::warn!("server.listen changed: restart tokenwatch to apply it");
                 new.server.listen = old.server.listen;

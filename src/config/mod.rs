@@ -64,6 +64,7 @@ mod doc;
 mod error;
 mod geo;
 mod hooks;
+mod kafka;
 mod load;
 mod response;
 mod secret;
@@ -78,6 +79,7 @@ pub use detectors::DetectorsConfig;
 pub use error::{ConfigError, ConfigErrors};
 pub use geo::GeoConfig;
 pub use hooks::{HeaderValue, HookConfig, HookEvent, HookKind, SmtpTls, PLACEHOLDERS};
+pub use kafka::{host_name, KafkaConfig, OptionValue, ProducerConfig, Role, TopicsConfig};
 pub use response::{ResponseConfig, ResponseMode};
 pub use secret::{
     MapSecrets, Secret, SecretRef, SecretSource, SystemSecrets, INLINE_SECRET,
@@ -98,6 +100,9 @@ const DEFAULT_ORIGIN: &str = "<embedded default>";
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// `role`: which stages this process runs (default `all`); first, as TOML wants plain
+    /// keys before tables.
+    pub role: Role,
     /// `[server]`: listen address and admin token.
     pub server: ServerConfig,
     /// `[state]`: the state directory.
@@ -116,6 +121,8 @@ pub struct Config {
     /// `[[hook]]` tables: where response actions go, in file order.
     #[serde(rename = "hook", skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<HookConfig>,
+    /// `[kafka]`: the broker and topics for the scale-out roles.
+    pub kafka: KafkaConfig,
     /// Problems found while loading that did not stop it (not part of the config's value).
     #[serde(skip)]
     pub warnings: Vec<ConfigError>,
@@ -132,6 +139,8 @@ impl PartialEq for Config {
             && self.detectors == other.detectors
             && self.response == other.response
             && self.hooks == other.hooks
+            && self.role == other.role
+            && self.kafka == other.kafka
     }
 }
 

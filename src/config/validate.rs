@@ -85,6 +85,7 @@ pub(crate) fn run(
     check_unique_names(&mut c, &config.sources);
     check_sections(&mut c, config);
     check_response(&mut c, config, secrets);
+    check_kafka(&mut c, config, secrets);
     resolve(
         &mut c,
         &[key("server"), key("admin_token")],
@@ -291,6 +292,22 @@ fn check_sections(c: &mut Checker<'_, '_, '_>, config: &Config) {
                 ),
             );
         }
+    }
+}
+
+/// `role` and `[kafka]`: the rules live beside their types; places are found here.
+fn check_kafka(c: &mut Checker<'_, '_, '_>, config: &mut Config, secrets: &dyn SecretSource) {
+    for (path, message) in super::kafka::check(config, secrets) {
+        if c.written(&path) && !c.has(&path) {
+            continue; // already reported as unreadable
+        }
+        // A table that is not in the file at all: the `role` line is the place to point at.
+        let bare = path
+            .first()
+            .is_some_and(|k| !c.written(std::slice::from_ref(k)));
+        let role = [key("role")];
+        let span = c.span(if bare { &role[..] } else { &path });
+        c.diag.error(span, &doc::render(&path), message);
     }
 }
 

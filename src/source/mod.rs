@@ -41,6 +41,7 @@ impl LineBatch {
 pub struct Ack {
     committed: Arc<AtomicU64>,
     end_offset: u64,
+    file: u64,
 }
 
 impl Ack {
@@ -49,7 +50,25 @@ impl Ack {
         Ack {
             committed,
             end_offset,
+            file: 0,
         }
+    }
+
+    /// Tags the ack with the file's identity (the tailer's head fingerprint), which the
+    /// Kafka edge puts in event ids.
+    pub fn with_file(mut self, file: u64) -> Self {
+        self.file = file;
+        self
+    }
+
+    /// The offset just past the batch's last line.
+    pub fn end_offset(&self) -> u64 {
+        self.end_offset
+    }
+
+    /// The file's identity, 0 when unknown.
+    pub fn file_id(&self) -> u64 {
+        self.file
     }
 
     /// Publishes the offset (monotonic: never moves a committed offset backwards).

@@ -287,16 +287,16 @@ fn unknown_keys_get_a_suggestion_when_close() {
 }
 
 #[test]
-fn later_sections_are_unknown_keys_for_now() {
+fn role_and_kafka_are_checked_with_places() {
     let errs = errors("role = \"edge\"\n\n[kafka]\nbrokers = \"x\"\n");
     assert_eq!(errs.len(), 2, "{errs:#?}");
     assert!(
-        errs[0].starts_with("tw.toml:1:1: role: unknown key \"role\""),
+        errs[0].starts_with("tw.toml:1:8: fingerprint.key: role = \"edge\" needs a key shared"),
         "{}",
         errs[0]
     );
     assert!(
-        errs[1].starts_with("tw.toml:3:2: kafka: unknown key \"kafka\""),
+        errs[1].starts_with("tw.toml:4:11: kafka.brokers: invalid type"),
         "{}",
         errs[1]
     );

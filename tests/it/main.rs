@@ -11,6 +11,8 @@ mod e2e;
 mod faults;
 mod geo;
 mod hostile;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod parse;
 mod prometheus;
 mod respond;

@@ -248,7 +248,7 @@ impl Tracked {
             return Ok(());
         }
         let buf = std::mem::replace(batch, Vec::with_capacity(BATCH_BYTES));
-        let ack = Ack::new(Arc::clone(&self.committed), end);
+        let ack = Ack::new(Arc::clone(&self.committed), end).with_file(self.fp.unwrap_or(0));
         sink.send(LineBatch {
             source: self.source,
             buf,
