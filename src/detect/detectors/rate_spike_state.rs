@@ -22,9 +22,16 @@ pub(crate) fn q(x: f64) -> u8 {
     (8.0 * (1.0 + x).log2()).round().clamp(0.0, 255.0) as u8
 }
 
-/// The value of a log-quantized byte.
+/// The value of a log-quantized byte (a table: this runs for every check of every token).
 pub(crate) fn dq(v: u8) -> f64 {
-    (f64::from(v) / 8.0).exp2() - 1.0
+    static TABLE: std::sync::LazyLock<[f64; 256]> = std::sync::LazyLock::new(|| {
+        let mut t = [0.0; 256];
+        for (i, x) in t.iter_mut().enumerate() {
+            *x = (i as f64 / 8.0).exp2() - 1.0;
+        }
+        t
+    });
+    TABLE[usize::from(v)]
 }
 
 /// Thresholds and learning rates, derived from the settings once.
@@ -119,15 +126,16 @@ impl State {
     pub(crate) fn bar(&self, hod: usize, p: &Params) -> Bar {
         let near = [(hod + 23) % 24, hod % 24, (hod + 1) % 24];
         let per_window = (sub_ms(p) * SLOTS as i64) as f64 / HOUR_MS as f64;
-        let expected = near
-            .iter()
-            .map(|&h| dq(self.mean.get(h).copied().unwrap_or(0)))
-            .fold(0.0, f64::max)
-            * per_window;
-        let peak = near
-            .iter()
-            .map(|&h| dq(self.peak.get(h / BLOCK_HOURS).copied().unwrap_or(0)))
-            .fold(0.0, f64::max);
+        // dq is monotonic: the largest byte is the largest value.
+        let top = |bytes: &[u8], at: &dyn Fn(usize) -> usize| {
+            dq(near
+                .iter()
+                .map(|&h| bytes.get(at(h)).copied().unwrap_or(0))
+                .max()
+                .unwrap_or(0))
+        };
+        let expected = top(&self.mean, &|h| h) * per_window;
+        let peak = top(&self.peak, &|h| h / BLOCK_HOURS);
         let threshold = p
             .min_checks
             .max(p.factor * expected)

@@ -1,13 +1,18 @@
 //! Shared city names: one `Arc<str>` per distinct name, so a lookup clones a pointer instead
 //! of allocating. Bounded: past the cap a name is allocated per lookup (still correct).
+//!
+//! One interner serves every thread that locates addresses (the detection thread, and
+//! each partition's engine in a Kafka worker): a sharded `DashSet` lets them read without
+//! queueing on one lock; a miss locks only its shard.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use dashmap::DashSet;
 
 /// A capped set of shared strings.
 #[derive(Debug)]
 pub(crate) struct Interner {
-    set: Mutex<HashSet<Arc<str>>>,
+    set: DashSet<Arc<str>>,
     cap: usize,
 }
 
@@ -15,22 +20,21 @@ impl Interner {
     /// An empty interner holding at most `cap` names.
     pub(crate) fn new(cap: usize) -> Self {
         Interner {
-            set: Mutex::new(HashSet::new()),
+            set: DashSet::new(),
             cap,
         }
     }
 
     /// The shared copy of `s`.
     pub(crate) fn get(&self, s: &str) -> Arc<str> {
-        // A poisoned lock only means another lookup panicked mid-insert; the set is still
-        // a valid set, so keep using it.
-        let mut set = self.set.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(a) = set.get(s) {
-            return Arc::clone(a);
+        if let Some(a) = self.set.get(s) {
+            return Arc::clone(&a);
         }
         let a: Arc<str> = Arc::from(s);
-        if set.len() < self.cap {
-            set.insert(Arc::clone(&a));
+        // The length is read without a global lock, so concurrent misses may overshoot the
+        // cap by a few names (one per thread): still bounded.
+        if self.set.len() < self.cap {
+            self.set.insert(Arc::clone(&a));
         }
         a
     }
@@ -38,7 +42,7 @@ impl Interner {
     /// Names held.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.set.lock().map(|s| s.len()).unwrap_or(0)
+        self.set.len()
     }
 }
 
