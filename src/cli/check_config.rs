@@ -21,6 +21,8 @@ pub fn run(args: CheckConfigArgs) -> Result<(), CliError> {
     let cfg = load_config(Some(&args.file))?;
     // Building the parsers catches what only the parser knows (e.g. a log_format variable).
     build_stages(&cfg, &Metrics::new())?;
+    // The TLS files too: a certificate that `run` would refuse is a config error here.
+    crate::server::tls::from_config(&cfg.server).map_err(|e| CliError::Config(e.to_string()))?;
     for w in &cfg.warnings {
         eprintln!("warning: {w}");
     }

@@ -349,6 +349,25 @@ fn bad_tls_files_are_a_config_error_naming_key_file_and_reason() {
             assert!(out.contains(w), "{name}: wanted {w:?} in:\n{out}");
         }
         assert!(!out.contains(&key_body), "{name}: key material printed");
+        // check-config refuses the same files, with the same words.
+        let checked = std::process::Command::new(env!("CARGO_BIN_EXE_tokenwatch"))
+            .args(["check-config", "-q"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&checked.stderr);
+        assert_eq!(
+            checked.status.code(),
+            Some(2),
+            "{name}: check-config: {err}"
+        );
+        for w in wants {
+            assert!(
+                err.contains(w),
+                "{name}: check-config: wanted {w:?} in:\n{err}"
+            );
+        }
+        assert!(!err.contains(&key_body), "{name}: key material printed");
     }
     // Half a pair.
     let dir = tempfile::tempdir().unwrap();

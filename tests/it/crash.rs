@@ -10,6 +10,7 @@
 //! non-allowlisted address and freezes its token through a webhook that is down during
 //! some kills.
 
+use super::support::wait_for;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -99,18 +100,6 @@ impl Daemon {
         let child = &mut self.child;
         let st = wait_for(30, "exit after SIGTERM", || child.try_wait().ok().flatten());
         assert_eq!(st.code(), Some(0));
-    }
-}
-
-/// Polls `f` until `Some`, or panics after `secs`.
-fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use prom_support::*;
 
 /// Every alert the rules must define (the list).
-const ALERTS: [&str; 8] = [
+const ALERTS: [&str; 10] = [
     "HighTokenFailureRate",
     "TokenAnomalyDetected",
     "TokenFrozen",
@@ -27,6 +27,8 @@ const ALERTS: [&str; 8] = [
     "TokenwatchDown",
     "TokenwatchParseErrors",
     "TokenwatchHookFailing",
+    "TokenwatchStateNotSaved",
+    "TokenwatchStateFileDamaged",
 ];
 
 /// Families registered in src/metrics.rs that have no series until the detection and
