@@ -67,6 +67,8 @@ pub mod wire;
 pub mod edge;
 #[cfg(feature = "kafka")]
 pub mod publish;
+#[cfg(feature = "kafka")]
+pub mod worker;
 
 /// True when the linked librdkafka can speak TLS (not in the default build, which has no
 /// OpenSSL; a build with `--features rdkafka/ssl-vendored` can).

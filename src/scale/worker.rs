@@ -1,0 +1,569 @@
+//! `role = "worker"`: consume the event topics, detect, write detections.
+//!
+//! Two consumer threads, one per event topic: `by_token` in group `<prefix>-token` runs the
+//! per-token detectors (rate_spike, impossible_travel, ip_fanout, off_hours, revoked_reuse),
+//! `by_ip` in group `<prefix>-ip` the per-IP ones (brute_force, token_spray,
+//! distributed_spray). `rejection_ratio` is global and stays with the edges' counters.
+//! Each assigned partition owns one [`Engine`] built with [`Engine::for_config`], so state
+//! moves with the partition.
+//!
+//! # Exactly-once state over at-least-once delivery
+//! * Every event carries its id (edge, file, byte offset). Per partition, the highest
+//!   offset applied for each `(edge, file)` is kept (the high-water mark); an event at or
+//!   below it is a duplicate (an edge re-publishing after its crash, or this partition read
+//!   again after a worker crash) and is dropped before the engine sees it.
+//! * A partition's snapshot (`state.dir/kafka/<topic>-<partition>.json`: a JSON line with
+//!   the next offset and the marks, then the engine's bytes) is written on revoke, at
+//!   shutdown and every `[detectors] snapshot_interval_secs`, and only then is that offset
+//!   committed. So the committed offset is never past the state on disk: a worker that
+//!   takes the partition over restores the snapshot and the group resumes at the committed
+//!   offset; whatever lies between (a crash after the write, before the commit) is below
+//!   the restored marks and dropped.
+//! * The state directory must therefore be shared by the workers that take partitions
+//!   over from each other (same host, or a shared volume). A worker that finds no snapshot
+//!   starts the partition's learning afresh at the committed offset.
+//!
+//! Limits of this first cut: no event-time reorder buffer beyond the engine's own
+//! `reorder_tolerance_secs`; detections go to `detections.jsonl` (not yet to the
+//! detections topic); a source name the worker's config lacks reaches the engine without
+//! a name (its detections carry no `source`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use prometheus::{IntCounterVec, IntGaugeVec, Opts};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+
+use super::wire;
+use crate::config::Config;
+use crate::detect::{Detection, DetectionSink, Engine, JsonlSink};
+use crate::enrich::geo::GeoLookup;
+use crate::metrics::Metrics;
+use crate::pipeline::EventSink;
+
+/// Kind of a partition snapshot in its state-file header.
+const SNAPSHOT_KIND: &str = "kafka-partition";
+/// How long one poll waits for a message.
+const POLL: Duration = Duration::from_millis(100);
+/// How often engines flush their sinks while messages keep coming.
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+/// Why the worker could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// A consumer could not be built or could not subscribe.
+    #[error("Kafka consumer: {0}")]
+    Kafka(#[from] KafkaError),
+    /// The metrics could not be registered.
+    #[error("worker metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The detections file or the state directory could not be opened.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// One consumer stage: which topic, which group, which detectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// `topics.by_token`, group `<prefix>-token`: the per-token detectors.
+    Token,
+    /// `topics.by_ip`, group `<prefix>-ip`: the per-IP detectors.
+    Ip,
+}
+
+impl Stage {
+    /// The metric label (the same as the edge's).
+    pub fn label(self) -> &'static str {
+        match self {
+            Stage::Token => "by_token",
+            Stage::Ip => "by_ip",
+        }
+    }
+
+    /// The suffix of the consumer group.
+    fn group(self) -> &'static str {
+        match self {
+            Stage::Token => "token",
+            Stage::Ip => "ip",
+        }
+    }
+
+    fn topic(self, cfg: &Config) -> String {
+        match self {
+            Stage::Token => cfg.kafka.topics.by_token.clone(),
+            Stage::Ip => cfg.kafka.topics.by_ip.clone(),
+        }
+    }
+
+    /// `cfg` with only this stage's detectors enabled (each event reaches both stages, so
+    /// a detector enabled in both would fire twice).
+    pub fn config(self, cfg: &Config) -> Config {
+        let mut c = cfg.clone();
+        let d = &mut c.detectors;
+        d.rejection_ratio.enabled = false;
+        let token = self == Stage::Token;
+        d.rate_spike.enabled &= token;
+        d.impossible_travel.enabled &= token;
+        d.ip_fanout.enabled &= token;
+        d.off_hours.enabled &= token;
+        d.revoked_reuse.enabled &= token;
+        d.brute_force.enabled &= !token;
+        d.token_spray.enabled &= !token;
+        d.distributed_spray.enabled &= !token;
+        c
+    }
+}
+
+/// The worker's metric families (registered when it starts, like the edge's).
+#[derive(Clone)]
+struct WorkerMetrics {
+    /// `tokenwatch_partitions_owned{topic}`.
+    owned: IntGaugeVec,
+    /// `tokenwatch_kafka_records_total{topic,result}`: applied | duplicate | undecodable.
+    records: IntCounterVec,
+}
+
+impl WorkerMetrics {
+    fn register(m: &Metrics) -> Result<Self, prometheus::Error> {
+        let owned = IntGaugeVec::new(
+            Opts::new(
+                "tokenwatch_partitions_owned",
+                "Event topic partitions this worker owns (state and detection)",
+            ),
+            &["topic"],
+        )?;
+        let records = IntCounterVec::new(
+            Opts::new(
+                "tokenwatch_kafka_records_total",
+                "Event records consumed by topic and result: applied, duplicate (at or below the high-water mark, dropped), undecodable (skipped)",
+            ),
+            &["topic", "result"],
+        )?;
+        m.registry().register(Box::new(owned.clone()))?;
+        m.registry().register(Box::new(records.clone()))?;
+        for s in [Stage::Token, Stage::Ip] {
+            owned.with_label_values(&[s.label()]).set(0);
+            for r in ["applied", "duplicate", "undecodable"] {
+                records.with_label_values(&[s.label(), r]);
+            }
+        }
+        Ok(WorkerMetrics { owned, records })
+    }
+}
+
+/// One detection file shared by every partition's engine (lines never interleave).
+#[derive(Clone)]
+struct SharedSink(Arc<Mutex<JsonlSink>>);
+
+impl SharedSink {
+    fn lock(&self) -> MutexGuard<'_, JsonlSink> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl DetectionSink for SharedSink {
+    fn emit(&mut self, d: &Detection) -> std::io::Result<()> {
+        self.lock().emit(d)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.lock().flush()
+    }
+}
+
+/// The running worker: its consumer threads.
+pub struct Worker {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Stops consuming: each thread snapshots its partitions, commits, and leaves the group.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Release);
+        for t in self.threads {
+            if t.join().is_err() {
+                tracing::error!("a worker consumer thread panicked");
+            }
+        }
+    }
+}
+
+/// Starts the worker's consumer threads for `cfg` (role worker); `geo` feeds
+/// impossible_travel and the country features as in `role = "all"`.
+pub fn spawn(
+    cfg: &Config,
+    metrics: &Metrics,
+    geo: Option<Arc<dyn GeoLookup>>,
+) -> Result<Worker, WorkerError> {
+    let wm = WorkerMetrics::register(metrics)?;
+    let out = cfg
+        .detectors
+        .output
+        .clone()
+        .unwrap_or_else(|| cfg.state.dir.join("detections.jsonl"));
+    let sink = SharedSink(Arc::new(Mutex::new(JsonlSink::append(&out)?)));
+    let dir = cfg.state.dir.join("kafka");
+    std::fs::create_dir_all(&dir)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for stage in [Stage::Token, Stage::Ip] {
+        let shared = Shared {
+            stage,
+            topic: stage.topic(cfg),
+            cfg: stage.config(cfg),
+            metrics: metrics.clone(),
+            wm: wm.clone(),
+            geo: geo.clone(),
+            sink: sink.clone(),
+            dir: dir.clone(),
+        };
+        let consumer = consumer(cfg, stage, shared)?;
+        let every = Duration::from_secs(cfg.detectors.snapshot_interval_secs.max(1));
+        let names = NameTable::new(cfg);
+        let stop = Arc::clone(&stop);
+        let t = std::thread::Builder::new()
+            .name(format!("worker-{}", stage.group()))
+            .spawn(move || run(consumer, names, every, &stop))?;
+        threads.push(t);
+    }
+    tracing::info!(
+        brokers = %cfg.kafka.brokers.join(","),
+        groups = %format!("{}, {}", cfg.kafka.group_id("token"), cfg.kafka.group_id("ip")),
+        "worker: consuming events from Kafka"
+    );
+    Ok(Worker { stop, threads })
+}
+
+/// Builds and subscribes one stage's consumer.
+fn consumer(cfg: &Config, stage: Stage, shared: Shared) -> Result<BaseConsumer<Ctx>, WorkerError> {
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("bootstrap.servers", cfg.kafka.brokers.join(","))
+        .set("group.id", cfg.kafka.group_id(stage.group()))
+        // Offsets are committed only with a snapshot (see the module docs).
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest");
+    for (k, v) in &cfg.kafka.options {
+        if let Some(v) = v.expose() {
+            c.set(k, v);
+        }
+    }
+    let topic = shared.topic.clone();
+    let ctx = Ctx {
+        shared,
+        parts: Mutex::new(HashMap::new()),
+    };
+    let consumer: BaseConsumer<Ctx> = c.create_with_context(ctx)?;
+    consumer.subscribe(&[&topic])?;
+    Ok(consumer)
+}
+
+/// Source names → this worker's source indices (the edge's own indices are not ours).
+struct NameTable {
+    names: HashMap<Box<str>, u16>,
+    next: u16,
+}
+
+impl NameTable {
+    fn new(cfg: &Config) -> NameTable {
+        let names: HashMap<Box<str>, u16> = cfg
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_str().into(), u16::try_from(i).unwrap_or(u16::MAX)))
+            .collect();
+        let next = u16::try_from(cfg.sources.len()).unwrap_or(u16::MAX);
+        NameTable { names, next }
+    }
+
+    /// The index of `name`; a name the config lacks gets the next free index (the engine
+    /// knows no name for it).
+    fn index(&mut self, name: &str) -> u16 {
+        if let Some(i) = self.names.get(name) {
+            return *i;
+        }
+        let i = self.next;
+        self.next = self.next.saturating_add(1);
+        self.names.insert(name.into(), i);
+        i
+    }
+}
+
+/// What every partition of a stage shares.
+struct Shared {
+    stage: Stage,
+    topic: String,
+    cfg: Config,
+    metrics: Metrics,
+    wm: WorkerMetrics,
+    geo: Option<Arc<dyn GeoLookup>>,
+    sink: SharedSink,
+    dir: PathBuf,
+}
+
+impl Shared {
+    fn path(&self, partition: i32) -> PathBuf {
+        self.dir.join(format!("{}-{partition}.json", self.topic))
+    }
+
+    fn engine(&self) -> Engine {
+        let mut e =
+            Engine::for_config(&self.cfg, &self.metrics).with_sink(Box::new(self.sink.clone()));
+        if let Some(g) = &self.geo {
+            e = e.with_geo(Arc::clone(g));
+        }
+        e
+    }
+
+    /// The partition's state: its snapshot when there is a good one, else empty.
+    fn open(&self, partition: i32) -> Partition {
+        let mut p = Partition {
+            engine: self.engine(),
+            marks: HashMap::new(),
+            next_offset: None,
+        };
+        let path = self.path(partition);
+        let body = match crate::durable::read_state(&path, SNAPSHOT_KIND, |_| false) {
+            crate::durable::Loaded::Found(b) => b,
+            _ => return p,
+        };
+        match p.restore(&body) {
+            Ok(()) => tracing::info!(
+                topic = %self.topic,
+                partition,
+                next_offset = ?p.next_offset,
+                "worker: partition state restored"
+            ),
+            Err(e) => {
+                crate::durable::set_aside(&path, &e);
+                p = Partition {
+                    engine: self.engine(),
+                    marks: HashMap::new(),
+                    next_offset: None,
+                };
+            }
+        }
+        p
+    }
+}
+
+/// The first line of a partition snapshot.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Head {
+    /// The offset to consume next (what is committed with this snapshot).
+    next_offset: Option<i64>,
+    /// `(edge, file, highest applied byte offset)`.
+    marks: Vec<(String, u64, u64)>,
+}
+
+/// One owned partition: its engine, its high-water marks and where it is.
+struct Partition {
+    engine: Engine,
+    /// edge → file → highest applied byte offset.
+    marks: HashMap<Box<str>, HashMap<u64, u64>>,
+    next_offset: Option<i64>,
+}
+
+impl Partition {
+    /// True (and the mark raised) when the event is new; false for a duplicate.
+    fn admit(&mut self, id: &wire::EventId) -> bool {
+        let files = match self.marks.get_mut(&*id.edge) {
+            Some(f) => f,
+            None => self.marks.entry(id.edge.clone()).or_default(),
+        };
+        match files.get_mut(&id.file) {
+            Some(m) if id.offset <= *m => false,
+            Some(m) => {
+                *m = id.offset;
+                true
+            }
+            None => {
+                files.insert(id.file, id.offset);
+                true
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        let head = Head {
+            next_offset: self.next_offset,
+            marks: self
+                .marks
+                .iter()
+                .flat_map(|(e, f)| f.iter().map(|(file, o)| (e.to_string(), *file, *o)))
+                .collect(),
+        };
+        let mut out = serde_json::to_vec(&head).unwrap_or_default();
+        out.push(b'\n');
+        out
+    }
+
+    fn restore(&mut self, body: &[u8]) -> Result<(), String> {
+        let nl = memchr::memchr(b'\n', body).ok_or("no head line")?;
+        let (head, rest) = body.split_at(nl);
+        let head: Head = serde_json::from_slice(head).map_err(|e| e.to_string())?;
+        self.engine.restore(rest.get(1..).unwrap_or_default())?;
+        self.next_offset = head.next_offset;
+        for (edge, file, off) in head.marks {
+            self.marks
+                .entry(edge.into_boxed_str())
+                .or_default()
+                .insert(file, off);
+        }
+        Ok(())
+    }
+}
+
+/// The consumer's context: the owned partitions, saved on revoke, opened on assign.
+struct Ctx {
+    shared: Shared,
+    parts: Mutex<HashMap<i32, Partition>>,
+}
+
+impl Ctx {
+    fn parts(&self) -> MutexGuard<'_, HashMap<i32, Partition>> {
+        self.parts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the snapshot of each partition in `which` (all when `None`) and commits the
+    /// offsets they cover; failures are logged, never fatal.
+    fn save(&self, c: &BaseConsumer<Ctx>, parts: &mut HashMap<i32, Partition>, which: &[i32]) {
+        let mut tpl = TopicPartitionList::new();
+        for (&n, p) in parts.iter_mut().filter(|(n, _)| which.contains(n)) {
+            p.engine.flush();
+            let head = p.snapshot();
+            let engine = p.engine.snapshot();
+            let path = self.shared.path(n);
+            let r = crate::durable::write_state_parts(&path, SNAPSHOT_KIND, &[&head, &engine]);
+            if let Err(e) = r {
+                tracing::error!(%e, path = %path.display(), "worker: writing a partition snapshot");
+                continue;
+            }
+            if let Some(o) = p.next_offset {
+                let _ = tpl.add_partition_offset(&self.shared.topic, n, Offset::Offset(o));
+            }
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = c.commit(&tpl, CommitMode::Sync) {
+                tracing::warn!(%e, topic = %self.shared.topic, "worker: committing offsets (the snapshots cover them; duplicates are dropped)");
+            }
+        }
+    }
+
+    fn owned_gauge(&self, n: usize) {
+        self.shared
+            .wm
+            .owned
+            .with_label_values(&[self.shared.stage.label()])
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = r {
+            let which: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            let mut parts = self.parts();
+            self.save(c, &mut parts, &which);
+            for n in &which {
+                parts.remove(n);
+            }
+            self.owned_gauge(parts.len());
+            tracing::info!(topic = %self.shared.topic, partitions = ?which, "worker: partitions revoked (state saved)");
+        }
+    }
+
+    fn post_rebalance(&self, _c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = r {
+            let mut parts = self.parts();
+            let mut which = Vec::new();
+            for e in tpl.elements() {
+                let n = e.partition();
+                which.push(n);
+                parts.entry(n).or_insert_with(|| self.shared.open(n));
+            }
+            self.owned_gauge(parts.len());
+            tracing::info!(topic = %self.shared.topic, partitions = ?which, "worker: partitions assigned");
+        }
+    }
+}
+
+/// The consumer loop of one stage, until `stop`.
+fn run(consumer: BaseConsumer<Ctx>, mut names: NameTable, every: Duration, stop: &AtomicBool) {
+    let ctx = consumer.context();
+    let label = ctx.shared.stage.label();
+    let records = |r: &str| ctx.shared.wm.records.with_label_values(&[label, r]);
+    let (applied, duplicate, undecodable) = (
+        records("applied"),
+        records("duplicate"),
+        records("undecodable"),
+    );
+    let mut last_save = Instant::now();
+    let mut last_flush = Instant::now();
+    while !stop.load(Ordering::Acquire) {
+        match consumer.poll(POLL) {
+            Some(Ok(msg)) => {
+                let n = msg.partition();
+                let next = msg.offset().saturating_add(1);
+                let decoded = wire::decode(msg.payload().unwrap_or_default());
+                let mut parts = ctx.parts();
+                if !parts.contains_key(&n) {
+                    // A message before its assignment callback (not expected): state anyway.
+                    ctx.owned_gauge(parts.len() + 1);
+                }
+                let p = parts.entry(n).or_insert_with(|| ctx.shared.open(n));
+                p.next_offset = Some(next);
+                match decoded {
+                    Err(e) => {
+                        undecodable.inc();
+                        tracing::debug!(%e, partition = n, "worker: skipping an undecodable record");
+                    }
+                    Ok(w) if !p.admit(&w.id) => duplicate.inc(),
+                    Ok(mut w) => {
+                        w.event.source = names.index(&w.source_name);
+                        p.engine.event(w.event);
+                        applied.inc();
+                    }
+                }
+            }
+            Some(Err(e)) => tracing::warn!(%e, topic = %ctx.shared.topic, "worker: consumer error"),
+            None => {}
+        }
+        if last_flush.elapsed() >= FLUSH_EVERY {
+            last_flush = Instant::now();
+            for p in ctx.parts().values_mut() {
+                p.engine.flush();
+            }
+        }
+        if last_save.elapsed() >= every {
+            last_save = Instant::now();
+            save_all(&consumer);
+        }
+    }
+    save_all(&consumer);
+    consumer.unsubscribe();
+}
+
+/// Snapshots and commits every owned partition.
+fn save_all(consumer: &BaseConsumer<Ctx>) {
+    let ctx = consumer.context();
+    let mut parts = ctx.parts();
+    let which: Vec<i32> = parts.keys().copied().collect();
+    ctx.save(consumer, &mut parts, &which);
+}
+
+/// Where a partition's snapshot lives (for tests and tools).
+pub fn snapshot_path(state_dir: &Path, topic: &str, partition: i32) -> PathBuf {
+    state_dir
+        .join("kafka")
+        .join(format!("{topic}-{partition}.json"))
+}
