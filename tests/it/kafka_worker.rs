@@ -1,0 +1,289 @@
+//! The Kafka worker against a real broker: `tansu` on loopback, a real
+//! `tokenwatch run --role edge` tailing a log, and a real `tokenwatch run --role worker`
+//! detecting from the topics. Its detections must be those of `tokenwatch replay` on the
+//! same file and config (same ids), each exactly once, also across a `kill -9` of the
+//! worker and a replacement.
+//!
+//! tansu does not reassign a `kill -9`ed member's partitions until another member joins
+//! (DESIGN §14), so crash recovery is tested with a replacement worker, as in production
+//! where the supervisor restarts it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use super::kafka::{append, create_topics, free_port, metric, start_tansu, wait_for, Proc};
+
+const FP_KEY: &str = "kafka-worker-test-fingerprint-key-32+";
+const PARTITIONS: i32 = 3;
+/// Detectors the worker runs that must agree with replay on this log.
+const ATTACKS: [&str; 2] = ["revoked_reuse", "ip_fanout"];
+
+fn json_line(sec: u32, token: &str, ip: &str, status: u16, reason: Option<&str>) -> String {
+    let reason = reason.map_or(String::new(), |r| format!(",\"reason\":\"{r}\""));
+    format!(
+        "{{\"ts\":\"2026-03-02T14:{:02}:{:02}Z\",\"token_id\":\"{token}\",\"ip\":\"{ip}\",\"method\":\"GET\",\"path\":\"/v1/items\",\"status\":{status}{reason}}}\n",
+        sec / 60,
+        sec % 60
+    )
+}
+
+/// Seconds `from..to` of the scenario: a token fanned out over 12 networks, a revoked
+/// token tried 8 times from one address, and background traffic of 20 tokens.
+fn scenario(from: u32, to: u32) -> String {
+    let mut out = String::new();
+    for s in from..to {
+        // Background: one accepted check per second, spread over 20 tokens and hosts.
+        let b = s % 20;
+        out += &json_line(
+            s,
+            &format!("tok_bg_{b:02}"),
+            &format!("10.0.{b}.1"),
+            200,
+            None,
+        );
+        if s % 10 == 0 && s < 120 {
+            let n = s / 10;
+            out += &json_line(s, "tok_fanout", &format!("198.51.{n}.7"), 200, None);
+        }
+        if s % 20 == 5 && s < 165 {
+            out += &json_line(s, "tok_revoked", "192.0.2.44", 401, Some("revoked"));
+        }
+    }
+    out
+}
+
+/// One config for every process (its own state dir and the log); workers snapshot every
+/// second and leave a dead member's session quickly.
+fn write_config(dir: &Path, name: &str, log: &Path, bootstrap: &str) -> PathBuf {
+    let key = dir.join("fp.key");
+    std::fs::write(&key, FP_KEY).unwrap();
+    let cfg = dir.join(format!("{name}.toml"));
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[state]
+dir = "{state}"
+
+[fingerprint]
+key = "file:{key}"
+
+[detectors]
+snapshot_interval_secs = 1
+
+[[source]]
+name = "api"
+path = "{log}"
+format = "json"
+start_at = "beginning"
+
+[kafka]
+brokers = ["{bootstrap}"]
+edge_id = "edge-a"
+
+[kafka.producer]
+linger_ms = 1
+
+[kafka.options]
+"session.timeout.ms" = "6000"
+"#,
+        state = dir.join(format!("state-{name}")).display(),
+        key = key.display(),
+        log = log.display(),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    cfg
+}
+
+/// `tokenwatch run --role <role>`, its stderr in `<dir>/<name>.err`; returns it with its
+/// HTTP address.
+fn start(role: &str, cfg: &Path, dir: &Path, name: &str) -> (Proc, String) {
+    let addr_file = dir.join(format!("{name}.addr"));
+    let _ = std::fs::remove_file(&addr_file);
+    let err = std::fs::File::create(dir.join(format!("{name}.err"))).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_tokenwatch"))
+        .args(["run", "--role", role, "-c"])
+        .arg(cfg)
+        .arg("--addr-file")
+        .arg(&addr_file)
+        .stdin(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .unwrap();
+    let p = Proc(child);
+    let addr = wait_for(30, "listen address", || {
+        std::fs::read_to_string(&addr_file)
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
+    (p, addr)
+}
+
+/// Detection records in a JSONL file: id → (detector, how many times).
+fn detections(path: &Path) -> BTreeMap<String, (String, usize)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut out: BTreeMap<String, (String, usize)> = BTreeMap::new();
+    for l in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let id = v["id"].as_str().unwrap().to_string();
+        let det = v["detector"].as_str().unwrap().to_string();
+        out.entry(id).or_insert((det, 0)).1 += 1;
+    }
+    out
+}
+
+/// `tokenwatch replay` on the same file and config: its detections of [`ATTACKS`].
+fn replay(cfg: &Path, log: &Path, dir: &Path) -> BTreeMap<String, (String, usize)> {
+    let out = dir.join("replay.jsonl");
+    let st = Command::new(env!("CARGO_BIN_EXE_tokenwatch"))
+        .args(["replay", "-c"])
+        .arg(cfg)
+        .arg("--detections")
+        .arg(&out)
+        .arg(log)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "replay failed");
+    let mut d = detections(&out);
+    d.retain(|_, (det, _)| ATTACKS.contains(&det.as_str()));
+    d
+}
+
+/// True when the group has committed every message of `topic` (the worker snapshots and
+/// commits every second, so this is "everything applied").
+fn group_caught_up(bootstrap: &str, group: &str, topic: &str) -> bool {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition(topic, p);
+    }
+    let Ok(committed) = c.committed_offsets(tpl, Duration::from_secs(5)) else {
+        return false;
+    };
+    (0..PARTITIONS).all(|p| {
+        let Ok((_, high)) = c.fetch_watermarks(topic, p, Duration::from_secs(5)) else {
+            return false;
+        };
+        let done = match committed.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o,
+            _ => 0,
+        };
+        done >= high
+    })
+}
+
+fn wait_caught_up(bootstrap: &str) {
+    for (group, topic) in [
+        ("tokenwatch-token", "auth.by_token"),
+        ("tokenwatch-ip", "auth.by_ip"),
+    ] {
+        wait_for(90, &format!("{group} caught up on {topic}"), || {
+            group_caught_up(bootstrap, group, topic).then_some(())
+        });
+    }
+}
+
+/// The worker's detections of [`ATTACKS`], once they equal `want`'s ids.
+fn wait_detections(
+    path: &Path,
+    want: &BTreeMap<String, (String, usize)>,
+) -> BTreeMap<String, (String, usize)> {
+    wait_for(90, "the worker's detections", || {
+        let mut d = detections(path);
+        d.retain(|_, (det, _)| ATTACKS.contains(&det.as_str()));
+        (d.keys().eq(want.keys())).then_some(d)
+    })
+}
+
+fn assert_once_and_equal(
+    got: &BTreeMap<String, (String, usize)>,
+    want: &BTreeMap<String, (String, usize)>,
+) {
+    for det in ATTACKS {
+        assert!(
+            want.values().any(|(d, _)| d == det),
+            "replay does not raise {det}: the scenario is wrong ({want:?})"
+        );
+    }
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    for (id, (det, n)) in got {
+        assert_eq!(*n, 1, "{det} {id} written {n} times by the worker");
+    }
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    _tansu: Proc,
+    bootstrap: String,
+    log: PathBuf,
+    edge_cfg: PathBuf,
+    worker_cfg: PathBuf,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let tansu = start_tansu(port, port);
+    let bootstrap = format!("127.0.0.1:{port}");
+    create_topics(&bootstrap);
+    let log = dir.path().join("api.log");
+    std::fs::write(&log, "").unwrap();
+    let edge_cfg = write_config(dir.path(), "edge", &log, &bootstrap);
+    let worker_cfg = write_config(dir.path(), "worker", &log, &bootstrap);
+    Setup {
+        dir,
+        _tansu: tansu,
+        bootstrap,
+        log,
+        edge_cfg,
+        worker_cfg,
+    }
+}
+
+#[test]
+fn worker_detections_equal_replay_and_fire_once() {
+    let s = setup();
+    let dir = s.dir.path();
+    append(&s.log, &scenario(0, 200));
+    let want = replay(&s.edge_cfg, &s.log, dir);
+    let (_edge, _) = start("edge", &s.edge_cfg, dir, "edge");
+    let (_worker, waddr) = start("worker", &s.worker_cfg, dir, "worker");
+    let out = dir.join("state-worker/detections.jsonl");
+    wait_detections(&out, &want);
+    wait_caught_up(&s.bootstrap);
+    let got = {
+        let mut d = detections(&out);
+        d.retain(|_, (det, _)| ATTACKS.contains(&det.as_str()));
+        d
+    };
+    assert_once_and_equal(&got, &want);
+    // Every partition owned by the one worker; every record decoded.
+    for topic in ["by_token", "by_ip"] {
+        let owned = format!("tokenwatch_partitions_owned{{topic=\"{topic}\"}}");
+        assert_eq!(
+            metric(&waddr, &owned),
+            Some(f64::from(PARTITIONS)),
+            "{owned}"
+        );
+        let bad =
+            format!("tokenwatch_kafka_records_total{{result=\"undecodable\",topic=\"{topic}\"}}");
+        assert_eq!(metric(&waddr, &bad), Some(0.0), "{bad}");
+    }
+    let lines = std::fs::read_to_string(&s.log).unwrap().lines().count();
+    let applied = r#"tokenwatch_kafka_records_total{result="applied",topic="by_ip"}"#;
+    assert_eq!(metric(&waddr, applied), Some(lines as f64));
+}
