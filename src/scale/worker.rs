@@ -567,3 +567,90 @@ pub fn snapshot_path(state_dir: &Path, topic: &str, partition: i32) -> PathBuf {
         .join("kafka")
         .join(format!("{topic}-{partition}.json"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(edge: &str, file: u64, offset: u64) -> wire::EventId {
+        wire::EventId {
+            edge: edge.into(),
+            file,
+            offset,
+        }
+    }
+
+    fn partition() -> Partition {
+        Partition {
+            engine: Engine::for_config(&Config::default(), &Metrics::new()),
+            marks: HashMap::new(),
+            next_offset: None,
+        }
+    }
+
+    #[test]
+    fn events_at_or_below_the_mark_of_their_edge_and_file_are_duplicates() {
+        let mut p = partition();
+        assert!(p.admit(&id("a", 1, 10)));
+        assert!(!p.admit(&id("a", 1, 10)));
+        assert!(!p.admit(&id("a", 1, 5)));
+        assert!(p.admit(&id("a", 1, 11)));
+        // Other files and other edges have their own marks.
+        assert!(p.admit(&id("a", 2, 0)));
+        assert!(p.admit(&id("b", 1, 3)));
+        assert!(!p.admit(&id("b", 1, 3)));
+    }
+
+    #[test]
+    fn a_snapshot_restores_marks_and_offset() {
+        let mut p = partition();
+        p.admit(&id("a", 1, 10));
+        p.admit(&id("b", 7, 99));
+        p.next_offset = Some(42);
+        let mut body = p.snapshot();
+        body.extend_from_slice(&p.engine.snapshot());
+        let mut q = partition();
+        q.restore(&body).unwrap();
+        assert_eq!(q.next_offset, Some(42));
+        assert!(!q.admit(&id("a", 1, 10)));
+        assert!(!q.admit(&id("b", 7, 50)));
+        assert!(q.admit(&id("b", 7, 100)));
+        // Damage is an error, never a panic.
+        assert!(partition().restore(b"{\"next_offset\":1").is_err());
+        assert!(partition().restore(b"{}\nnot json").is_err());
+    }
+
+    #[test]
+    fn each_detector_runs_in_at_most_one_stage_and_rejection_ratio_in_none() {
+        let cfg = Config::default();
+        let t = Stage::Token.config(&cfg).detectors;
+        let i = Stage::Ip.config(&cfg).detectors;
+        let pairs = [
+            (t.rate_spike.enabled, i.rate_spike.enabled),
+            (t.impossible_travel.enabled, i.impossible_travel.enabled),
+            (t.ip_fanout.enabled, i.ip_fanout.enabled),
+            (t.off_hours.enabled, i.off_hours.enabled),
+            (t.revoked_reuse.enabled, i.revoked_reuse.enabled),
+            (i.brute_force.enabled, t.brute_force.enabled),
+            (i.token_spray.enabled, t.token_spray.enabled),
+            (i.distributed_spray.enabled, t.distributed_spray.enabled),
+        ];
+        for (n, (own, other)) in pairs.iter().enumerate() {
+            assert!(*own && !*other, "detector pair {n}");
+        }
+        assert!(!t.rejection_ratio.enabled && !i.rejection_ratio.enabled);
+        // A detector the config turned off stays off.
+        let mut off = Config::default();
+        off.detectors.ip_fanout.enabled = false;
+        assert!(!Stage::Token.config(&off).detectors.ip_fanout.enabled);
+    }
+
+    #[test]
+    fn unknown_source_names_get_indices_past_the_configured_ones() {
+        let mut names = NameTable::new(&Config::default());
+        let n = Config::default().sources.len() as u16;
+        assert_eq!(names.index("elsewhere"), n);
+        assert_eq!(names.index("other"), n + 1);
+        assert_eq!(names.index("elsewhere"), n);
+    }
+}
