@@ -23,10 +23,17 @@
 //!   over from each other (same host, or a shared volume). A worker that finds no snapshot
 //!   starts the partition's learning afresh at the committed offset.
 //!
+//! # Detections
+//! Each record goes to `state.dir/detections.jsonl` (or `[detectors] output`) and, as JSON
+//! keyed by its id, to `topics.detections` for the responder. A record re-raised after a
+//! crash (events after the last snapshot are applied again) carries the same id.
+//!
 //! Limits of this first cut: no event-time reorder buffer beyond the engine's own
-//! `reorder_tolerance_secs`; detections go to `detections.jsonl` (not yet to the
-//! detections topic); a source name the worker's config lacks reaches the engine without
-//! a name (its detections carry no `source`).
+//! `reorder_tolerance_secs`; no response policy here (every action is `alert`: the
+//! responder decides); a source name the worker's config lacks reaches the engine without
+//! a name (its detections carry no `source`); detectors that keep no snapshot state
+//! (brute_force, token_spray, revoked_reuse) start afresh on a partition that moves, as
+//! they do at a restart of `role = "all"`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -38,6 +45,8 @@ use std::time::{Duration, Instant};
 use prometheus::{IntCounterVec, IntGaugeVec, Opts};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
 use super::wire;
@@ -51,6 +60,8 @@ use crate::pipeline::EventSink;
 const SNAPSHOT_KIND: &str = "kafka-partition";
 /// How long one poll waits for a message.
 const POLL: Duration = Duration::from_millis(100);
+/// How long a detection record waits for room in the producer queue, and the final flush.
+const SEND_WAIT: Duration = Duration::from_secs(10);
 /// How often engines flush their sinks while messages keep coming.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
@@ -158,23 +169,97 @@ impl WorkerMetrics {
     }
 }
 
-/// One detection file shared by every partition's engine (lines never interleave).
+/// Where every partition's engine writes: one detection file (lines never interleave)
+/// and the detections topic.
 #[derive(Clone)]
-struct SharedSink(Arc<Mutex<JsonlSink>>);
+struct SharedSink {
+    file: Arc<Mutex<JsonlSink>>,
+    topic: Arc<DetectionsOut>,
+}
 
 impl SharedSink {
-    fn lock(&self) -> MutexGuard<'_, JsonlSink> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    fn file(&self) -> MutexGuard<'_, JsonlSink> {
+        self.file.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 impl DetectionSink for SharedSink {
     fn emit(&mut self, d: &Detection) -> std::io::Result<()> {
-        self.lock().emit(d)
+        self.topic.send(d);
+        self.file().emit(d)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.lock().flush()
+        self.file().flush()
+    }
+}
+
+/// Logs detection records the broker did not take (they stay in the JSONL file).
+struct DetectionsCtx;
+
+impl ClientContext for DetectionsCtx {}
+
+impl ProducerContext for DetectionsCtx {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = r {
+            tracing::error!(%e, "worker: a detection record was not delivered to the detections topic");
+        }
+    }
+}
+
+/// The producer of `topics.detections`: each record as JSON (DESIGN §7), keyed by its id,
+/// so the responder dedupes re-raised records by key.
+struct DetectionsOut {
+    producer: ThreadedProducer<DetectionsCtx>,
+    topic: String,
+}
+
+impl DetectionsOut {
+    fn new(cfg: &Config) -> Result<DetectionsOut, KafkaError> {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", cfg.kafka.brokers.join(","))
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5");
+        for (k, v) in &cfg.kafka.options {
+            if let Some(v) = v.expose() {
+                c.set(k, v);
+            }
+        }
+        Ok(DetectionsOut {
+            producer: c.create_with_context(DetectionsCtx)?,
+            topic: cfg.kafka.topics.detections.clone(),
+        })
+    }
+
+    /// Queues `d`; a full queue is waited on for up to [`SEND_WAIT`].
+    fn send(&self, d: &Detection) {
+        let json = d.to_json_line();
+        let deadline = Instant::now() + SEND_WAIT;
+        let mut rec = BaseRecord::to(&self.topic).key(&d.id).payload(&json);
+        loop {
+            match self.producer.send(rec) {
+                Ok(()) => return,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
+                    if Instant::now() < deadline =>
+                {
+                    rec = r;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err((e, _)) => {
+                    tracing::error!(%e, id = %d.id, "worker: cannot queue a detection record for the detections topic");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Waits for outstanding deliveries (at shutdown).
+    fn flush(&self) {
+        if let Err(e) = self.producer.flush(SEND_WAIT) {
+            tracing::warn!(%e, "worker: detection records still undelivered at shutdown");
+        }
     }
 }
 
@@ -182,6 +267,7 @@ impl DetectionSink for SharedSink {
 pub struct Worker {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    detections: Arc<DetectionsOut>,
 }
 
 impl Worker {
@@ -193,6 +279,7 @@ impl Worker {
                 tracing::error!("a worker consumer thread panicked");
             }
         }
+        self.detections.flush();
     }
 }
 
@@ -209,7 +296,11 @@ pub fn spawn(
         .output
         .clone()
         .unwrap_or_else(|| cfg.state.dir.join("detections.jsonl"));
-    let sink = SharedSink(Arc::new(Mutex::new(JsonlSink::append(&out)?)));
+    let detections = Arc::new(DetectionsOut::new(cfg)?);
+    let sink = SharedSink {
+        file: Arc::new(Mutex::new(JsonlSink::append(&out)?)),
+        topic: Arc::clone(&detections),
+    };
     let dir = cfg.state.dir.join("kafka");
     std::fs::create_dir_all(&dir)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -239,7 +330,11 @@ pub fn spawn(
         groups = %format!("{}, {}", cfg.kafka.group_id("token"), cfg.kafka.group_id("ip")),
         "worker: consuming events from Kafka"
     );
-    Ok(Worker { stop, threads })
+    Ok(Worker {
+        stop,
+        threads,
+        detections,
+    })
 }
 
 /// Builds and subscribes one stage's consumer.

@@ -13,8 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use super::kafka::{append, create_topics, free_port, metric, start_tansu, wait_for, Proc};
 
@@ -255,6 +257,67 @@ impl Drop for Dump {
     }
 }
 
+/// The single-partition detections topic the workers produce to.
+fn create_detections_topic(bootstrap: &str) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let topic = NewTopic::new("detections", 1, TopicReplication::Fixed(1));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for r in rt
+        .block_on(admin.create_topics([&topic], &AdminOptions::new()))
+        .unwrap()
+    {
+        r.unwrap();
+    }
+}
+
+/// The detections topic from its start until `want` records of [`ATTACKS`] arrived and
+/// then one quiet second (to catch extras): id → (detector, count). Each key must be the
+/// record's id.
+fn topic_detections(bootstrap: &str, want: usize) -> BTreeMap<String, (String, usize)> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "kafka-worker-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("detections", 0, Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let mut out: BTreeMap<String, (String, usize)> = BTreeMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut quiet_since = None;
+    while std::time::Instant::now() < deadline {
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+                let id = v["id"].as_str().unwrap().to_string();
+                assert_eq!(m.key(), Some(id.as_bytes()), "the key is the detection id");
+                let det = v["detector"].as_str().unwrap().to_string();
+                if ATTACKS.contains(&det.as_str()) {
+                    out.entry(id).or_insert((det, 0)).1 += 1;
+                }
+                quiet_since = None;
+            }
+            Some(Err(e)) => panic!("reading detections: {e}"),
+            None if out.len() >= want => {
+                let since = *quiet_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= Duration::from_secs(1) {
+                    break;
+                }
+            }
+            None => {}
+        }
+    }
+    out
+}
+
 struct Setup {
     _dump: Dump,
     dir: tempfile::TempDir,
@@ -271,6 +334,7 @@ fn setup() -> Setup {
     let tansu = start_tansu(port, port);
     let bootstrap = format!("127.0.0.1:{port}");
     create_topics(&bootstrap);
+    create_detections_topic(&bootstrap);
     let log = dir.path().join("api.log");
     std::fs::write(&log, "").unwrap();
     let edge_cfg = write_config(dir.path(), "edge", &log, &bootstrap);
@@ -287,7 +351,7 @@ fn setup() -> Setup {
 }
 
 #[test]
-fn worker_detections_equal_replay_and_fire_once() {
+fn worker_detections_equal_replay_and_fire_once_in_the_file_and_on_the_topic() {
     let s = setup();
     let dir = s.dir.path();
     append(&s.log, &scenario(0, 200));
@@ -303,6 +367,8 @@ fn worker_detections_equal_replay_and_fire_once() {
         d
     };
     assert_once_and_equal(&got, &want);
+    // The same records on the detections topic, keyed by their ids, once each.
+    assert_once_and_equal(&topic_detections(&s.bootstrap, want.len()), &want);
     // Every partition owned by the one worker; every record decoded.
     for topic in ["by_token", "by_ip"] {
         let owned = format!("tokenwatch_partitions_owned{{topic=\"{topic}\"}}");
