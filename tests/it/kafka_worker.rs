@@ -357,7 +357,7 @@ fn worker_detections_equal_replay_and_fire_once_in_the_file_and_on_the_topic() {
     append(&s.log, &scenario(0, 200));
     let want = replay(&s.edge_cfg, &s.log, dir);
     let (_edge, _) = start("edge", &s.edge_cfg, dir, "edge");
-    let (_worker, waddr) = start("worker", &s.worker_cfg, dir, "worker");
+    let (worker, waddr) = start("worker", &s.worker_cfg, dir, "worker");
     let out = dir.join("state-worker/detections.jsonl");
     wait_detections(&out, &want);
     wait_caught_up(&s.bootstrap);
@@ -384,6 +384,24 @@ fn worker_detections_equal_replay_and_fire_once_in_the_file_and_on_the_topic() {
     let lines = std::fs::read_to_string(&s.log).unwrap().lines().count();
     let applied = r#"tokenwatch_kafka_records_total{result="applied",topic="by_ip"}"#;
     assert_eq!(metric(&waddr, applied), Some(lines as f64));
+    // SIGTERM: the worker saves every partition and exits 0.
+    let mut worker = worker;
+    let pid = worker.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let st = wait_for(30, "worker exit after SIGTERM", || {
+        worker.0.try_wait().ok().flatten()
+    });
+    assert_eq!(st.code(), Some(0));
+    for topic in ["auth.by_token", "auth.by_ip"] {
+        for p in 0..PARTITIONS {
+            let f = tokenwatch::scale::worker::snapshot_path(&dir.join("state-worker"), topic, p);
+            assert!(f.is_file(), "{} missing", f.display());
+        }
+    }
 }
 
 /// A worker killed mid-stream and a replacement on the same state directory, then the
