@@ -43,9 +43,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use prometheus::{IntCounterVec, IntGaugeVec, Opts};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
@@ -58,6 +60,8 @@ use crate::pipeline::EventSink;
 
 /// Kind of a partition snapshot in its state-file header.
 const SNAPSHOT_KIND: &str = "kafka-partition";
+/// How often librdkafka reports statistics (the consumer lag gauge), in ms.
+const STATS_MS: u32 = 5_000;
 /// How long one poll waits for a message.
 const POLL: Duration = Duration::from_millis(100);
 /// How long a detection record waits for room in the producer queue, and the final flush.
@@ -139,6 +143,8 @@ struct WorkerMetrics {
     owned: IntGaugeVec,
     /// `tokenwatch_kafka_records_total{topic,result}`: applied | duplicate | undecodable.
     records: IntCounterVec,
+    /// `tokenwatch_kafka_consumer_lag{topic}`: messages behind, over the owned partitions.
+    lag: IntGaugeVec,
 }
 
 impl WorkerMetrics {
@@ -157,15 +163,28 @@ impl WorkerMetrics {
             ),
             &["topic", "result"],
         )?;
+        let lag = IntGaugeVec::new(
+            Opts::new(
+                "tokenwatch_kafka_consumer_lag",
+                "Messages not yet consumed in the partitions this worker owns (librdkafka statistics, every 5 s)",
+            ),
+            &["topic"],
+        )?;
         m.registry().register(Box::new(owned.clone()))?;
         m.registry().register(Box::new(records.clone()))?;
+        m.registry().register(Box::new(lag.clone()))?;
         for s in [Stage::Token, Stage::Ip] {
             owned.with_label_values(&[s.label()]).set(0);
+            lag.with_label_values(&[s.label()]).set(0);
             for r in ["applied", "duplicate", "undecodable"] {
                 records.with_label_values(&[s.label(), r]);
             }
         }
-        Ok(WorkerMetrics { owned, records })
+        Ok(WorkerMetrics {
+            owned,
+            records,
+            lag,
+        })
     }
 }
 
@@ -197,7 +216,11 @@ impl DetectionSink for SharedSink {
 /// Logs detection records the broker did not take (they stay in the JSONL file).
 struct DetectionsCtx;
 
-impl ClientContext for DetectionsCtx {}
+impl ClientContext for DetectionsCtx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        log_to_tracing(level, fac, msg);
+    }
+}
 
 impl ProducerContext for DetectionsCtx {
     type DeliveryOpaque = ();
@@ -344,7 +367,8 @@ fn consumer(cfg: &Config, stage: Stage, shared: Shared) -> Result<BaseConsumer<C
         .set("group.id", cfg.kafka.group_id(stage.group()))
         // Offsets are committed only with a snapshot (see the module docs).
         .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest");
+        .set("auto.offset.reset", "earliest")
+        .set("statistics.interval.ms", STATS_MS.to_string());
     for (k, v) in &cfg.kafka.options {
         if let Some(v) = v.expose() {
             c.set(k, v);
@@ -561,7 +585,42 @@ impl Ctx {
     }
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        log_to_tracing(level, fac, msg);
+    }
+
+    /// librdkafka's statistics (every [`STATS_MS`]): the consumer lag of owned partitions.
+    fn stats(&self, s: Statistics) {
+        let lag: i64 = s
+            .topics
+            .get(&self.shared.topic)
+            .map(|t| {
+                t.partitions
+                    .iter()
+                    .filter(|(n, _)| **n >= 0)
+                    .map(|(_, p)| p.consumer_lag.max(0))
+                    .sum()
+            })
+            .unwrap_or(0);
+        self.shared
+            .wm
+            .lag
+            .with_label_values(&[self.shared.stage.label()])
+            .set(lag);
+    }
+}
+
+/// librdkafka's log lines into ours.
+fn log_to_tracing(level: RDKafkaLogLevel, fac: &str, msg: &str) {
+    use RDKafkaLogLevel as L;
+    match level {
+        L::Emerg | L::Alert | L::Critical | L::Error => tracing::error!(fac, "librdkafka: {msg}"),
+        L::Warning => tracing::warn!(fac, "librdkafka: {msg}"),
+        L::Notice | L::Info => tracing::info!(fac, "librdkafka: {msg}"),
+        L::Debug => tracing::debug!(fac, "librdkafka: {msg}"),
+    }
+}
 
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, c: &BaseConsumer<Self>, r: &Rebalance<'_>) {

@@ -377,6 +377,8 @@ fn worker_detections_equal_replay_and_fire_once_in_the_file_and_on_the_topic() {
             Some(f64::from(PARTITIONS)),
             "{owned}"
         );
+        let lag = format!("tokenwatch_kafka_consumer_lag{{topic=\"{topic}\"}}");
+        assert!(metric(&waddr, &lag).is_some(), "{lag}");
         let bad =
             format!("tokenwatch_kafka_records_total{{result=\"undecodable\",topic=\"{topic}\"}}");
         assert_eq!(metric(&waddr, &bad), Some(0.0), "{bad}");
