@@ -478,36 +478,69 @@ impl Shared {
 struct Head {
     /// The offset to consume next (what is committed with this snapshot).
     next_offset: Option<i64>,
-    /// `(edge, file, highest applied byte offset)`.
-    marks: Vec<(String, u64, u64)>,
+    /// `(edge, file, highest applied byte offset, event time of its last event in ms)`.
+    marks: Vec<(String, u64, u64, i64)>,
 }
+
+/// A file's high-water mark.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    /// Highest byte offset applied.
+    offset: u64,
+    /// Event time (ms) of the newest event seen from the file.
+    seen: i64,
+}
+
+/// Marks of files with no event for this long (event time, against the partition's newest)
+/// are pruned at the next snapshot: rotated files never come back.
+const MARK_TTL_MS: i64 = 24 * 3600 * 1000;
 
 /// One owned partition: its engine, its high-water marks and where it is.
 struct Partition {
     engine: Engine,
-    /// edge → file → highest applied byte offset.
-    marks: HashMap<Box<str>, HashMap<u64, u64>>,
+    /// edge → file → mark.
+    marks: HashMap<Box<str>, HashMap<u64, Mark>>,
     next_offset: Option<i64>,
 }
 
 impl Partition {
     /// True (and the mark raised) when the event is new; false for a duplicate.
-    fn admit(&mut self, id: &wire::EventId) -> bool {
+    fn admit(&mut self, id: &wire::EventId, time_ms: i64) -> bool {
         let files = match self.marks.get_mut(&*id.edge) {
             Some(f) => f,
             None => self.marks.entry(id.edge.clone()).or_default(),
         };
         match files.get_mut(&id.file) {
-            Some(m) if id.offset <= *m => false,
+            Some(m) if id.offset <= m.offset => false,
             Some(m) => {
-                *m = id.offset;
+                m.offset = id.offset;
+                m.seen = m.seen.max(time_ms);
                 true
             }
             None => {
-                files.insert(id.file, id.offset);
+                let m = Mark {
+                    offset: id.offset,
+                    seen: time_ms,
+                };
+                files.insert(id.file, m);
                 true
             }
         }
+    }
+
+    /// Drops the marks of files silent for [`MARK_TTL_MS`].
+    fn prune_marks(&mut self) {
+        let newest = self
+            .marks
+            .values()
+            .flat_map(|f| f.values().map(|m| m.seen))
+            .max()
+            .unwrap_or(i64::MIN);
+        let cutoff = newest.saturating_sub(MARK_TTL_MS);
+        for files in self.marks.values_mut() {
+            files.retain(|_, m| m.seen >= cutoff);
+        }
+        self.marks.retain(|_, f| !f.is_empty());
     }
 
     fn snapshot(&self) -> Vec<u8> {
@@ -516,7 +549,10 @@ impl Partition {
             marks: self
                 .marks
                 .iter()
-                .flat_map(|(e, f)| f.iter().map(|(file, o)| (e.to_string(), *file, *o)))
+                .flat_map(|(e, f)| {
+                    f.iter()
+                        .map(|(file, m)| (e.to_string(), *file, m.offset, m.seen))
+                })
                 .collect(),
         };
         let mut out = serde_json::to_vec(&head).unwrap_or_default();
@@ -530,11 +566,11 @@ impl Partition {
         let head: Head = serde_json::from_slice(head).map_err(|e| e.to_string())?;
         self.engine.restore(rest.get(1..).unwrap_or_default())?;
         self.next_offset = head.next_offset;
-        for (edge, file, off) in head.marks {
+        for (edge, file, offset, seen) in head.marks {
             self.marks
                 .entry(edge.into_boxed_str())
                 .or_default()
-                .insert(file, off);
+                .insert(file, Mark { offset, seen });
         }
         Ok(())
     }
@@ -557,6 +593,7 @@ impl Ctx {
         let mut tpl = TopicPartitionList::new();
         for (&n, p) in parts.iter_mut().filter(|(n, _)| which.contains(n)) {
             p.engine.flush();
+            p.prune_marks();
             let head = p.snapshot();
             let engine = p.engine.snapshot();
             let path = self.shared.path(n);
@@ -681,7 +718,7 @@ fn run(consumer: BaseConsumer<Ctx>, mut names: NameTable, every: Duration, stop:
                         undecodable.inc();
                         tracing::debug!(%e, partition = n, "worker: skipping an undecodable record");
                     }
-                    Ok(w) if !p.admit(&w.id) => duplicate.inc(),
+                    Ok(w) if !p.admit(&w.id, w.event.time.as_millis()) => duplicate.inc(),
                     Ok(mut w) => {
                         w.event.source = names.index(&w.source_name);
                         p.engine.event(w.event);
@@ -742,33 +779,52 @@ mod tests {
         }
     }
 
+    impl Partition {
+        fn admit_at(&mut self, id: &wire::EventId) -> bool {
+            self.admit(id, 0)
+        }
+    }
+
+    #[test]
+    fn marks_of_files_silent_for_a_day_are_pruned() {
+        let mut p = partition();
+        assert!(p.admit(&id("a", 1, 10), 0));
+        assert!(p.admit(&id("a", 2, 10), MARK_TTL_MS / 2));
+        assert!(p.admit(&id("b", 3, 10), MARK_TTL_MS + 1));
+        p.prune_marks();
+        // File 1 fell silent more than a day before the newest event: its mark is gone.
+        assert!(p.admit(&id("a", 1, 10), MARK_TTL_MS + 2));
+        assert!(!p.admit(&id("a", 2, 10), MARK_TTL_MS + 2));
+        assert!(!p.admit(&id("b", 3, 10), MARK_TTL_MS + 2));
+    }
+
     #[test]
     fn events_at_or_below_the_mark_of_their_edge_and_file_are_duplicates() {
         let mut p = partition();
-        assert!(p.admit(&id("a", 1, 10)));
-        assert!(!p.admit(&id("a", 1, 10)));
-        assert!(!p.admit(&id("a", 1, 5)));
-        assert!(p.admit(&id("a", 1, 11)));
+        assert!(p.admit_at(&id("a", 1, 10)));
+        assert!(!p.admit_at(&id("a", 1, 10)));
+        assert!(!p.admit_at(&id("a", 1, 5)));
+        assert!(p.admit_at(&id("a", 1, 11)));
         // Other files and other edges have their own marks.
-        assert!(p.admit(&id("a", 2, 0)));
-        assert!(p.admit(&id("b", 1, 3)));
-        assert!(!p.admit(&id("b", 1, 3)));
+        assert!(p.admit_at(&id("a", 2, 0)));
+        assert!(p.admit_at(&id("b", 1, 3)));
+        assert!(!p.admit_at(&id("b", 1, 3)));
     }
 
     #[test]
     fn a_snapshot_restores_marks_and_offset() {
         let mut p = partition();
-        p.admit(&id("a", 1, 10));
-        p.admit(&id("b", 7, 99));
+        p.admit_at(&id("a", 1, 10));
+        p.admit_at(&id("b", 7, 99));
         p.next_offset = Some(42);
         let mut body = p.snapshot();
         body.extend_from_slice(&p.engine.snapshot());
         let mut q = partition();
         q.restore(&body).unwrap();
         assert_eq!(q.next_offset, Some(42));
-        assert!(!q.admit(&id("a", 1, 10)));
-        assert!(!q.admit(&id("b", 7, 50)));
-        assert!(q.admit(&id("b", 7, 100)));
+        assert!(!q.admit_at(&id("a", 1, 10)));
+        assert!(!q.admit_at(&id("b", 7, 50)));
+        assert!(q.admit_at(&id("b", 7, 100)));
         // Damage is an error, never a panic.
         assert!(partition().restore(b"{\"next_offset\":1").is_err());
         assert!(partition().restore(b"{}\nnot json").is_err());
