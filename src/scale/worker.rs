@@ -339,14 +339,19 @@ pub fn spawn(
             sink: sink.clone(),
             dir: dir.clone(),
         };
-        let consumer = consumer(cfg, stage, shared)?;
-        let every = Duration::from_secs(cfg.detectors.snapshot_interval_secs.max(1));
-        let names = NameTable::new(cfg);
-        let stop = Arc::clone(&stop);
-        let t = std::thread::Builder::new()
-            .name(format!("worker-{}", stage.group()))
-            .spawn(move || run(consumer, names, every, &stop))?;
-        threads.push(t);
+        match start_stage(cfg, shared, Arc::clone(&stop)) {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                // The stage already running must not outlive the failed start.
+                Worker {
+                    stop,
+                    threads,
+                    detections,
+                }
+                .stop();
+                return Err(e);
+            }
+        }
     }
     tracing::info!(
         brokers = %cfg.kafka.brokers.join(","),
@@ -360,8 +365,24 @@ pub fn spawn(
     })
 }
 
+/// Starts one stage's consumer thread.
+fn start_stage(
+    cfg: &Config,
+    shared: Shared,
+    stop: Arc<AtomicBool>,
+) -> Result<JoinHandle<()>, WorkerError> {
+    let name = format!("worker-{}", shared.stage.group());
+    let consumer = consumer(cfg, shared)?;
+    let every = Duration::from_secs(cfg.detectors.snapshot_interval_secs.max(1));
+    let names = NameTable::new(cfg);
+    Ok(std::thread::Builder::new()
+        .name(name)
+        .spawn(move || run(consumer, names, every, &stop))?)
+}
+
 /// Builds and subscribes one stage's consumer.
-fn consumer(cfg: &Config, stage: Stage, shared: Shared) -> Result<BaseConsumer<Ctx>, WorkerError> {
+fn consumer(cfg: &Config, shared: Shared) -> Result<BaseConsumer<Ctx>, WorkerError> {
+    let stage = shared.stage;
     let mut c = rdkafka::ClientConfig::new();
     c.set("bootstrap.servers", cfg.kafka.brokers.join(","))
         .set("group.id", cfg.kafka.group_id(stage.group()))
@@ -432,19 +453,25 @@ impl Shared {
         self.dir.join(format!("{}-{partition}.json", self.topic))
     }
 
-    fn engine(&self) -> Engine {
-        let mut e =
-            Engine::for_config(&self.cfg, &self.metrics).with_sink(Box::new(self.sink.clone()));
+    /// An engine with `1/share` of the `[detectors] max_state_bytes` budget.
+    fn engine(&self, share: usize) -> Engine {
+        let mut cfg = self.cfg.clone();
+        let share = u64::try_from(share.max(1)).unwrap_or(u64::MAX);
+        cfg.detectors.max_state_bytes /= share;
+        let mut e = Engine::for_config(&cfg, &self.metrics).with_sink(Box::new(self.sink.clone()));
         if let Some(g) = &self.geo {
             e = e.with_geo(Arc::clone(g));
         }
         e
     }
 
-    /// The partition's state: its snapshot when there is a good one, else empty.
-    fn open(&self, partition: i32) -> Partition {
+    /// The partition's state: its snapshot when there is a good one, else empty. `owned`
+    /// is how many partitions of this topic the worker owns with it: the state budget is
+    /// split over them and over the two stages.
+    fn open(&self, partition: i32, owned: usize) -> Partition {
+        let share = owned.max(1).saturating_mul(2);
         let mut p = Partition {
-            engine: self.engine(),
+            engine: self.engine(share),
             marks: HashMap::new(),
             next_offset: None,
         };
@@ -463,7 +490,7 @@ impl Shared {
             Err(e) => {
                 crate::durable::set_aside(&path, &e);
                 p = Partition {
-                    engine: self.engine(),
+                    engine: self.engine(share),
                     marks: HashMap::new(),
                     next_offset: None,
                 };
@@ -680,7 +707,9 @@ impl ConsumerContext for Ctx {
             for e in tpl.elements() {
                 let n = e.partition();
                 which.push(n);
-                parts.entry(n).or_insert_with(|| self.shared.open(n));
+                parts
+                    .entry(n)
+                    .or_insert_with(|| self.shared.open(n, tpl.count()));
             }
             self.owned_gauge(parts.len());
             tracing::info!(topic = %self.shared.topic, partitions = ?which, "worker: partitions assigned");
@@ -711,7 +740,8 @@ fn run(consumer: BaseConsumer<Ctx>, mut names: NameTable, every: Duration, stop:
                     // A message before its assignment callback (not expected): state anyway.
                     ctx.owned_gauge(parts.len() + 1);
                 }
-                let p = parts.entry(n).or_insert_with(|| ctx.shared.open(n));
+                let owned = parts.len() + 1;
+                let p = parts.entry(n).or_insert_with(|| ctx.shared.open(n, owned));
                 p.next_offset = Some(next);
                 match decoded {
                     Err(e) => {
