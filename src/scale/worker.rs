@@ -33,7 +33,11 @@
 //! responder decides); a source name the worker's config lacks reaches the engine without
 //! a name (its detections carry no `source`); detectors that keep no snapshot state
 //! (brute_force, token_spray, revoked_reuse) start afresh on a partition that moves, as
-//! they do at a restart of `role = "all"`.
+//! they do at a restart of `role = "all"`; brute_force, token_spray and distributed_spray
+//! judge whether a token is known (was ever accepted) by the tokens accepted within the
+//! same `by_ip` partition, where `role = "all"` knows every accepted token, so a token
+//! accepted only from addresses of other partitions looks unknown here (a known-tokens
+//! feed from the token stage would close this).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
