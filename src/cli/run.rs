@@ -77,7 +77,7 @@ pub struct RunArgs {
     /// GeoIP database (.mmdb); repeatable; adds to `[geo] mmdb`.
     #[arg(long = "geoip", value_name = "MMDB")]
     pub geoip: Vec<PathBuf>,
-    /// Override the config's `role` (all | edge; worker and responder come later).
+    /// Override the config's `role` (all | edge | worker; responder comes later).
     #[arg(long, value_enum)]
     pub role: Option<crate::config::Role>,
 }
@@ -135,6 +135,10 @@ async fn daemon(mut cfg: Config, args: RunArgs) -> Result<(), CliError> {
     }
     let scheme = if server.is_tls() { "https" } else { "http" };
     tracing::info!(%addr, scheme, "serving /metrics, /healthz, /readyz");
+    #[cfg(feature = "kafka")]
+    if cfg.role == crate::config::Role::Worker {
+        return worker_daemon(cfg, server, metrics, ready).await;
+    }
     check_journal(&cfg, &metrics);
     let (stop_server_tx, stop_server_rx) = tokio::sync::oneshot::channel::<()>();
     let state = AppState {
@@ -176,6 +180,43 @@ async fn daemon(mut cfg: Config, args: RunArgs) -> Result<(), CliError> {
     let _ = http.await;
     // After the pipeline: every decided action is journaled; workers get a grace period.
     responder_handle.shutdown().await;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// `role = "worker"`: the HTTP server and the Kafka consumers (no tailer, no responder),
+/// until SIGTERM/SIGINT; SIGHUP is logged (the worker applies a new config at restart).
+#[cfg(feature = "kafka")]
+async fn worker_daemon(
+    cfg: Config,
+    server: Server,
+    metrics: Metrics,
+    ready: Arc<AtomicBool>,
+) -> Result<(), CliError> {
+    let (stop_server_tx, stop_server_rx) = tokio::sync::oneshot::channel::<()>();
+    let state = AppState {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    let http = tokio::spawn(server.serve(state, async {
+        let _ = stop_server_rx.await;
+    }));
+    let probe = tokio::spawn(probe_state_dir(cfg.state.dir.clone(), metrics.clone()));
+    let mut signals = Signals::new().context("installing signal handlers")?;
+    let geo = super::build::open_geo(&cfg, &[])?;
+    let worker =
+        crate::scale::worker::spawn(&cfg, &metrics, geo).context("starting the Kafka worker")?;
+    ready.store(true, Ordering::Release);
+    while let Stop::Reload = signals.next().await {
+        tracing::warn!("worker: config reload is not supported; restart the worker to apply it");
+    }
+    ready.store(false, Ordering::Release);
+    tokio::task::spawn_blocking(move || worker.stop())
+        .await
+        .context("stopping the worker")?;
+    probe.abort();
+    let _ = stop_server_tx.send(());
+    let _ = http.await;
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -352,9 +352,9 @@ impl KafkaConfig {
                 "fingerprint.key: role = \"edge\" needs a key shared by every edge".to_string(),
             );
         }
-        if matches!(role, Role::Worker | Role::Responder) {
+        if role == Role::Responder {
             out.push(format!(
-                "role: role = \"{role}\" is not available yet (this build runs all and edge)"
+                "role: role = \"{role}\" is not available yet (this build runs all, edge and worker)"
             ));
         }
         out

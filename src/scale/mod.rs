@@ -8,9 +8,13 @@
 //!                                    detections (1 partition) ◀── workers ──▶ group <prefix>-respond
 //! ```
 //!
-//! Phase 1 (this module today): [`wire`] (the record and the message keys) and, with the
-//! `kafka` feature, [`edge`] (the publishing pipeline thread) over [`publish`] (an
-//! idempotent librdkafka producer whose delivery reports gate the tailer's checkpoints).
+//! Phase 1: [`wire`] (the record and the message keys) and, with the `kafka` feature,
+//! [`edge`] (the publishing pipeline thread) over [`publish`] (an idempotent librdkafka
+//! producer whose delivery reports gate the tailer's checkpoints). Phase 2a: [`worker`]
+//! (`role = "worker"`: consumers on both event topics, one engine per partition,
+//! high-water-mark dedupe, partition snapshots committed with their offsets, detections
+//! to the JSONL file and the detections topic; its module docs say what is left of the
+//! seams below: the reorder buffer and the responder).
 //!
 //! # Guarantees of the edge
 //! * Checks and rejections are counted at the edge only (the same `Pipeline` as
@@ -67,6 +71,8 @@ pub mod wire;
 pub mod edge;
 #[cfg(feature = "kafka")]
 pub mod publish;
+#[cfg(feature = "kafka")]
+pub mod worker;
 
 /// True when the linked librdkafka can speak TLS (not in the default build, which has no
 /// OpenSSL; a build with `--features rdkafka/ssl-vendored` can).

@@ -33,7 +33,7 @@ const FP_KEY: &str = "kafka-test-fingerprint-key-of-32-bytes+";
 const SECRET: &str = "sk-live-4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c";
 
 /// A child process killed on drop, so a failing test leaks nothing.
-struct Proc(Child);
+pub(super) struct Proc(pub(super) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -43,7 +43,7 @@ impl Drop for Proc {
 }
 
 /// Polls `f` until it returns `Some`, or panics after `secs` with `what`.
-fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub(super) fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         if let Some(v) = f() {
@@ -67,13 +67,13 @@ fn tansu_bin() -> PathBuf {
     )
 }
 
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
 
 /// Starts tansu listening on `port`, advertising `advertised`.
-fn start_tansu(port: u16, advertised: u16) -> Proc {
+pub(super) fn start_tansu(port: u16, advertised: u16) -> Proc {
     let child = Command::new(tansu_bin())
         .arg("--listener-url")
         .arg(format!("tcp://127.0.0.1:{port}"))
@@ -163,7 +163,7 @@ fn relay_conn(client: TcpStream, target: u16, conns: &Mutex<Vec<TcpStream>>) {
     pipe(server, client);
 }
 
-fn create_topics(bootstrap: &str) {
+pub(super) fn create_topics(bootstrap: &str) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
@@ -244,7 +244,7 @@ fn lines(from: u32, n: u32) -> String {
         .collect()
 }
 
-fn append(path: &Path, text: &str) {
+pub(super) fn append(path: &Path, text: &str) {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -403,7 +403,7 @@ fn start_edge(cfg: &Path, dir: &Path) -> (Proc, String) {
     (p, addr)
 }
 
-fn metric(addr: &str, series: &str) -> Option<f64> {
+pub(super) fn metric(addr: &str, series: &str) -> Option<f64> {
     let (_, body) = http_get(addr, "/metrics")?;
     sample(&body, series)
 }

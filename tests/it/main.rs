@@ -13,6 +13,8 @@ mod geo;
 mod hostile;
 #[cfg(feature = "kafka")]
 mod kafka;
+#[cfg(feature = "kafka")]
+mod kafka_worker;
 mod parse;
 mod prometheus;
 mod respond;

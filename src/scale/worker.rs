@@ -1,0 +1,900 @@
+//! `role = "worker"`: consume the event topics, detect, write detections.
+//!
+//! Two consumer threads, one per event topic: `by_token` in group `<prefix>-token` runs the
+//! per-token detectors (rate_spike, impossible_travel, ip_fanout, off_hours, revoked_reuse),
+//! `by_ip` in group `<prefix>-ip` the per-IP ones (brute_force, token_spray,
+//! distributed_spray). `rejection_ratio` is global and stays with the edges' counters.
+//! Each assigned partition owns one [`Engine`] built with [`Engine::for_config`], so state
+//! moves with the partition.
+//!
+//! # Exactly-once state over at-least-once delivery
+//! * Every event carries its id (edge, file, byte offset). Per partition, the highest
+//!   offset applied for each `(edge, file)` is kept (the high-water mark); an event at or
+//!   below it is a duplicate (an edge re-publishing after its crash, or this partition read
+//!   again after a worker crash) and is dropped before the engine sees it.
+//! * A partition's snapshot (`state.dir/kafka/<topic>-<partition>.json`: a JSON line with
+//!   the next offset and the marks, then the engine's bytes) is written on revoke, at
+//!   shutdown and every `[detectors] snapshot_interval_secs`, and only then is that offset
+//!   committed. So the committed offset is never past the state on disk: a worker that
+//!   takes the partition over restores the snapshot and the group resumes at the committed
+//!   offset; whatever lies between (a crash after the write, before the commit) is below
+//!   the restored marks and dropped.
+//! * The state directory must therefore be shared by the workers that take partitions
+//!   over from each other (same host, or a shared volume). A worker that finds no snapshot
+//!   starts the partition's learning afresh at the committed offset.
+//!
+//! # Detections
+//! Each record goes to `state.dir/detections.jsonl` (or `[detectors] output`) and, as JSON
+//! keyed by its id, to `topics.detections` for the responder. A record re-raised after a
+//! crash (events after the last snapshot are applied again) carries the same id.
+//!
+//! Limits of this first cut: no event-time reorder buffer beyond the engine's own
+//! `reorder_tolerance_secs`; no response policy here (every action is `alert`: the
+//! responder decides); a source name the worker's config lacks reaches the engine without
+//! a name (its detections carry no `source`); detectors that keep no snapshot state
+//! (brute_force, token_spray, revoked_reuse) start afresh on a partition that moves, as
+//! they do at a restart of `role = "all"`; brute_force, token_spray and distributed_spray
+//! judge whether a token is known (was ever accepted) by the tokens accepted within the
+//! same `by_ip` partition, where `role = "all"` knows every accepted token, so a token
+//! accepted only from addresses of other partitions looks unknown here (a known-tokens
+//! feed from the token stage would close this).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use prometheus::{IntCounterVec, IntGaugeVec, Opts};
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+
+use super::wire;
+use crate::config::Config;
+use crate::detect::{Detection, DetectionSink, Engine, JsonlSink};
+use crate::enrich::geo::GeoLookup;
+use crate::metrics::Metrics;
+use crate::pipeline::EventSink;
+
+/// Kind of a partition snapshot in its state-file header.
+const SNAPSHOT_KIND: &str = "kafka-partition";
+/// How often librdkafka reports statistics (the consumer lag gauge), in ms.
+const STATS_MS: u32 = 5_000;
+/// How long one poll waits for a message.
+const POLL: Duration = Duration::from_millis(100);
+/// How long a detection record waits for room in the producer queue, and the final flush.
+const SEND_WAIT: Duration = Duration::from_secs(10);
+/// How often engines flush their sinks while messages keep coming.
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+/// Why the worker could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// A consumer could not be built or could not subscribe.
+    #[error("Kafka consumer: {0}")]
+    Kafka(#[from] KafkaError),
+    /// The metrics could not be registered.
+    #[error("worker metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The detections file or the state directory could not be opened.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// One consumer stage: which topic, which group, which detectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// `topics.by_token`, group `<prefix>-token`: the per-token detectors.
+    Token,
+    /// `topics.by_ip`, group `<prefix>-ip`: the per-IP detectors.
+    Ip,
+}
+
+impl Stage {
+    /// The metric label (the same as the edge's).
+    pub fn label(self) -> &'static str {
+        match self {
+            Stage::Token => "by_token",
+            Stage::Ip => "by_ip",
+        }
+    }
+
+    /// The suffix of the consumer group.
+    fn group(self) -> &'static str {
+        match self {
+            Stage::Token => "token",
+            Stage::Ip => "ip",
+        }
+    }
+
+    fn topic(self, cfg: &Config) -> String {
+        match self {
+            Stage::Token => cfg.kafka.topics.by_token.clone(),
+            Stage::Ip => cfg.kafka.topics.by_ip.clone(),
+        }
+    }
+
+    /// `cfg` with only this stage's detectors enabled (each event reaches both stages, so
+    /// a detector enabled in both would fire twice).
+    pub fn config(self, cfg: &Config) -> Config {
+        let mut c = cfg.clone();
+        let d = &mut c.detectors;
+        d.rejection_ratio.enabled = false;
+        let token = self == Stage::Token;
+        d.rate_spike.enabled &= token;
+        d.impossible_travel.enabled &= token;
+        d.ip_fanout.enabled &= token;
+        d.off_hours.enabled &= token;
+        d.revoked_reuse.enabled &= token;
+        d.brute_force.enabled &= !token;
+        d.token_spray.enabled &= !token;
+        d.distributed_spray.enabled &= !token;
+        c
+    }
+}
+
+/// The worker's metric families (registered when it starts, like the edge's).
+#[derive(Clone)]
+struct WorkerMetrics {
+    /// `tokenwatch_partitions_owned{topic}`.
+    owned: IntGaugeVec,
+    /// `tokenwatch_kafka_records_total{topic,result}`: applied | duplicate | undecodable.
+    records: IntCounterVec,
+    /// `tokenwatch_kafka_consumer_lag{topic}`: messages behind, over the owned partitions.
+    lag: IntGaugeVec,
+}
+
+impl WorkerMetrics {
+    fn register(m: &Metrics) -> Result<Self, prometheus::Error> {
+        let owned = IntGaugeVec::new(
+            Opts::new(
+                "tokenwatch_partitions_owned",
+                "Event topic partitions this worker owns (state and detection)",
+            ),
+            &["topic"],
+        )?;
+        let records = IntCounterVec::new(
+            Opts::new(
+                "tokenwatch_kafka_records_total",
+                "Event records consumed by topic and result: applied, duplicate (at or below the high-water mark, dropped), undecodable (skipped)",
+            ),
+            &["topic", "result"],
+        )?;
+        let lag = IntGaugeVec::new(
+            Opts::new(
+                "tokenwatch_kafka_consumer_lag",
+                "Messages not yet consumed in the partitions this worker owns (librdkafka statistics, every 5 s)",
+            ),
+            &["topic"],
+        )?;
+        m.registry().register(Box::new(owned.clone()))?;
+        m.registry().register(Box::new(records.clone()))?;
+        m.registry().register(Box::new(lag.clone()))?;
+        for s in [Stage::Token, Stage::Ip] {
+            owned.with_label_values(&[s.label()]).set(0);
+            lag.with_label_values(&[s.label()]).set(0);
+            for r in ["applied", "duplicate", "undecodable"] {
+                records.with_label_values(&[s.label(), r]);
+            }
+        }
+        Ok(WorkerMetrics {
+            owned,
+            records,
+            lag,
+        })
+    }
+}
+
+/// Where every partition's engine writes: one detection file (lines never interleave)
+/// and the detections topic.
+#[derive(Clone)]
+struct SharedSink {
+    file: Arc<Mutex<JsonlSink>>,
+    topic: Arc<DetectionsOut>,
+}
+
+impl SharedSink {
+    fn file(&self) -> MutexGuard<'_, JsonlSink> {
+        self.file.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl DetectionSink for SharedSink {
+    fn emit(&mut self, d: &Detection) -> std::io::Result<()> {
+        self.topic.send(d);
+        self.file().emit(d)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file().flush()
+    }
+}
+
+/// Logs detection records the broker did not take (they stay in the JSONL file).
+struct DetectionsCtx;
+
+impl ClientContext for DetectionsCtx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        log_to_tracing(level, fac, msg);
+    }
+}
+
+impl ProducerContext for DetectionsCtx {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = r {
+            tracing::error!(%e, "worker: a detection record was not delivered to the detections topic");
+        }
+    }
+}
+
+/// The producer of `topics.detections`: each record as JSON (DESIGN §7), keyed by its id,
+/// so the responder dedupes re-raised records by key.
+struct DetectionsOut {
+    producer: ThreadedProducer<DetectionsCtx>,
+    topic: String,
+}
+
+impl DetectionsOut {
+    fn new(cfg: &Config) -> Result<DetectionsOut, KafkaError> {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", cfg.kafka.brokers.join(","))
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5");
+        for (k, v) in &cfg.kafka.options {
+            if let Some(v) = v.expose() {
+                c.set(k, v);
+            }
+        }
+        Ok(DetectionsOut {
+            producer: c.create_with_context(DetectionsCtx)?,
+            topic: cfg.kafka.topics.detections.clone(),
+        })
+    }
+
+    /// Queues `d`; a full queue is waited on for up to [`SEND_WAIT`].
+    fn send(&self, d: &Detection) {
+        let json = d.to_json_line();
+        let deadline = Instant::now() + SEND_WAIT;
+        let mut rec = BaseRecord::to(&self.topic).key(&d.id).payload(&json);
+        loop {
+            match self.producer.send(rec) {
+                Ok(()) => return,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
+                    if Instant::now() < deadline =>
+                {
+                    rec = r;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err((e, _)) => {
+                    tracing::error!(%e, id = %d.id, "worker: cannot queue a detection record for the detections topic");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Waits for outstanding deliveries (at shutdown).
+    fn flush(&self) {
+        if let Err(e) = self.producer.flush(SEND_WAIT) {
+            tracing::warn!(%e, "worker: detection records still undelivered at shutdown");
+        }
+    }
+}
+
+/// The running worker: its consumer threads.
+pub struct Worker {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    detections: Arc<DetectionsOut>,
+}
+
+impl Worker {
+    /// Stops consuming: each thread snapshots its partitions, commits, and leaves the group.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Release);
+        for t in self.threads {
+            if t.join().is_err() {
+                tracing::error!("a worker consumer thread panicked");
+            }
+        }
+        self.detections.flush();
+    }
+}
+
+/// Starts the worker's consumer threads for `cfg` (role worker); `geo` feeds
+/// impossible_travel and the country features as in `role = "all"`.
+pub fn spawn(
+    cfg: &Config,
+    metrics: &Metrics,
+    geo: Option<Arc<dyn GeoLookup>>,
+) -> Result<Worker, WorkerError> {
+    let wm = WorkerMetrics::register(metrics)?;
+    let out = cfg
+        .detectors
+        .output
+        .clone()
+        .unwrap_or_else(|| cfg.state.dir.join("detections.jsonl"));
+    let detections = Arc::new(DetectionsOut::new(cfg)?);
+    let sink = SharedSink {
+        file: Arc::new(Mutex::new(JsonlSink::append(&out)?)),
+        topic: Arc::clone(&detections),
+    };
+    let dir = cfg.state.dir.join("kafka");
+    std::fs::create_dir_all(&dir)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for stage in [Stage::Token, Stage::Ip] {
+        let shared = Shared {
+            stage,
+            topic: stage.topic(cfg),
+            cfg: stage.config(cfg),
+            metrics: metrics.clone(),
+            wm: wm.clone(),
+            geo: geo.clone(),
+            sink: sink.clone(),
+            dir: dir.clone(),
+        };
+        match start_stage(cfg, shared, Arc::clone(&stop)) {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                // The stage already running must not outlive the failed start.
+                Worker {
+                    stop,
+                    threads,
+                    detections,
+                }
+                .stop();
+                return Err(e);
+            }
+        }
+    }
+    tracing::info!(
+        brokers = %cfg.kafka.brokers.join(","),
+        groups = %format!("{}, {}", cfg.kafka.group_id("token"), cfg.kafka.group_id("ip")),
+        "worker: consuming events from Kafka"
+    );
+    Ok(Worker {
+        stop,
+        threads,
+        detections,
+    })
+}
+
+/// Starts one stage's consumer thread.
+fn start_stage(
+    cfg: &Config,
+    shared: Shared,
+    stop: Arc<AtomicBool>,
+) -> Result<JoinHandle<()>, WorkerError> {
+    let name = format!("worker-{}", shared.stage.group());
+    let consumer = consumer(cfg, shared)?;
+    let every = Duration::from_secs(cfg.detectors.snapshot_interval_secs.max(1));
+    let names = NameTable::new(cfg);
+    Ok(std::thread::Builder::new()
+        .name(name)
+        .spawn(move || run(consumer, names, every, &stop))?)
+}
+
+/// Builds and subscribes one stage's consumer.
+fn consumer(cfg: &Config, shared: Shared) -> Result<BaseConsumer<Ctx>, WorkerError> {
+    let stage = shared.stage;
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("bootstrap.servers", cfg.kafka.brokers.join(","))
+        .set("group.id", cfg.kafka.group_id(stage.group()))
+        // Offsets are committed only with a snapshot (see the module docs).
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("statistics.interval.ms", STATS_MS.to_string());
+    for (k, v) in &cfg.kafka.options {
+        if let Some(v) = v.expose() {
+            c.set(k, v);
+        }
+    }
+    let topic = shared.topic.clone();
+    let ctx = Ctx {
+        shared,
+        parts: Mutex::new(HashMap::new()),
+    };
+    let consumer: BaseConsumer<Ctx> = c.create_with_context(ctx)?;
+    consumer.subscribe(&[&topic])?;
+    Ok(consumer)
+}
+
+/// Source names → this worker's source indices (the edge's own indices are not ours).
+struct NameTable {
+    names: HashMap<Box<str>, u16>,
+    next: u16,
+}
+
+impl NameTable {
+    fn new(cfg: &Config) -> NameTable {
+        let names: HashMap<Box<str>, u16> = cfg
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_str().into(), u16::try_from(i).unwrap_or(u16::MAX)))
+            .collect();
+        let next = u16::try_from(cfg.sources.len()).unwrap_or(u16::MAX);
+        NameTable { names, next }
+    }
+
+    /// The index of `name`; a name the config lacks gets the next free index (the engine
+    /// knows no name for it).
+    fn index(&mut self, name: &str) -> u16 {
+        if let Some(i) = self.names.get(name) {
+            return *i;
+        }
+        let i = self.next;
+        self.next = self.next.saturating_add(1);
+        self.names.insert(name.into(), i);
+        i
+    }
+}
+
+/// What every partition of a stage shares.
+struct Shared {
+    stage: Stage,
+    topic: String,
+    cfg: Config,
+    metrics: Metrics,
+    wm: WorkerMetrics,
+    geo: Option<Arc<dyn GeoLookup>>,
+    sink: SharedSink,
+    dir: PathBuf,
+}
+
+impl Shared {
+    fn path(&self, partition: i32) -> PathBuf {
+        self.dir.join(format!("{}-{partition}.json", self.topic))
+    }
+
+    /// An engine with `1/share` of the `[detectors] max_state_bytes` budget.
+    fn engine(&self, share: usize) -> Engine {
+        let mut cfg = self.cfg.clone();
+        let share = u64::try_from(share.max(1)).unwrap_or(u64::MAX);
+        cfg.detectors.max_state_bytes /= share;
+        let mut e = Engine::for_config(&cfg, &self.metrics).with_sink(Box::new(self.sink.clone()));
+        if let Some(g) = &self.geo {
+            e = e.with_geo(Arc::clone(g));
+        }
+        e
+    }
+
+    /// The partition's state: its snapshot when there is a good one, else empty. `owned`
+    /// is how many partitions of this topic the worker owns with it: the state budget is
+    /// split over them and over the two stages.
+    fn open(&self, partition: i32, owned: usize) -> Partition {
+        let share = owned.max(1).saturating_mul(2);
+        let mut p = Partition {
+            engine: self.engine(share),
+            marks: HashMap::new(),
+            next_offset: None,
+        };
+        let path = self.path(partition);
+        let body = match crate::durable::read_state(&path, SNAPSHOT_KIND, |_| false) {
+            crate::durable::Loaded::Found(b) => b,
+            _ => return p,
+        };
+        match p.restore(&body) {
+            Ok(()) => tracing::info!(
+                topic = %self.topic,
+                partition,
+                next_offset = ?p.next_offset,
+                "worker: partition state restored"
+            ),
+            Err(e) => {
+                crate::durable::set_aside(&path, &e);
+                p = Partition {
+                    engine: self.engine(share),
+                    marks: HashMap::new(),
+                    next_offset: None,
+                };
+            }
+        }
+        p
+    }
+}
+
+/// The first line of a partition snapshot.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Head {
+    /// The offset to consume next (what is committed with this snapshot).
+    next_offset: Option<i64>,
+    /// `(edge, file, highest applied byte offset, event time of its last event in ms)`.
+    marks: Vec<(String, u64, u64, i64)>,
+}
+
+/// A file's high-water mark.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    /// Highest byte offset applied.
+    offset: u64,
+    /// Event time (ms) of the newest event seen from the file.
+    seen: i64,
+}
+
+/// Marks of files with no event for this long (event time, against the partition's newest)
+/// are pruned at the next snapshot: rotated files never come back.
+const MARK_TTL_MS: i64 = 24 * 3600 * 1000;
+
+/// One owned partition: its engine, its high-water marks and where it is.
+struct Partition {
+    engine: Engine,
+    /// edge → file → mark.
+    marks: HashMap<Box<str>, HashMap<u64, Mark>>,
+    next_offset: Option<i64>,
+}
+
+impl Partition {
+    /// True (and the mark raised) when the event is new; false for a duplicate.
+    fn admit(&mut self, id: &wire::EventId, time_ms: i64) -> bool {
+        let files = match self.marks.get_mut(&*id.edge) {
+            Some(f) => f,
+            None => self.marks.entry(id.edge.clone()).or_default(),
+        };
+        match files.get_mut(&id.file) {
+            Some(m) if id.offset <= m.offset => false,
+            Some(m) => {
+                m.offset = id.offset;
+                m.seen = m.seen.max(time_ms);
+                true
+            }
+            None => {
+                let m = Mark {
+                    offset: id.offset,
+                    seen: time_ms,
+                };
+                files.insert(id.file, m);
+                true
+            }
+        }
+    }
+
+    /// Drops the marks of files silent for [`MARK_TTL_MS`].
+    fn prune_marks(&mut self) {
+        let newest = self
+            .marks
+            .values()
+            .flat_map(|f| f.values().map(|m| m.seen))
+            .max()
+            .unwrap_or(i64::MIN);
+        let cutoff = newest.saturating_sub(MARK_TTL_MS);
+        for files in self.marks.values_mut() {
+            files.retain(|_, m| m.seen >= cutoff);
+        }
+        self.marks.retain(|_, f| !f.is_empty());
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        let head = Head {
+            next_offset: self.next_offset,
+            marks: self
+                .marks
+                .iter()
+                .flat_map(|(e, f)| {
+                    f.iter()
+                        .map(|(file, m)| (e.to_string(), *file, m.offset, m.seen))
+                })
+                .collect(),
+        };
+        let mut out = serde_json::to_vec(&head).unwrap_or_default();
+        out.push(b'\n');
+        out
+    }
+
+    fn restore(&mut self, body: &[u8]) -> Result<(), String> {
+        let nl = memchr::memchr(b'\n', body).ok_or("no head line")?;
+        let (head, rest) = body.split_at(nl);
+        let head: Head = serde_json::from_slice(head).map_err(|e| e.to_string())?;
+        self.engine.restore(rest.get(1..).unwrap_or_default())?;
+        self.next_offset = head.next_offset;
+        for (edge, file, offset, seen) in head.marks {
+            self.marks
+                .entry(edge.into_boxed_str())
+                .or_default()
+                .insert(file, Mark { offset, seen });
+        }
+        Ok(())
+    }
+}
+
+/// The consumer's context: the owned partitions, saved on revoke, opened on assign.
+struct Ctx {
+    shared: Shared,
+    parts: Mutex<HashMap<i32, Partition>>,
+}
+
+impl Ctx {
+    fn parts(&self) -> MutexGuard<'_, HashMap<i32, Partition>> {
+        self.parts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the snapshot of each partition in `which` (all when `None`) and commits the
+    /// offsets they cover; failures are logged, never fatal.
+    fn save(&self, c: &BaseConsumer<Ctx>, parts: &mut HashMap<i32, Partition>, which: &[i32]) {
+        let mut tpl = TopicPartitionList::new();
+        for (&n, p) in parts.iter_mut().filter(|(n, _)| which.contains(n)) {
+            p.engine.flush();
+            p.prune_marks();
+            let head = p.snapshot();
+            let engine = p.engine.snapshot();
+            let path = self.shared.path(n);
+            let r = crate::durable::write_state_parts(&path, SNAPSHOT_KIND, &[&head, &engine]);
+            if let Err(e) = r {
+                tracing::error!(%e, path = %path.display(), "worker: writing a partition snapshot");
+                continue;
+            }
+            if let Some(o) = p.next_offset {
+                let _ = tpl.add_partition_offset(&self.shared.topic, n, Offset::Offset(o));
+            }
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = c.commit(&tpl, CommitMode::Sync) {
+                tracing::warn!(%e, topic = %self.shared.topic, "worker: committing offsets (the snapshots cover them; duplicates are dropped)");
+            }
+        }
+    }
+
+    fn owned_gauge(&self, n: usize) {
+        self.shared
+            .wm
+            .owned
+            .with_label_values(&[self.shared.stage.label()])
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+}
+
+impl ClientContext for Ctx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        log_to_tracing(level, fac, msg);
+    }
+
+    /// librdkafka's statistics (every [`STATS_MS`]): the consumer lag of owned partitions.
+    fn stats(&self, s: Statistics) {
+        let lag: i64 = s
+            .topics
+            .get(&self.shared.topic)
+            .map(|t| {
+                t.partitions
+                    .iter()
+                    .filter(|(n, _)| **n >= 0)
+                    .map(|(_, p)| p.consumer_lag.max(0))
+                    .sum()
+            })
+            .unwrap_or(0);
+        self.shared
+            .wm
+            .lag
+            .with_label_values(&[self.shared.stage.label()])
+            .set(lag);
+    }
+}
+
+/// librdkafka's log lines into ours.
+fn log_to_tracing(level: RDKafkaLogLevel, fac: &str, msg: &str) {
+    use RDKafkaLogLevel as L;
+    match level {
+        L::Emerg | L::Alert | L::Critical | L::Error => tracing::error!(fac, "librdkafka: {msg}"),
+        L::Warning => tracing::warn!(fac, "librdkafka: {msg}"),
+        L::Notice | L::Info => tracing::info!(fac, "librdkafka: {msg}"),
+        L::Debug => tracing::debug!(fac, "librdkafka: {msg}"),
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = r {
+            let which: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            let mut parts = self.parts();
+            self.save(c, &mut parts, &which);
+            for n in &which {
+                parts.remove(n);
+            }
+            self.owned_gauge(parts.len());
+            tracing::info!(topic = %self.shared.topic, partitions = ?which, "worker: partitions revoked (state saved)");
+        }
+    }
+
+    fn post_rebalance(&self, _c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = r {
+            let mut parts = self.parts();
+            let mut which = Vec::new();
+            for e in tpl.elements() {
+                let n = e.partition();
+                which.push(n);
+                parts
+                    .entry(n)
+                    .or_insert_with(|| self.shared.open(n, tpl.count()));
+            }
+            self.owned_gauge(parts.len());
+            tracing::info!(topic = %self.shared.topic, partitions = ?which, "worker: partitions assigned");
+        }
+    }
+}
+
+/// The consumer loop of one stage, until `stop`.
+fn run(consumer: BaseConsumer<Ctx>, mut names: NameTable, every: Duration, stop: &AtomicBool) {
+    let ctx = consumer.context();
+    let label = ctx.shared.stage.label();
+    let records = |r: &str| ctx.shared.wm.records.with_label_values(&[label, r]);
+    let (applied, duplicate, undecodable) = (
+        records("applied"),
+        records("duplicate"),
+        records("undecodable"),
+    );
+    let mut last_save = Instant::now();
+    let mut last_flush = Instant::now();
+    while !stop.load(Ordering::Acquire) {
+        match consumer.poll(POLL) {
+            Some(Ok(msg)) => {
+                let n = msg.partition();
+                let next = msg.offset().saturating_add(1);
+                let decoded = wire::decode(msg.payload().unwrap_or_default());
+                let mut parts = ctx.parts();
+                if !parts.contains_key(&n) {
+                    // A message before its assignment callback (not expected): state anyway.
+                    ctx.owned_gauge(parts.len() + 1);
+                }
+                let owned = parts.len() + 1;
+                let p = parts.entry(n).or_insert_with(|| ctx.shared.open(n, owned));
+                p.next_offset = Some(next);
+                match decoded {
+                    Err(e) => {
+                        undecodable.inc();
+                        tracing::debug!(%e, partition = n, "worker: skipping an undecodable record");
+                    }
+                    Ok(w) if !p.admit(&w.id, w.event.time.as_millis()) => duplicate.inc(),
+                    Ok(mut w) => {
+                        w.event.source = names.index(&w.source_name);
+                        p.engine.event(w.event);
+                        applied.inc();
+                    }
+                }
+            }
+            Some(Err(e)) => tracing::warn!(%e, topic = %ctx.shared.topic, "worker: consumer error"),
+            None => {}
+        }
+        if last_flush.elapsed() >= FLUSH_EVERY {
+            last_flush = Instant::now();
+            for p in ctx.parts().values_mut() {
+                p.engine.flush();
+            }
+        }
+        if last_save.elapsed() >= every {
+            last_save = Instant::now();
+            save_all(&consumer);
+        }
+    }
+    save_all(&consumer);
+    consumer.unsubscribe();
+}
+
+/// Snapshots and commits every owned partition.
+fn save_all(consumer: &BaseConsumer<Ctx>) {
+    let ctx = consumer.context();
+    let mut parts = ctx.parts();
+    let which: Vec<i32> = parts.keys().copied().collect();
+    ctx.save(consumer, &mut parts, &which);
+}
+
+/// Where a partition's snapshot lives (for tests and tools).
+pub fn snapshot_path(state_dir: &Path, topic: &str, partition: i32) -> PathBuf {
+    state_dir
+        .join("kafka")
+        .join(format!("{topic}-{partition}.json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(edge: &str, file: u64, offset: u64) -> wire::EventId {
+        wire::EventId {
+            edge: edge.into(),
+            file,
+            offset,
+        }
+    }
+
+    fn partition() -> Partition {
+        Partition {
+            engine: Engine::for_config(&Config::default(), &Metrics::new()),
+            marks: HashMap::new(),
+            next_offset: None,
+        }
+    }
+
+    impl Partition {
+        fn admit_at(&mut self, id: &wire::EventId) -> bool {
+            self.admit(id, 0)
+        }
+    }
+
+    #[test]
+    fn marks_of_files_silent_for_a_day_are_pruned() {
+        let mut p = partition();
+        assert!(p.admit(&id("a", 1, 10), 0));
+        assert!(p.admit(&id("a", 2, 10), MARK_TTL_MS / 2));
+        assert!(p.admit(&id("b", 3, 10), MARK_TTL_MS + 1));
+        p.prune_marks();
+        // File 1 fell silent more than a day before the newest event: its mark is gone.
+        assert!(p.admit(&id("a", 1, 10), MARK_TTL_MS + 2));
+        assert!(!p.admit(&id("a", 2, 10), MARK_TTL_MS + 2));
+        assert!(!p.admit(&id("b", 3, 10), MARK_TTL_MS + 2));
+    }
+
+    #[test]
+    fn events_at_or_below_the_mark_of_their_edge_and_file_are_duplicates() {
+        let mut p = partition();
+        assert!(p.admit_at(&id("a", 1, 10)));
+        assert!(!p.admit_at(&id("a", 1, 10)));
+        assert!(!p.admit_at(&id("a", 1, 5)));
+        assert!(p.admit_at(&id("a", 1, 11)));
+        // Other files and other edges have their own marks.
+        assert!(p.admit_at(&id("a", 2, 0)));
+        assert!(p.admit_at(&id("b", 1, 3)));
+        assert!(!p.admit_at(&id("b", 1, 3)));
+    }
+
+    #[test]
+    fn a_snapshot_restores_marks_and_offset() {
+        let mut p = partition();
+        p.admit_at(&id("a", 1, 10));
+        p.admit_at(&id("b", 7, 99));
+        p.next_offset = Some(42);
+        let mut body = p.snapshot();
+        body.extend_from_slice(&p.engine.snapshot());
+        let mut q = partition();
+        q.restore(&body).unwrap();
+        assert_eq!(q.next_offset, Some(42));
+        assert!(!q.admit_at(&id("a", 1, 10)));
+        assert!(!q.admit_at(&id("b", 7, 50)));
+        assert!(q.admit_at(&id("b", 7, 100)));
+        // Damage is an error, never a panic.
+        assert!(partition().restore(b"{\"next_offset\":1").is_err());
+        assert!(partition().restore(b"{}\nnot json").is_err());
+    }
+
+    #[test]
+    fn each_detector_runs_in_at_most_one_stage_and_rejection_ratio_in_none() {
+        let cfg = Config::default();
+        let t = Stage::Token.config(&cfg).detectors;
+        let i = Stage::Ip.config(&cfg).detectors;
+        let pairs = [
+            (t.rate_spike.enabled, i.rate_spike.enabled),
+            (t.impossible_travel.enabled, i.impossible_travel.enabled),
+            (t.ip_fanout.enabled, i.ip_fanout.enabled),
+            (t.off_hours.enabled, i.off_hours.enabled),
+            (t.revoked_reuse.enabled, i.revoked_reuse.enabled),
+            (i.brute_force.enabled, t.brute_force.enabled),
+            (i.token_spray.enabled, t.token_spray.enabled),
+            (i.distributed_spray.enabled, t.distributed_spray.enabled),
+        ];
+        for (n, (own, other)) in pairs.iter().enumerate() {
+            assert!(*own && !*other, "detector pair {n}");
+        }
+        assert!(!t.rejection_ratio.enabled && !i.rejection_ratio.enabled);
+        // A detector the config turned off stays off.
+        let mut off = Config::default();
+        off.detectors.ip_fanout.enabled = false;
+        assert!(!Stage::Token.config(&off).detectors.ip_fanout.enabled);
+    }
+
+    #[test]
+    fn unknown_source_names_get_indices_past_the_configured_ones() {
+        let mut names = NameTable::new(&Config::default());
+        let n = Config::default().sources.len() as u16;
+        assert_eq!(names.index("elsewhere"), n);
+        assert_eq!(names.index("other"), n + 1);
+        assert_eq!(names.index("elsewhere"), n);
+    }
+}
