@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::e2e::{http_get, sample};
+use crate::support::{http_get, sample};
 
 /// One line in this many freezes its token.
 const FREEZE_EVERY: u64 = 50;

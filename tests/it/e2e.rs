@@ -2,48 +2,10 @@
 //! HTTP, check it with `promtool check metrics`, stop with SIGTERM and restart from the
 //! checkpoint.
 
-use super::support::wait_for;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use super::support::{http_get, sample, wait_for, Daemon};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
-/// A running daemon, killed on drop so a failing test never leaks a process.
-struct Daemon {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A minimal HTTP/1.1 GET returning (status, body).
-pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let status = resp.get(9..12)?.parse().ok()?;
-    let body = resp.split_once("\r\n\r\n")?.1.to_string();
-    Some((status, body))
-}
-
-/// The value of one sample line, e.g. `auth_token_check_total{source="gw"}`.
-pub fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-}
+use std::process::{Command, Stdio};
 
 fn write_config(dir: &Path, log: &Path) -> PathBuf {
     let cfg = dir.join("tokenwatch.toml");
@@ -69,28 +31,8 @@ start_at = "beginning"
 }
 
 fn start(cfg: &Path, dir: &Path) -> Daemon {
-    let addr_file = dir.join("addr");
-    let _ = std::fs::remove_file(&addr_file);
-    let child = Command::new(env!("CARGO_BIN_EXE_tokenwatch"))
-        .args(["run", "-c"])
-        .arg(cfg)
-        .arg("--addr-file")
-        .arg(&addr_file)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn tokenwatch run");
-    let mut d = Daemon {
-        child,
-        addr: String::new(),
-    };
-    d.addr = wait_for(30, "listen address", || {
-        std::fs::read_to_string(&addr_file)
-            .ok()
-            .filter(|s| !s.is_empty())
-    });
-    wait_for(30, "/readyz 200", || {
-        http_get(&d.addr, "/readyz").filter(|(s, _)| *s == 200)
-    });
+    let mut d = Daemon::start(cfg, dir, &[]);
+    d.wait_ready();
     d
 }
 
@@ -112,14 +54,8 @@ fn append(path: &Path, text: &str) {
     f.write_all(text.as_bytes()).unwrap();
 }
 
-fn terminate(mut d: Daemon) {
-    let pid = d.child.id().to_string();
-    let ok = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(ok.success());
-    let status = wait_for(30, "exit after SIGTERM", || {
-        d.child.try_wait().ok().flatten()
-    });
-    assert_eq!(status.code(), Some(0), "SIGTERM must exit 0");
+fn terminate(d: Daemon) {
+    assert_eq!(d.terminate().code(), Some(0), "SIGTERM must exit 0");
 }
 
 fn scrape_until(d: &Daemon, series: &str, want: f64) -> String {
@@ -260,25 +196,7 @@ fn admin_cli_freezes_lists_and_unfreezes() {
         ),
     )
     .unwrap();
-    let addr_file = dir.path().join("addr");
-    let child = Command::new(env!("CARGO_BIN_EXE_tokenwatch"))
-        .args(["run", "-c"])
-        .arg(&cfg)
-        .arg("--addr-file")
-        .arg(&addr_file)
-        .env("TW_E2E_ADMIN", "s3cret-admin")
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut d = Daemon {
-        child,
-        addr: String::new(),
-    };
-    d.addr = wait_for(30, "listen address", || {
-        std::fs::read_to_string(&addr_file)
-            .ok()
-            .filter(|s| !s.is_empty())
-    });
+    let d = Daemon::start(&cfg, dir.path(), &[("TW_E2E_ADMIN", "s3cret-admin")]);
     let url = format!("http://{}", d.addr);
     let cli = |args: &[&str], key: &str| {
         Command::new(env!("CARGO_BIN_EXE_tokenwatch"))

@@ -570,7 +570,7 @@ pub(crate) fn start_daemon(
             .filter(|s| !s.is_empty())
     });
     poll(60, "/readyz 200", || {
-        crate::e2e::http_get(&d.addr, "/readyz").filter(|(s, _)| *s == 200)
+        crate::support::http_get(&d.addr, "/readyz").filter(|(s, _)| *s == 200)
     });
     d
 }
@@ -598,7 +598,7 @@ fn live_tailer_counts_hostile_lines_and_drops_the_oversized_one() {
     // The 10 MB line is over max_line_bytes (100 KiB): the tailer drops it whole and counts
     // it; every other line goes through the parser.
     let body = poll(60, "every line counted", || {
-        let (_, body) = crate::e2e::http_get(&d.addr, "/metrics")?;
+        let (_, body) = crate::support::http_get(&d.addr, "/metrics")?;
         let seen = sum_series(&body, "tokenwatch_lines_total", "source=\"h\"")
             + sum_series(&body, "tokenwatch_lines_too_long_total", "source=\"h\"");
         (seen >= total as f64).then_some(body)
@@ -617,7 +617,7 @@ fn live_tailer_counts_hostile_lines_and_drops_the_oversized_one() {
     assert_eq!(parsed, (goods + cases.len() as u64 - 2) as f64, "{body}");
     assert_eq!(malformed, 1.0, "{body}");
     // Still alive and serving after all of it.
-    assert!(crate::e2e::http_get(&d.addr, "/healthz").is_some_and(|(s, _)| s == 200));
+    assert!(crate::support::http_get(&d.addr, "/healthz").is_some_and(|(s, _)| s == 200));
 }
 
 /// A small xorshift generator: deterministic random tokens and addresses.
@@ -736,7 +736,7 @@ fn exhaustion(snap: u64) {
     let d = start_daemon(&cfg, dir.path(), &[], &[]);
     let wait_lines = |n: usize| {
         poll(3600, "lines counted", || {
-            let (_, body) = crate::e2e::http_get(&d.addr, "/metrics")?;
+            let (_, body) = crate::support::http_get(&d.addr, "/metrics")?;
             (sum_series(&body, "tokenwatch_lines_total", "source=\"h\"") >= n as f64)
                 .then_some(body)
         })

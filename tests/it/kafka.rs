@@ -25,7 +25,7 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tokenwatch::enrich::Fingerprinter;
 use tokenwatch::scale::wire;
 
-use super::e2e::{http_get, sample};
+use super::support::{http_get, sample};
 
 const PARTITIONS: i32 = 3;
 const FP_KEY: &str = "kafka-test-fingerprint-key-of-32-bytes+";

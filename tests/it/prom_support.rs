@@ -139,17 +139,7 @@ impl Drop for Proc {
     }
 }
 
-/// A minimal HTTP/1.0 GET returning (status, body). HTTP/1.0 keeps servers from chunking.
-pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let status = resp.get(9..12)?.parse().ok()?;
-    let body = resp.split_once("\r\n\r\n")?.1.to_string();
-    Some((status, body))
-}
+pub use crate::support::http_get;
 
 /// Percent-encodes a query-string value.
 pub fn urlencode(s: &str) -> String {

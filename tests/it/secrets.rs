@@ -12,8 +12,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::e2e::http_get;
 use crate::hostile::{poll, start_daemon};
+use crate::support::http_get;
 use tokenwatch::config::{Config, MapSecrets};
 use tokenwatch::enrich::Fingerprinter;
 
