@@ -28,7 +28,9 @@ use std::borrow::Cow;
 use serde::Deserialize;
 
 use super::time::{self, Civil, Zone};
-use super::{into_owned, present, trim_cr, utf8, ParseError, Parsed, Parser, ParserSpec, Record};
+use super::{
+    parse_lossy, parsed_owned, present, trim_cr, ParseError, Parsed, Parser, ParserSpec, Record,
+};
 use crate::event::{EventTime, Outcome, Reason};
 
 /// Event types that are a successful credential check.
@@ -144,10 +146,7 @@ impl KeycloakParser {
         let msg = j.message.ok_or(ParseError::MissingField("message"))?;
         Ok(match msg {
             Cow::Borrowed(m) => event(m, t),
-            Cow::Owned(m) => match event(&m, t) {
-                Parsed::Event(r) => Parsed::Event(into_owned(r)),
-                Parsed::Skip => Parsed::Skip,
-            },
+            Cow::Owned(m) => parsed_owned(event(&m, t)),
         })
     }
 }
@@ -158,19 +157,7 @@ impl Parser for KeycloakParser {
         if line.first() == Some(&b'{') {
             return self.parse_json(line);
         }
-        match utf8(line) {
-            Ok(text) => self.parse_text(text),
-            // Invalid bytes in a free-text field (an attacker-chosen username or client id)
-            // must not hide the event from the detectors: read a lossy copy. Rare, so the
-            // copy costs nothing on the hot path.
-            Err(_) => {
-                let text = String::from_utf8_lossy(line);
-                Ok(match self.parse_text(&text)? {
-                    Parsed::Event(r) => Parsed::Event(into_owned(r)),
-                    Parsed::Skip => Parsed::Skip,
-                })
-            }
-        }
+        parse_lossy(line, |text| self.parse_text(text))
     }
 }
 

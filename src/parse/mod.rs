@@ -297,6 +297,27 @@ fn decide(rejected: Option<bool>, status: Option<u16>, reason: Option<&str>) -> 
     }
 }
 
+/// Detaches a parse result from its line (for the rare lines that had to be read from a copy).
+fn parsed_owned(p: Parsed<'_>) -> Parsed<'static> {
+    match p {
+        Parsed::Event(r) => Parsed::Event(into_owned(r)),
+        Parsed::Skip => Parsed::Skip,
+    }
+}
+
+/// Parses a text line with `parse`. Invalid bytes in a free-text field (an attacker-chosen
+/// username, client id or message) must not hide the event from the detectors, so such a
+/// line is read from a lossy copy; that is rare, so the hot path stays copy-free.
+fn parse_lossy<'l>(
+    line: &'l [u8],
+    parse: impl for<'t> FnOnce(&'t str) -> Result<Parsed<'t>, ParseError>,
+) -> Result<Parsed<'l>, ParseError> {
+    match utf8(line) {
+        Ok(text) => parse(text),
+        Err(_) => parse(&String::from_utf8_lossy(line)).map(parsed_owned),
+    }
+}
+
 /// Detaches a record from its line (for the rare formats that had to unescape into a copy).
 fn into_owned(r: Record<'_>) -> Record<'static> {
     Record {

@@ -22,8 +22,7 @@ use std::borrow::Cow;
 use super::client::parse_addr;
 use super::time::{self, Zone};
 use super::{
-    into_owned, parse_status, present, trim_cr, utf8, ParseError, Parsed, Parser, ParserSpec,
-    Record,
+    parse_lossy, parse_status, present, trim_cr, ParseError, Parsed, Parser, ParserSpec, Record,
 };
 use crate::event::{EventTime, Outcome, Reason};
 
@@ -51,19 +50,7 @@ impl OAuth2ProxyParser {
 
 impl Parser for OAuth2ProxyParser {
     fn parse<'l>(&mut self, line: &'l [u8]) -> Result<Parsed<'l>, ParseError> {
-        let line = trim_cr(line);
-        match utf8(line) {
-            Ok(text) => self.parse_text(text),
-            // Invalid bytes in the free-text message must not hide the event: read a lossy
-            // copy (rare, so the hot path stays copy-free).
-            Err(_) => {
-                let text = String::from_utf8_lossy(line);
-                Ok(match self.parse_text(&text)? {
-                    Parsed::Event(r) => Parsed::Event(into_owned(r)),
-                    Parsed::Skip => Parsed::Skip,
-                })
-            }
-        }
+        parse_lossy(trim_cr(line), |text| self.parse_text(text))
     }
 }
 
