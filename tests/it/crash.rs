@@ -627,19 +627,26 @@ impl Drop for ReadOnlyDir {
     }
 }
 
+/// A fresh `log` with lines 1..=10, a daemon tailing it (hooks to a live receiver), and its
+/// address once all ten are counted: the start of the fault tests.
+fn running_with_ten_lines(dir: &Path, log: &Path) -> (Receiver, Daemon, String) {
+    File::create(log).unwrap();
+    let rx = Receiver::start();
+    write_config(dir, log, &format!("http://{}/revoke", rx.addr));
+    append_lines(log, 1..11);
+    let mut d = Daemon::spawn(dir);
+    let addr = d.addr(dir);
+    scrape_until(&addr, CHECKS, 10.0);
+    (rx, d, addr)
+}
+
 #[test]
 fn read_only_state_dir_keeps_detecting_and_readyz_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
     let state = dir.path().join("state");
-    File::create(&log).unwrap();
-    let rx = Receiver::start();
-    write_config(dir.path(), &log, &format!("http://{}/revoke", rx.addr));
-    append_lines(&log, 1..11);
-    let mut d = Daemon::spawn(dir.path());
-    let addr = d.addr(dir.path());
+    let (_rx, d, addr) = running_with_ten_lines(dir.path(), &log);
     readyz(&addr, 200);
-    scrape_until(&addr, CHECKS, 10.0);
     let Some(ro) = ReadOnlyDir::new(&state) else {
         eprintln!("skipped: cannot make a directory read-only here (no chattr, running as root)");
         return;
@@ -692,13 +699,7 @@ fn log_directory_deleted_and_recreated_is_followed_again() {
     let logs = dir.path().join("logs");
     fs::create_dir(&logs).unwrap();
     let log = logs.join("access.log");
-    File::create(&log).unwrap();
-    let rx = Receiver::start();
-    write_config(dir.path(), &log, &format!("http://{}/revoke", rx.addr));
-    append_lines(&log, 1..11);
-    let mut d = Daemon::spawn(dir.path());
-    let addr = d.addr(dir.path());
-    scrape_until(&addr, CHECKS, 10.0);
+    let (_rx, d, addr) = running_with_ten_lines(dir.path(), &log);
     fs::remove_dir_all(&logs).unwrap();
     fs::create_dir(&logs).unwrap();
     File::create(&log).unwrap();
@@ -742,14 +743,8 @@ fn full_state_dir_keeps_detecting_and_readyz_says_why() {
         eprintln!("skipped: cannot mount a tmpfs here (needs root)");
         return;
     };
-    File::create(&log).unwrap();
-    let rx = Receiver::start();
-    write_config(dir.path(), &log, &format!("http://{}/revoke", rx.addr));
-    append_lines(&log, 1..11);
-    let mut d = Daemon::spawn(dir.path());
-    let addr = d.addr(dir.path());
+    let (_rx, d, addr) = running_with_ten_lines(dir.path(), &log);
     readyz(&addr, 200);
-    scrape_until(&addr, CHECKS, 10.0);
     // Fill the disk.
     let filler = state.join("filler");
     let mut f = File::create(&filler).unwrap();
