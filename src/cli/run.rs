@@ -77,7 +77,7 @@ pub struct RunArgs {
     /// GeoIP database (.mmdb); repeatable; adds to `[geo] mmdb`.
     #[arg(long = "geoip", value_name = "MMDB")]
     pub geoip: Vec<PathBuf>,
-    /// Override the config's `role` (all | edge | worker; responder comes later).
+    /// Override the config's `role` (all | edge | worker | responder).
     #[arg(long, value_enum)]
     pub role: Option<crate::config::Role>,
 }
@@ -138,6 +138,10 @@ async fn daemon(mut cfg: Config, args: RunArgs) -> Result<(), CliError> {
     #[cfg(feature = "kafka")]
     if cfg.role == crate::config::Role::Worker {
         return worker_daemon(cfg, server, metrics, ready).await;
+    }
+    #[cfg(feature = "kafka")]
+    if cfg.role == crate::config::Role::Responder {
+        return responder_daemon(cfg, server, metrics, ready, fp).await;
     }
     check_journal(&cfg, &metrics);
     let (stop_server_tx, stop_server_rx) = tokio::sync::oneshot::channel::<()>();
@@ -214,6 +218,53 @@ async fn worker_daemon(
     tokio::task::spawn_blocking(move || worker.stop())
         .await
         .context("stopping the worker")?;
+    probe.abort();
+    let _ = stop_server_tx.send(());
+    let _ = http.await;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// `role = "responder"`: the HTTP server (with the admin API while active) and the
+/// detections consumer, until SIGTERM/SIGINT; SIGHUP is logged (apply at restart).
+#[cfg(feature = "kafka")]
+async fn responder_daemon(
+    cfg: Config,
+    server: Server,
+    metrics: Metrics,
+    ready: Arc<AtomicBool>,
+    fp: Fingerprinter,
+) -> Result<(), CliError> {
+    use crate::scale::responder;
+    check_journal(&cfg, &metrics);
+    let (stop_server_tx, stop_server_rx) = tokio::sync::oneshot::channel::<()>();
+    let state = AppState {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    let admin = crate::server::AdminSlot::default();
+    let http = tokio::spawn(server.serve_with(state, admin.router(), async {
+        let _ = stop_server_rx.await;
+    }));
+    let probe = tokio::spawn(probe_state_dir(cfg.state.dir.clone(), metrics.clone()));
+    let mut signals = Signals::new().context("installing signal handlers")?;
+    let parts = responder::Parts {
+        metrics: metrics.clone(),
+        rt: tokio::runtime::Handle::current(),
+        admin,
+        ring: Ring::new(RING_RECORDS),
+        fp,
+    };
+    let role = responder::spawn(&cfg, parts).context("starting the Kafka responder")?;
+    // A standby is ready too: it is healthy and waits for the partition.
+    ready.store(true, Ordering::Release);
+    while let Stop::Reload = signals.next().await {
+        tracing::warn!("responder: config reload is not supported; restart it to apply it");
+    }
+    ready.store(false, Ordering::Release);
+    tokio::task::spawn_blocking(move || role.stop())
+        .await
+        .context("stopping the responder")?;
     probe.abort();
     let _ = stop_server_tx.send(());
     let _ = http.await;

@@ -352,11 +352,6 @@ impl KafkaConfig {
                 "fingerprint.key: role = \"edge\" needs a key shared by every edge".to_string(),
             );
         }
-        if role == Role::Responder {
-            out.push(format!(
-                "role: role = \"{role}\" is not available yet (this build runs all, edge and worker)"
-            ));
-        }
         out
     }
 

@@ -65,12 +65,15 @@
 //!   server for `/metrics` (`tokenwatch_partitions_owned`, consumer lag; drop a partition's
 //!   series when it is revoked).
 
+pub mod reorder;
 pub mod wire;
 
 #[cfg(feature = "kafka")]
 pub mod edge;
 #[cfg(feature = "kafka")]
 pub mod publish;
+#[cfg(feature = "kafka")]
+pub mod responder;
 #[cfg(feature = "kafka")]
 pub mod worker;
 

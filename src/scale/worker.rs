@@ -680,7 +680,7 @@ impl ClientContext for Ctx {
 }
 
 /// librdkafka's log lines into ours.
-fn log_to_tracing(level: RDKafkaLogLevel, fac: &str, msg: &str) {
+pub(super) fn log_to_tracing(level: RDKafkaLogLevel, fac: &str, msg: &str) {
     use RDKafkaLogLevel as L;
     match level {
         L::Emerg | L::Alert | L::Critical | L::Error => tracing::error!(fac, "librdkafka: {msg}"),

@@ -15,7 +15,10 @@ use crate::metrics::Metrics;
 
 pub mod admin;
 pub mod alertmanager;
+pub mod slot;
 pub mod tls;
+
+pub use slot::AdminSlot;
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]

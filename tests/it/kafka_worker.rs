@@ -21,7 +21,7 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use super::kafka::{append, create_topics, free_port, metric, start_tansu, wait_for, Proc};
 
 const FP_KEY: &str = "kafka-worker-test-fingerprint-key-32+";
-const PARTITIONS: i32 = 3;
+pub(super) const PARTITIONS: i32 = 3;
 /// Detectors the worker runs that must agree with replay on this log.
 const ATTACKS: [&str; 2] = ["revoked_reuse", "ip_fanout"];
 
@@ -108,7 +108,7 @@ linger_ms = 1
 
 /// `tokenwatch run --role <role>`, its stderr in `<dir>/<name>.err`; returns it with its
 /// HTTP address.
-fn start(role: &str, cfg: &Path, dir: &Path, name: &str) -> (Proc, String) {
+pub(super) fn start(role: &str, cfg: &Path, dir: &Path, name: &str) -> (Proc, String) {
     let addr_file = dir.join(format!("{name}.addr"));
     let _ = std::fs::remove_file(&addr_file);
     let err = std::fs::File::create(dir.join(format!("{name}.err"))).unwrap();
@@ -131,7 +131,7 @@ fn start(role: &str, cfg: &Path, dir: &Path, name: &str) -> (Proc, String) {
 }
 
 /// Detection records in a JSONL file: id → (detector, how many times).
-fn detections(path: &Path) -> BTreeMap<String, (String, usize)> {
+pub(super) fn detections(path: &Path) -> BTreeMap<String, (String, usize)> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut out: BTreeMap<String, (String, usize)> = BTreeMap::new();
     for l in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -163,7 +163,7 @@ fn replay(cfg: &Path, log: &Path, dir: &Path) -> BTreeMap<String, (String, usize
 
 /// True when the group has committed every message of `topic` (the worker snapshots and
 /// commits every second, so this is "everything applied").
-fn group_caught_up(bootstrap: &str, group: &str, topic: &str) -> bool {
+pub(super) fn group_caught_up(bootstrap: &str, group: &str, topic: &str) -> bool {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
@@ -231,7 +231,7 @@ fn assert_once_and_equal(
 }
 
 /// On a failing test, prints the processes' logs and the worker's detections.
-struct Dump(PathBuf);
+pub(super) struct Dump(pub(super) PathBuf);
 
 impl Drop for Dump {
     fn drop(&mut self) {
@@ -258,7 +258,7 @@ impl Drop for Dump {
 }
 
 /// The single-partition detections topic the workers produce to.
-fn create_detections_topic(bootstrap: &str) {
+pub(super) fn create_detections_topic(bootstrap: &str) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()

@@ -14,6 +14,8 @@ mod hostile;
 #[cfg(feature = "kafka")]
 mod kafka;
 #[cfg(feature = "kafka")]
+mod kafka_cluster;
+#[cfg(feature = "kafka")]
 mod kafka_worker;
 mod parse;
 mod prometheus;
