@@ -86,6 +86,9 @@ pub struct KafkaConfig {
     pub topics: TopicsConfig,
     /// Producer limits.
     pub producer: ProducerConfig,
+    /// How long a worker holds each event to put edges' interleaved events back in time
+    /// order, in ms (default 1000; 0 turns the reorder buffer off).
+    pub reorder_ms: u64,
     /// librdkafka properties passed through as they are (`sasl.username`, ...); a value may
     /// be `env:NAME` or `file:PATH`, and keys that name a password or secret must be.
     pub options: BTreeMap<String, OptionValue>,
@@ -99,6 +102,7 @@ impl Default for KafkaConfig {
             group_prefix: "tokenwatch".to_string(),
             topics: TopicsConfig::default(),
             producer: ProducerConfig::default(),
+            reorder_ms: 1000,
             options: BTreeMap::new(),
         }
     }
@@ -248,6 +252,12 @@ impl KafkaConfig {
         }
         if !valid_id(&self.group_prefix) {
             out.push((at(&["group_prefix"]), "1 to 64 of a-z A-Z 0-9 _ . -".into()));
+        }
+        if self.reorder_ms > 60_000 {
+            out.push((
+                at(&["reorder_ms"]),
+                "must be between 0 and 60000 (events wait this long before detection)".into(),
+            ));
         }
         self.topic_problems(&mut out);
         self.producer_problems(&mut out);
