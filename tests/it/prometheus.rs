@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use prom_support::*;
 
-/// Every alert the rules must define (the list).
-const ALERTS: [&str; 10] = [
+/// Every alert the rules must define (the issues' lists).
+const ALERTS: [&str; 15] = [
     "HighTokenFailureRate",
     "TokenAnomalyDetected",
     "TokenFrozen",
@@ -29,6 +29,11 @@ const ALERTS: [&str; 10] = [
     "TokenwatchHookFailing",
     "TokenwatchStateNotSaved",
     "TokenwatchStateFileDamaged",
+    "TokenwatchKafkaConsumerLag",
+    "TokenwatchKafkaPartitionsUnowned",
+    "TokenwatchKafkaSnapshotStale",
+    "TokenwatchNoActiveResponder",
+    "TokenwatchMultipleActiveResponders",
 ];
 
 /// Families registered in src/metrics.rs that have no series until the detection and
