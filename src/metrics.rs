@@ -74,6 +74,8 @@ pub struct Metrics {
     state_errors: IntCounterVec,
     /// State files whose last write failed, with the error (drives `/readyz`).
     unwritable: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<StateFile, String>>>,
+    /// The Kafka roles' families, once registered (see [`KafkaMetrics::register`]).
+    kafka: std::sync::Arc<std::sync::Mutex<Option<KafkaMetrics>>>,
 }
 
 /// The state files of `tokenwatch_state_file_errors_total{file}`.
@@ -326,6 +328,7 @@ impl Metrics {
                 &["file", "error"],
             ),
             unwritable: Default::default(),
+            kafka: Default::default(),
             registry: r,
         };
         m.register_static();
@@ -457,6 +460,181 @@ impl Default for Metrics {
     }
 }
 
+/// Results of `tokenwatch_kafka_records_total` (the same for event and detection topics).
+pub const RECORD_RESULTS: [&str; 3] = ["applied", "duplicate", "undecodable"];
+
+/// The families of the Kafka consumer roles (worker, responder). Registered only by those
+/// roles, so the `/metrics` of `role = "all"` (and of an edge) does not change.
+///
+/// Topic labels are the roles' stable names (`by_token`, `by_ip`, `detections`), not the
+/// configured topic names, so rules and dashboards need no per-site edits. Per-partition
+/// series exist only while this process owns the partition: [`KafkaMetrics::revoked`]
+/// removes them, so `sum by (topic)` over all workers counts every partition once.
+#[derive(Clone)]
+pub struct KafkaMetrics {
+    /// `tokenwatch_partitions_owned{topic}`: partitions this process owns.
+    pub owned: IntGaugeVec,
+    /// `tokenwatch_kafka_records_total{topic,result}`: see [`RECORD_RESULTS`].
+    pub records: IntCounterVec,
+    /// `tokenwatch_kafka_consumer_lag{topic}`: messages behind, over the owned partitions.
+    pub lag: IntGaugeVec,
+    /// `tokenwatch_kafka_partition_lag{topic,partition}`: messages behind, per owned partition.
+    pub partition_lag: IntGaugeVec,
+    /// `tokenwatch_kafka_snapshot_timestamp_seconds{topic,partition}`: when the partition's
+    /// state on disk was last current (its last snapshot, or its assignment).
+    pub snapshot_time: IntGaugeVec,
+    /// `tokenwatch_kafka_topic_partitions{topic}`: partitions the topic has.
+    pub topic_partitions: IntGaugeVec,
+    /// `tokenwatch_responder_active`: 1 while this process is the responder that owns the
+    /// detections partition and acts on it; 0 in standby responders and in workers.
+    pub responder_active: IntGauge,
+}
+
+/// One topic's `tokenwatch_kafka_records_total` handles.
+#[derive(Clone)]
+pub struct RecordCounters {
+    /// `result="applied"`: new records, acted on.
+    pub applied: IntCounter,
+    /// `result="duplicate"`: already applied (a re-publish or a re-read), dropped.
+    pub duplicate: IntCounter,
+    /// `result="undecodable"`: not a record this version reads, skipped.
+    pub undecodable: IntCounter,
+}
+
+impl KafkaMetrics {
+    /// Registers the families in `m` (once: later calls on the same `m` return the same
+    /// handles, so a worker and a responder may share one process).
+    pub fn register(m: &Metrics) -> Result<KafkaMetrics, prometheus::Error> {
+        let mut slot = m.kafka.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(k) = slot.as_ref() {
+            return Ok(k.clone());
+        }
+        let k = KafkaMetrics::new()?;
+        for c in k.collectors() {
+            m.registry.register(c)?;
+        }
+        *slot = Some(k.clone());
+        Ok(k)
+    }
+
+    fn new() -> Result<KafkaMetrics, prometheus::Error> {
+        let gauges = |name: &str, help: &str, labels: &[&str]| {
+            IntGaugeVec::new(Opts::new(name, help), labels)
+        };
+        Ok(KafkaMetrics {
+            owned: gauges(
+                "tokenwatch_partitions_owned",
+                "Topic partitions this process owns (state and detection)",
+                &["topic"],
+            )?,
+            records: IntCounterVec::new(
+                Opts::new(
+                    "tokenwatch_kafka_records_total",
+                    "Records consumed by topic and result: applied, duplicate (already applied, dropped), undecodable (skipped)",
+                ),
+                &["topic", "result"],
+            )?,
+            lag: gauges(
+                "tokenwatch_kafka_consumer_lag",
+                "Messages not yet consumed in the partitions this process owns (librdkafka statistics, every 5 s)",
+                &["topic"],
+            )?,
+            partition_lag: gauges(
+                "tokenwatch_kafka_partition_lag",
+                "Messages not yet consumed in one owned partition (librdkafka statistics; absent while unknown or not owned)",
+                &["topic", "partition"],
+            )?,
+            snapshot_time: gauges(
+                "tokenwatch_kafka_snapshot_timestamp_seconds",
+                "Unix time of the last successful snapshot of an owned partition (its assignment time until the first)",
+                &["topic", "partition"],
+            )?,
+            topic_partitions: gauges(
+                "tokenwatch_kafka_topic_partitions",
+                "Partitions the consumed topic has (from the client's metadata)",
+                &["topic"],
+            )?,
+            responder_active: IntGauge::new(
+                "tokenwatch_responder_active",
+                "1 while this process is the active responder (owns the detections partition); 0 otherwise",
+            )?,
+        })
+    }
+
+    /// Every family, in registration order.
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.owned.clone()),
+            Box::new(self.records.clone()),
+            Box::new(self.lag.clone()),
+            Box::new(self.partition_lag.clone()),
+            Box::new(self.snapshot_time.clone()),
+            Box::new(self.topic_partitions.clone()),
+            Box::new(self.responder_active.clone()),
+        ]
+    }
+
+    /// The names of the families [`KafkaMetrics::register`] creates (some have no series
+    /// until a partition is owned, so a scrape does not show them all).
+    pub fn family_names(&self) -> Vec<String> {
+        self.collectors()
+            .iter()
+            .flat_map(|c| c.desc().into_iter().map(|d| d.fq_name.clone()))
+            .collect()
+    }
+
+    /// The record counters of `topic`, with their zero series created so `rate()` and the
+    /// dashboards see the topic before its first record.
+    pub fn records(&self, topic: &str) -> RecordCounters {
+        let [applied, duplicate, undecodable] =
+            RECORD_RESULTS.map(|r| self.records.with_label_values(&[topic, r]));
+        RecordCounters {
+            applied,
+            duplicate,
+            undecodable,
+        }
+    }
+
+    /// Zero series of a consumed topic (owned, lag, records) before its first assignment.
+    pub fn consume(&self, topic: &str) -> RecordCounters {
+        self.owned.with_label_values(&[topic]).set(0);
+        self.lag.with_label_values(&[topic]).set(0);
+        self.records(topic)
+    }
+
+    /// Sets how many partitions of `topic` this process owns.
+    pub fn set_owned(&self, topic: &str, n: usize) {
+        self.owned
+            .with_label_values(&[topic])
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Records a successful snapshot (or the assignment) of an owned partition at `unix` s.
+    pub fn snapshot_at(&self, topic: &str, partition: i32, unix: i64) {
+        self.snapshot_time
+            .with_label_values(&[topic, &partition.to_string()])
+            .set(unix);
+    }
+
+    /// Sets an owned partition's lag; a negative lag (librdkafka's "unknown") is skipped.
+    pub fn set_partition_lag(&self, topic: &str, partition: i32, lag: i64) {
+        if lag >= 0 {
+            self.partition_lag
+                .with_label_values(&[topic, &partition.to_string()])
+                .set(lag);
+        }
+    }
+
+    /// Drops a revoked partition's series: its new owner exports them now, and a series left
+    /// here would be counted twice (or go stale at its last value) in `sum by (topic)`.
+    pub fn revoked(&self, topic: &str, partition: i32) {
+        let labels = [topic, &partition.to_string()];
+        // Absent series (never measured) are fine: nothing to drop.
+        let _ = self.partition_lag.remove_label_values(&labels);
+        let _ = self.snapshot_time.remove_label_values(&labels);
+    }
+}
+
 /// One source's resolved handles.
 #[derive(Clone)]
 pub struct SourceMetrics {
@@ -548,5 +726,58 @@ mod tests {
         );
         m.state_write(StateFile::Frozen, Ok(()));
         assert_eq!(m.state_unwritable(), None);
+    }
+
+    #[test]
+    fn kafka_families_only_where_registered_and_once() {
+        let m = Metrics::new();
+        let k = KafkaMetrics::register(&m).unwrap();
+        let names = k.family_names();
+        assert_eq!(names.len(), 7);
+        assert!(names
+            .iter()
+            .all(|n| !Metrics::new().render().contains(n.as_str())));
+        // A second registration (a worker and a responder in one process) shares the handles.
+        let again = KafkaMetrics::register(&m).unwrap();
+        again.set_owned("by_ip", 3);
+        assert!(m
+            .render()
+            .contains("tokenwatch_partitions_owned{topic=\"by_ip\"} 3"));
+        let zero = k.records("detections");
+        zero.duplicate.inc();
+        let text = m.render();
+        for r in RECORD_RESULTS {
+            assert!(text.contains(&format!(
+                "tokenwatch_kafka_records_total{{result=\"{r}\",topic=\"detections\"}}"
+            )));
+        }
+        assert!(text.contains("tokenwatch_responder_active 0"));
+    }
+
+    #[test]
+    fn a_revoked_partition_loses_its_series_and_unknown_lag_is_skipped() {
+        let m = Metrics::new();
+        let k = KafkaMetrics::register(&m).unwrap();
+        k.consume("by_token");
+        k.set_partition_lag("by_token", 0, 12);
+        k.set_partition_lag("by_token", 1, -1);
+        k.snapshot_at("by_token", 0, 1_700_000_000);
+        k.snapshot_at("by_token", 1, 1_700_000_001);
+        let text = m.render();
+        assert!(
+            text.contains("tokenwatch_kafka_partition_lag{partition=\"0\",topic=\"by_token\"} 12")
+        );
+        assert!(!text.contains("tokenwatch_kafka_partition_lag{partition=\"1\""));
+        assert!(text.contains(
+            "tokenwatch_kafka_snapshot_timestamp_seconds{partition=\"1\",topic=\"by_token\"} 1700000001"
+        ));
+        k.revoked("by_token", 0);
+        k.revoked("by_token", 1);
+        // Revoking twice, or a partition never measured, is harmless.
+        k.revoked("by_token", 1);
+        k.revoked("by_ip", 7);
+        let text = m.render();
+        assert!(!text.contains("partition=\""), "{text}");
+        assert!(text.contains("tokenwatch_partitions_owned{topic=\"by_token\"} 0"));
     }
 }

@@ -46,7 +46,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use prometheus::{IntCounterVec, IntGaugeVec, Opts};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
@@ -59,7 +58,7 @@ use super::wire;
 use crate::config::Config;
 use crate::detect::{Detection, DetectionSink, Engine, JsonlSink};
 use crate::enrich::geo::GeoLookup;
-use crate::metrics::Metrics;
+use crate::metrics::{KafkaMetrics, Metrics};
 use crate::pipeline::EventSink;
 
 /// Kind of a partition snapshot in its state-file header.
@@ -137,58 +136,6 @@ impl Stage {
         d.token_spray.enabled &= !token;
         d.distributed_spray.enabled &= !token;
         c
-    }
-}
-
-/// The worker's metric families (registered when it starts, like the edge's).
-#[derive(Clone)]
-struct WorkerMetrics {
-    /// `tokenwatch_partitions_owned{topic}`.
-    owned: IntGaugeVec,
-    /// `tokenwatch_kafka_records_total{topic,result}`: applied | duplicate | undecodable.
-    records: IntCounterVec,
-    /// `tokenwatch_kafka_consumer_lag{topic}`: messages behind, over the owned partitions.
-    lag: IntGaugeVec,
-}
-
-impl WorkerMetrics {
-    fn register(m: &Metrics) -> Result<Self, prometheus::Error> {
-        let owned = IntGaugeVec::new(
-            Opts::new(
-                "tokenwatch_partitions_owned",
-                "Event topic partitions this worker owns (state and detection)",
-            ),
-            &["topic"],
-        )?;
-        let records = IntCounterVec::new(
-            Opts::new(
-                "tokenwatch_kafka_records_total",
-                "Event records consumed by topic and result: applied, duplicate (at or below the high-water mark, dropped), undecodable (skipped)",
-            ),
-            &["topic", "result"],
-        )?;
-        let lag = IntGaugeVec::new(
-            Opts::new(
-                "tokenwatch_kafka_consumer_lag",
-                "Messages not yet consumed in the partitions this worker owns (librdkafka statistics, every 5 s)",
-            ),
-            &["topic"],
-        )?;
-        m.registry().register(Box::new(owned.clone()))?;
-        m.registry().register(Box::new(records.clone()))?;
-        m.registry().register(Box::new(lag.clone()))?;
-        for s in [Stage::Token, Stage::Ip] {
-            owned.with_label_values(&[s.label()]).set(0);
-            lag.with_label_values(&[s.label()]).set(0);
-            for r in ["applied", "duplicate", "undecodable"] {
-                records.with_label_values(&[s.label(), r]);
-            }
-        }
-        Ok(WorkerMetrics {
-            owned,
-            records,
-            lag,
-        })
     }
 }
 
@@ -317,7 +264,10 @@ pub fn spawn(
     metrics: &Metrics,
     geo: Option<Arc<dyn GeoLookup>>,
 ) -> Result<Worker, WorkerError> {
-    let wm = WorkerMetrics::register(metrics)?;
+    let km = KafkaMetrics::register(metrics)?;
+    for stage in [Stage::Token, Stage::Ip] {
+        km.consume(stage.label());
+    }
     let out = cfg
         .detectors
         .output
@@ -338,7 +288,7 @@ pub fn spawn(
             topic: stage.topic(cfg),
             cfg: stage.config(cfg),
             metrics: metrics.clone(),
-            wm: wm.clone(),
+            km: km.clone(),
             geo: geo.clone(),
             sink: sink.clone(),
             dir: dir.clone(),
@@ -446,7 +396,7 @@ struct Shared {
     topic: String,
     cfg: Config,
     metrics: Metrics,
-    wm: WorkerMetrics,
+    km: KafkaMetrics,
     geo: Option<Arc<dyn GeoLookup>>,
     sink: SharedSink,
     dir: PathBuf,
@@ -473,6 +423,10 @@ impl Shared {
     /// is how many partitions of this topic the worker owns with it: the state budget is
     /// split over them and over the two stages.
     fn open(&self, partition: i32, owned: usize) -> Partition {
+        // Whatever is restored (or nothing) is what the disk holds: current as of now, so
+        // the snapshot-age alert also covers a partition whose writes never succeed.
+        self.km
+            .snapshot_at(self.stage.label(), partition, unix_now());
         let share = owned.max(1).saturating_mul(2);
         let mut p = Partition {
             engine: self.engine(share),
@@ -633,6 +587,9 @@ impl Ctx {
                 tracing::error!(%e, path = %path.display(), "worker: writing a partition snapshot");
                 continue;
             }
+            self.shared
+                .km
+                .snapshot_at(self.shared.stage.label(), n, unix_now());
             if let Some(o) = p.next_offset {
                 let _ = tpl.add_partition_offset(&self.shared.topic, n, Offset::Offset(o));
             }
@@ -645,11 +602,7 @@ impl Ctx {
     }
 
     fn owned_gauge(&self, n: usize) {
-        self.shared
-            .wm
-            .owned
-            .with_label_values(&[self.shared.stage.label()])
-            .set(i64::try_from(n).unwrap_or(i64::MAX));
+        self.shared.km.set_owned(self.shared.stage.label(), n);
     }
 }
 
@@ -658,25 +611,71 @@ impl ClientContext for Ctx {
         log_to_tracing(level, fac, msg);
     }
 
-    /// librdkafka's statistics (every [`STATS_MS`]): the consumer lag of owned partitions.
+    /// librdkafka's statistics (every [`STATS_MS`]): the consumer lag of owned partitions
+    /// and the topic's partition count.
     fn stats(&self, s: Statistics) {
-        let lag: i64 = s
-            .topics
-            .get(&self.shared.topic)
-            .map(|t| {
-                t.partitions
-                    .iter()
-                    .filter(|(n, _)| **n >= 0)
-                    .map(|(_, p)| p.consumer_lag.max(0))
-                    .sum()
-            })
-            .unwrap_or(0);
-        self.shared
-            .wm
-            .lag
-            .with_label_values(&[self.shared.stage.label()])
-            .set(lag);
+        // Delivered by `poll` on the consumer thread, never while it holds the partitions.
+        let owned: Vec<i32> = self.parts().keys().copied().collect();
+        let topic = s.topics.get(&self.shared.topic);
+        apply_stats(&self.shared.km, self.shared.stage.label(), topic, &owned);
     }
+}
+
+/// Messages behind in one partition, -1 when unknown. librdkafka's `consumer_lag` counts
+/// from the *committed* offset, which this worker advances only with a snapshot (every
+/// `snapshot_interval_secs`), so it would read a healthy worker as up to one interval
+/// behind; `consumer_lag_stored` counts from the position (the offset after the last
+/// message handed to us). Before the first message since the assignment the position is
+/// the committed offset, and only `consumer_lag` is known.
+fn lag_of(p: &rdkafka::statistics::Partition) -> i64 {
+    if p.consumer_lag_stored >= 0 {
+        p.consumer_lag_stored
+    } else {
+        p.consumer_lag
+    }
+}
+
+/// Sets the lag gauges of `label` from one statistics report of its topic (`None`: not
+/// in the report yet): only partitions in `owned` get a series, so a report older than a
+/// revoke cannot bring a revoked partition's series back; a partition whose lag librdkafka
+/// does not know yet (-1) keeps its last value and adds nothing to the topic's sum.
+fn apply_stats(
+    km: &KafkaMetrics,
+    label: &str,
+    topic: Option<&rdkafka::statistics::Topic>,
+    owned: &[i32],
+) {
+    let Some(t) = topic else {
+        km.lag.with_label_values(&[label]).set(0);
+        return;
+    };
+    let mut sum = 0i64;
+    for &n in owned {
+        if let Some(p) = t.partitions.get(&n) {
+            let lag = lag_of(p);
+            km.set_partition_lag(label, n, lag);
+            sum = sum.saturating_add(lag.max(0));
+        }
+    }
+    km.lag.with_label_values(&[label]).set(sum);
+    // -1 is librdkafka's internal "unassigned" partition; `unknown` ones are desired but
+    // not in the broker's metadata. A worker that owns nothing of the topic yet may not
+    // have its metadata at all: then it says nothing rather than 0.
+    let known = t
+        .partitions
+        .iter()
+        .filter(|(&n, p)| n >= 0 && !p.unknown)
+        .count();
+    if known > 0 {
+        km.topic_partitions
+            .with_label_values(&[label])
+            .set(i64::try_from(known).unwrap_or(i64::MAX));
+    }
+}
+
+/// Unix time in seconds (for the snapshot timestamps).
+fn unix_now() -> i64 {
+    crate::event::EventTime::now().as_millis() / 1000
 }
 
 /// librdkafka's log lines into ours.
@@ -696,8 +695,9 @@ impl ConsumerContext for Ctx {
             let which: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
             let mut parts = self.parts();
             self.save(c, &mut parts, &which);
-            for n in &which {
-                parts.remove(n);
+            for &n in &which {
+                parts.remove(&n);
+                self.shared.km.revoked(self.shared.stage.label(), n);
             }
             self.owned_gauge(parts.len());
             tracing::info!(topic = %self.shared.topic, partitions = ?which, "worker: partitions revoked (state saved)");
@@ -725,12 +725,9 @@ impl ConsumerContext for Ctx {
 fn run(consumer: BaseConsumer<Ctx>, mut names: NameTable, every: Duration, stop: &AtomicBool) {
     let ctx = consumer.context();
     let label = ctx.shared.stage.label();
-    let records = |r: &str| ctx.shared.wm.records.with_label_values(&[label, r]);
-    let (applied, duplicate, undecodable) = (
-        records("applied"),
-        records("duplicate"),
-        records("undecodable"),
-    );
+    let records = ctx.shared.km.records(label);
+    let (applied, duplicate, undecodable) =
+        (records.applied, records.duplicate, records.undecodable);
     let mut last_save = Instant::now();
     let mut last_flush = Instant::now();
     while !stop.load(Ordering::Acquire) {
@@ -887,6 +884,92 @@ mod tests {
         let mut off = Config::default();
         off.detectors.ip_fanout.enabled = false;
         assert!(!Stage::Token.config(&off).detectors.ip_fanout.enabled);
+    }
+
+    /// A statistics report of one topic: `(partition, consumer_lag, consumer_lag_stored)`.
+    fn report(parts: &[(i32, i64, i64)]) -> rdkafka::statistics::Topic {
+        let mut t = rdkafka::statistics::Topic::default();
+        for &(n, lag, stored) in parts {
+            let p = rdkafka::statistics::Partition {
+                partition: n,
+                consumer_lag: lag,
+                consumer_lag_stored: stored,
+                ..Default::default()
+            };
+            t.partitions.insert(n, p);
+        }
+        t
+    }
+
+    fn scrape(m: &Metrics, name: &str) -> Vec<String> {
+        m.render()
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn statistics_set_the_lag_of_owned_partitions_only() {
+        let m = Metrics::new();
+        let km = KafkaMetrics::register(&m).unwrap();
+        km.consume("by_ip");
+        // 0: position known; 1: nothing consumed since the assignment (committed lag only);
+        // 2: unknown; 3: not ours; -1: librdkafka's internal partition.
+        let t = report(&[
+            (0, 900, 5),
+            (1, 40, -1),
+            (2, -1, -1),
+            (3, 70, 70),
+            (-1, -1, -1),
+        ]);
+        apply_stats(&km, "by_ip", Some(&t), &[0, 1, 2]);
+        assert_eq!(
+            scrape(&m, "tokenwatch_kafka_partition_lag{"),
+            [
+                "tokenwatch_kafka_partition_lag{partition=\"0\",topic=\"by_ip\"} 5",
+                "tokenwatch_kafka_partition_lag{partition=\"1\",topic=\"by_ip\"} 40",
+            ]
+        );
+        assert_eq!(
+            scrape(&m, "tokenwatch_kafka_consumer_lag{"),
+            ["tokenwatch_kafka_consumer_lag{topic=\"by_ip\"} 45"]
+        );
+        assert_eq!(
+            scrape(&m, "tokenwatch_kafka_topic_partitions{"),
+            ["tokenwatch_kafka_topic_partitions{topic=\"by_ip\"} 4"]
+        );
+    }
+
+    #[test]
+    fn a_revoked_partition_drops_its_series_and_a_late_report_does_not_bring_them_back() {
+        let m = Metrics::new();
+        let km = KafkaMetrics::register(&m).unwrap();
+        km.consume("by_token");
+        let t = report(&[(0, 10, 10), (1, 20, 20)]);
+        apply_stats(&km, "by_token", Some(&t), &[0, 1]);
+        km.snapshot_at("by_token", 0, 100);
+        km.snapshot_at("by_token", 1, 100);
+        km.set_owned("by_token", 2);
+        // Revoke partition 1 as `pre_rebalance` does, then a report taken before it arrives.
+        km.revoked("by_token", 1);
+        km.set_owned("by_token", 1);
+        apply_stats(&km, "by_token", Some(&t), &[0]);
+        let text = m.render();
+        assert!(!text.contains("partition=\"1\""), "{text}");
+        assert!(
+            text.contains("tokenwatch_kafka_partition_lag{partition=\"0\",topic=\"by_token\"} 10")
+        );
+        assert!(text.contains(
+            "tokenwatch_kafka_snapshot_timestamp_seconds{partition=\"0\",topic=\"by_token\"} 100"
+        ));
+        assert!(text.contains("tokenwatch_kafka_consumer_lag{topic=\"by_token\"} 10"));
+        assert!(text.contains("tokenwatch_partitions_owned{topic=\"by_token\"} 1"));
+        // A topic absent from the report: no lag, and the partition count is left alone.
+        apply_stats(&km, "by_token", None, &[0]);
+        let text = m.render();
+        assert!(text.contains("tokenwatch_kafka_consumer_lag{topic=\"by_token\"} 0"));
+        assert!(text.contains("tokenwatch_kafka_topic_partitions{topic=\"by_token\"} 2"));
     }
 
     #[test]

@@ -16,9 +16,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use prom_support::*;
+use tokenwatch::metrics::{KafkaMetrics, Metrics};
 
-/// Every alert the rules must define (the list).
-const ALERTS: [&str; 10] = [
+/// Every alert the rules must define (the issues' lists).
+const ALERTS: [&str; 15] = [
     "HighTokenFailureRate",
     "TokenAnomalyDetected",
     "TokenFrozen",
@@ -29,6 +30,11 @@ const ALERTS: [&str; 10] = [
     "TokenwatchHookFailing",
     "TokenwatchStateNotSaved",
     "TokenwatchStateFileDamaged",
+    "TokenwatchKafkaConsumerLag",
+    "TokenwatchKafkaPartitionsUnowned",
+    "TokenwatchKafkaSnapshotStale",
+    "TokenwatchNoActiveResponder",
+    "TokenwatchMultipleActiveResponders",
 ];
 
 /// Families registered in src/metrics.rs that have no series until the detection and
@@ -277,7 +283,8 @@ fn dashboards_are_importable_grafana_json() {
 
 /// Every PromQL expression in the rules and dashboards parses (`promtool check rules` on a
 /// generated rules file holding each one as a recording rule) and selects only metrics that
-/// a running tokenwatch exports (or recording-rule outputs, `up`, `ALERTS`). And every
+/// a running tokenwatch exports (or recording-rule outputs, `up`, `ALERTS`), or, for the
+/// Kafka rules and panels, families that the worker and responder roles register. And every
 /// tokenwatch metric family is shown by some dashboard panel.
 #[test]
 fn dashboards_and_rules_use_only_exported_metrics() {
@@ -299,6 +306,19 @@ fn dashboards_and_rules_use_only_exported_metrics() {
 
     let mut known: BTreeSet<String> = exposed_names(&scrape).into_iter().collect();
     known.extend(["up", "ALERTS", "ALERTS_FOR_STATE"].map(String::from));
+    // The Kafka roles' families, as they register them (a scrape of a worker would miss the
+    // per-partition ones until it owns a partition). `role = "all"` must not export them.
+    let kafka = KafkaMetrics::register(&Metrics::new())
+        .expect("registering the Kafka families")
+        .family_names();
+    assert!(kafka.len() >= 7, "{kafka:?}");
+    for family in &kafka {
+        assert!(
+            !scrape.contains(&format!("# TYPE {family} ")),
+            "role all exports the Kafka family {family}"
+        );
+    }
+    known.extend(kafka.iter().cloned());
     let metrics_rs = read("src/metrics.rs");
     for family in NO_SERIES_YET {
         assert!(
@@ -361,6 +381,7 @@ fn dashboards_and_rules_use_only_exported_metrics() {
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .filter_map(|l| l.split(' ').next())
         .filter(|n| n.starts_with("tokenwatch_") || n.starts_with("auth_token_"))
+        .chain(kafka.iter().map(String::as_str))
         .collect();
     let unshown: Vec<&&str> = families
         .iter()
