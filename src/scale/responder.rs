@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use prometheus::{IntCounter, IntGauge};
+use prometheus::IntGauge;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
@@ -45,7 +45,7 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use crate::config::Config;
 use crate::detect::{Decide, Detection, DetectionSink, JsonlSink, Ring};
 use crate::enrich::Fingerprinter;
-use crate::metrics::Metrics;
+use crate::metrics::{KafkaMetrics, Metrics, RecordCounters};
 use crate::respond::{Responder, ResponderHandle};
 use crate::server::AdminSlot;
 
@@ -55,6 +55,8 @@ pub const SEEN_IDS: usize = 100_000;
 pub const COMMIT_EVERY: Duration = Duration::from_secs(1);
 /// The lock file in the state directory held by the active responder.
 pub const LOCK_FILE: &str = "responder.lock";
+/// The `topic` label of the detections topic's series (the role's name, not the topic's).
+const TOPIC_LABEL: &str = "detections";
 /// How long one poll waits for a record.
 const POLL: Duration = Duration::from_millis(100);
 /// How often a takeover that could not finish (lock held, broker slow) is tried again.
@@ -114,7 +116,13 @@ pub struct Parts {
 /// thread; the process acts only while it owns the partition.
 pub fn spawn(cfg: &Config, parts: Parts) -> Result<ResponderRole, ResponderRoleError> {
     let topic = cfg.kafka.topics.detections.clone();
-    let counters = Counters::register(&parts.metrics)?;
+    let km = KafkaMetrics::register(&parts.metrics)?;
+    km.responder_active.set(0);
+    let counters = Counters {
+        records: km.consume(TOPIC_LABEL),
+        active: km.responder_active.clone(),
+        owned: km,
+    };
     let state = State {
         cfg: cfg.clone(),
         topic: topic.clone(),
@@ -190,35 +198,9 @@ fn run(consumer: BaseConsumer<Ctx>, stop: &AtomicBool) {
 
 /// The counters the loop bumps.
 struct Counters {
-    applied: IntCounter,
-    duplicate: IntCounter,
-    undecodable: IntCounter,
+    records: RecordCounters,
     active: IntGauge,
-}
-
-impl Counters {
-    fn register(m: &Metrics) -> Result<Counters, prometheus::Error> {
-        let records = prometheus::IntCounterVec::new(
-            prometheus::Opts::new(
-                "tokenwatch_kafka_records_total",
-                "Records consumed by topic and result: applied, duplicate (dropped), undecodable (skipped)",
-            ),
-            &["topic", "result"],
-        )?;
-        let active = IntGauge::new(
-            "tokenwatch_responder_active",
-            "1 while this responder owns the detections partition and acts, 0 on a standby",
-        )?;
-        m.registry().register(Box::new(records.clone()))?;
-        m.registry().register(Box::new(active.clone()))?;
-        let label = |r: &str| records.with_label_values(&["detections", r]);
-        Ok(Counters {
-            applied: label("applied"),
-            duplicate: label("duplicate"),
-            undecodable: label("undecodable"),
-            active,
-        })
-    }
+    owned: KafkaMetrics,
 }
 
 /// The active responder's parts.
@@ -324,6 +306,9 @@ impl State {
             _lock: lock,
         });
         self.counters.active.set(1);
+        self.counters
+            .owned
+            .set_owned(TOPIC_LABEL, self.assigned.len());
         tracing::info!(
             partitions = ?self.assigned,
             from_offset = ?start,
@@ -416,17 +401,17 @@ impl State {
         };
         match serde_json::from_slice::<Detection>(payload) {
             Err(e) => {
-                self.counters.undecodable.inc();
+                self.counters.records.undecodable.inc();
                 tracing::warn!(%e, partition, offset, "responder: skipping a record that is not a detection");
             }
-            Ok(d) if !self.seen.first(d.id.clone()) => self.counters.duplicate.inc(),
+            Ok(d) if !self.seen.first(d.id.clone()) => self.counters.records.duplicate.inc(),
             Ok(mut d) => {
                 a.policy.decide(&mut d);
                 if let Err(e) = a.file.emit(&d) {
                     tracing::error!(%e, id = %d.id, "responder: writing a decided record");
                 }
                 let _ = self.parts.ring.emit(&d);
-                self.counters.applied.inc();
+                self.counters.records.applied.inc();
             }
         }
         self.next_offset = Some(offset.saturating_add(1));
@@ -467,6 +452,7 @@ impl State {
             // Hook calls in flight get their grace; unfinished ones stay in the journal.
             self.parts.rt.block_on(a.handle.shutdown());
             self.counters.active.set(0);
+            self.counters.owned.set_owned(TOPIC_LABEL, 0);
             tracing::info!(
                 why,
                 "responder: standby (policy and hooks stopped, lock released)"
