@@ -235,7 +235,7 @@ pub(super) struct Dump(pub(super) PathBuf);
 
 impl Drop for Dump {
     fn drop(&mut self) {
-        if !std::thread::panicking() {
+        if !std::thread::panicking() && std::env::var_os("TOKENWATCH_TEST_DUMP").is_none() {
             return;
         }
         let Ok(rd) = std::fs::read_dir(&self.0) else {
@@ -252,8 +252,13 @@ impl Drop for Dump {
                 }
             }
         }
-        let d = std::fs::read_to_string(self.0.join("state-worker/detections.jsonl"));
-        eprintln!("--- worker detections:\n{}", d.unwrap_or_default());
+        // Every process's detections (state-<name>/detections.jsonl).
+        for e in std::fs::read_dir(&self.0).into_iter().flatten().flatten() {
+            let p = e.path().join("detections.jsonl");
+            if let Ok(d) = std::fs::read_to_string(&p) {
+                eprintln!("--- {}:\n{d}", p.display());
+            }
+        }
     }
 }
 
