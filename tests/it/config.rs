@@ -528,6 +528,46 @@ fn shipped_examples_load_and_round_trip() {
     assert!(seen >= 3, "examples/*.toml missing");
 }
 
+/// The worked scale-out example (README "Running on several hosts"): 3 edges, 2 workers
+/// and the responders share `examples/kafka/`; each file loads clean for its role, and the
+/// role refuses nothing at start.
+#[test]
+fn kafka_topology_examples_load_for_their_roles() {
+    use tokenwatch::config::Role;
+    let secrets = MapSecrets::new()
+        .with_env(
+            "TOKENWATCH_FP_KEY",
+            "an-example-fingerprint-key-of-32-bytes+",
+        )
+        .with_env("TOKENWATCH_ADMIN_TOKEN", "example-admin-token")
+        .with_env("TOKENWATCH_HOOK_KEY", "example-hook-key")
+        .with_env("KAFKA_PASSWORD", "example-password");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kafka");
+    for (file, role) in [
+        ("edge.toml", Role::Edge),
+        ("worker.toml", Role::Worker),
+        ("responder.toml", Role::Responder),
+    ] {
+        let path = dir.join(file);
+        let c = Config::load(&path, &secrets).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.role, role, "{file}");
+        // The City database is the user's own (never shipped): its absence is a warning.
+        let other: Vec<_> = c
+            .warnings
+            .iter()
+            .filter(|w| w.path != "geo.mmdb[0]")
+            .collect();
+        assert!(other.is_empty(), "{file}: {other:?}");
+        let has_key = c.fingerprint.key.is_some();
+        assert_eq!(
+            c.kafka.role_errors(role, has_key),
+            Vec::<String>::new(),
+            "{file}"
+        );
+        assert_eq!(c.kafka.brokers.len(), 3, "{file}");
+    }
+}
+
 mod never_panics {
     use super::*;
     use proptest::prelude::*;
