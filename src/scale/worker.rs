@@ -348,6 +348,10 @@ fn consumer(cfg: &Config, shared: Shared) -> Result<BaseConsumer<Ctx>, WorkerErr
         // Offsets are committed only with a snapshot (see the module docs).
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
+        // A rebalance moves only the partitions that change owner; the others keep their
+        // in-memory state and go on consuming (an eager rebalance would snapshot and
+        // reopen every partition of every worker). Overridable in [kafka.options].
+        .set("partition.assignment.strategy", "cooperative-sticky")
         .set("statistics.interval.ms", STATS_MS.to_string());
     for (k, v) in &cfg.kafka.options {
         if let Some(v) = v.expose() {
@@ -748,12 +752,14 @@ impl ConsumerContext for Ctx {
         if let Rebalance::Assign(tpl) = r {
             let mut parts = self.parts();
             let mut which = Vec::new();
+            // With the cooperative protocol `tpl` holds only the added partitions.
+            let owned = parts.len() + tpl.count();
             for e in tpl.elements() {
                 let n = e.partition();
                 which.push(n);
                 parts
                     .entry(n)
-                    .or_insert_with(|| self.shared.open(n, tpl.count()));
+                    .or_insert_with(|| self.shared.open(n, owned));
             }
             self.owned_gauge(parts.len());
             tracing::info!(topic = %self.shared.topic, partitions = ?which, "worker: partitions assigned");
