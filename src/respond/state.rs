@@ -64,8 +64,30 @@ impl Core {
         if let (Some(m), Some(_)) = (&core.metrics, core.frozen.rejected()) {
             m.state_corrupt(StateFile::Frozen, 1);
         }
+        core.seed_breaker(window_ms);
         core.publish(core.now(None));
         core
+    }
+
+    /// Counts the freezes of the persisted set made within the window against the cap, so
+    /// a restart (or a standby responder taking over the same state) does not hand out a
+    /// fresh allowance of freezes.
+    fn seed_breaker(&mut self, window_ms: i64) {
+        if self.clock.is_none() {
+            return;
+        }
+        let now = self.now(None);
+        let mut recent: Vec<i64> = self
+            .frozen
+            .list()
+            .iter()
+            .map(|e| e.since_ms)
+            .filter(|&t| t <= now && now.saturating_sub(t) < window_ms)
+            .collect();
+        recent.sort_unstable();
+        for t in recent {
+            let _ = self.breaker.admit(t);
+        }
     }
 
     /// Tells the metrics (and so `/readyz`) how a write of the frozen set went (only call it

@@ -757,9 +757,7 @@ impl ConsumerContext for Ctx {
             for e in tpl.elements() {
                 let n = e.partition();
                 which.push(n);
-                parts
-                    .entry(n)
-                    .or_insert_with(|| self.shared.open(n, owned));
+                parts.entry(n).or_insert_with(|| self.shared.open(n, owned));
             }
             self.owned_gauge(parts.len());
             tracing::info!(topic = %self.shared.topic, partitions = ?which, "worker: partitions assigned");

@@ -16,6 +16,8 @@ mod kafka;
 #[cfg(feature = "kafka")]
 mod kafka_cluster;
 #[cfg(feature = "kafka")]
+mod kafka_responder;
+#[cfg(feature = "kafka")]
 mod kafka_worker;
 mod parse;
 mod prometheus;

@@ -510,6 +510,34 @@ async fn frozen_set_survives_a_restart() {
     handle.shutdown().await;
 }
 
+/// The freeze cap counts the freezes still in the window across a restart (or a standby
+/// responder taking over the same state directory): no fresh allowance per process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_freeze_cap_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config("mode = \"enforce\"\nmax_freezes = 2\nwindow_secs = 60", "");
+    let clock = ManualClock::new(T0);
+    let (resp, handle) = start(&cfg, dir.path(), &Metrics::new(), &clock);
+    for (n, token) in ["ak_1", "ak_2"].iter().enumerate() {
+        let mut d = det("impossible_travel", token, n as i64);
+        resp.policy().decide(&mut d);
+        assert_eq!(d.action, Action::Freeze);
+    }
+    handle.shutdown().await;
+    let (resp, handle) = start(&cfg, dir.path(), &Metrics::new(), &clock);
+    let mut d = det("impossible_travel", "ak_3", 5);
+    resp.policy().decide(&mut d);
+    assert_eq!(d.reason.as_deref(), Some("rate_cap"));
+    handle.shutdown().await;
+    // Once the window has passed, freezes resume after a restart too.
+    clock.advance(61_000);
+    let (resp, handle) = start(&cfg, dir.path(), &Metrics::new(), &clock);
+    let mut d = det("impossible_travel", "ak_4", 70);
+    resp.policy().decide(&mut d);
+    assert_eq!(d.action, Action::Freeze);
+    handle.shutdown().await;
+}
+
 // ---------------------------------------------------------------- exec and e-mail
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
