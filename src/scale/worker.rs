@@ -348,10 +348,6 @@ fn consumer(cfg: &Config, shared: Shared) -> Result<BaseConsumer<Ctx>, WorkerErr
         // Offsets are committed only with a snapshot (see the module docs).
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        // A rebalance moves only the partitions that change owner; the others keep their
-        // in-memory state and go on consuming (an eager rebalance would snapshot and
-        // reopen every partition of every worker). Overridable in [kafka.options].
-        .set("partition.assignment.strategy", "cooperative-sticky")
         .set("statistics.interval.ms", STATS_MS.to_string());
     for (k, v) in &cfg.kafka.options {
         if let Some(v) = v.expose() {

@@ -261,8 +261,22 @@ fn edges_workers_and_responders_freeze_each_attacked_token_once_across_crashes()
     let cfg = |name: &str, state: &str, log: &Path| write_config(dir, name, state, log, &ctx);
     let edge_a = cfg("edge-a", "state-edge-a", &log_a);
     let edge_b = cfg("edge-b", "state-edge-b", &log_b);
-    let worker_1 = cfg("worker-1", "state-worker-1", &log_a);
-    let worker_2 = cfg("worker-2", "state-worker-2", &log_a);
+    // The workers share one state directory (partitions move between them with their
+    // snapshots) and write their detections to files of their own.
+    let worker_cfg = |name: &str| {
+        let path = cfg(name, "state-workers", &log_a);
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "[detectors]\n",
+            &format!(
+                "[detectors]\noutput = \"{}\"\n",
+                dir.join(format!("{name}.jsonl")).display()
+            ),
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let worker_1 = worker_cfg("worker-1");
+    let worker_2 = worker_cfg("worker-2");
     // The responders share one state directory: the standby takes over the frozen set.
     let resp = cfg("responder", "state-responder", &log_a);
 
@@ -360,9 +374,9 @@ fn edges_workers_and_responders_freeze_each_attacked_token_once_across_crashes()
     // one raises it again after the restart (same id: the events since its last snapshot
     // are applied again); the responder drops the second by its id, so the cluster's
     // decided records (and hooks) have each detection once.
-    let files: Vec<PathBuf> = ["state-worker-1", "state-worker-2"]
+    let files: Vec<PathBuf> = ["worker-1.jsonl", "worker-2.jsonl"]
         .iter()
-        .map(|s| dir.join(s).join("detections.jsonl"))
+        .map(|f| dir.join(f))
         .collect();
     let got = wait_for(60, "the workers' detections", || {
         let got = attack_records(&files);

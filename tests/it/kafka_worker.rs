@@ -252,9 +252,14 @@ impl Drop for Dump {
                 }
             }
         }
-        // Every process's detections (state-<name>/detections.jsonl).
+        // Every process's detections (state-<name>/detections.jsonl, <name>.jsonl).
         for e in std::fs::read_dir(&self.0).into_iter().flatten().flatten() {
-            let p = e.path().join("detections.jsonl");
+            let own = e.path().join("detections.jsonl");
+            let p = if e.path().extension().is_some_and(|x| x == "jsonl") {
+                e.path()
+            } else {
+                own
+            };
             if let Ok(d) = std::fs::read_to_string(&p) {
                 eprintln!("--- {}:\n{d}", p.display());
             }
