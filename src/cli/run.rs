@@ -31,7 +31,7 @@
 //! # State directory faults
 //!
 //! Every state write reports to `tokenwatch_state_file_errors_total{file,error="write"}`,
-//! and a probe writes `.write-probe` in the state directory every [`PROBE_EVERY`]. While
+//! and a probe writes `.write-probe.<pid>` (then removes it) in the state directory every [`PROBE_EVERY`]. While
 //! any last write failed (read-only or full disk) `/readyz` answers 503 with the reason;
 //! detection, `/metrics` and hooks keep working, and the next successful write clears it.
 
@@ -143,7 +143,7 @@ async fn daemon(mut cfg: Config, args: RunArgs) -> Result<(), CliError> {
     if cfg.role == crate::config::Role::Responder {
         return responder_daemon(cfg, server, metrics, ready, fp).await;
     }
-    check_journal(&cfg, &metrics);
+    crate::respond::check_journal(&cfg, &metrics);
     let (stop_server_tx, stop_server_rx) = tokio::sync::oneshot::channel::<()>();
     let state = AppState {
         metrics: metrics.clone(),
@@ -236,7 +236,8 @@ async fn responder_daemon(
     fp: Fingerprinter,
 ) -> Result<(), CliError> {
     use crate::scale::responder;
-    check_journal(&cfg, &metrics);
+    // The journal is checked when this process becomes active, under the state-directory
+    // lock: a standby sharing the directory must not touch the active one's journal.
     let (stop_server_tx, stop_server_rx) = tokio::sync::oneshot::channel::<()>();
     let state = AppState {
         metrics: metrics.clone(),
@@ -542,29 +543,21 @@ impl Snapshotter {
     }
 }
 
-/// Opens the response journal once before the responder does, to count damaged lines
-/// (skipped, the good ones kept; see `respond::journal`) in the metrics.
-fn check_journal(cfg: &Config, metrics: &Metrics) {
-    use crate::respond::journal::Journal;
-    let path = cfg.state.dir.join(crate::respond::JOURNAL_FILE);
-    // An open error is reported by the responder's own open, with context.
-    if let Ok(j) = Journal::open(&path, cfg.response.journal_compact_after) {
-        if j.bad_lines() > 0 {
-            metrics.state_corrupt(StateFile::Journal, j.bad_lines() as u64);
-        }
-    }
-}
-
 /// Writes a probe file in the state directory every [`PROBE_EVERY`], so `/readyz` notices
 /// a read-only or full disk even when no state write is due; logs only on changes.
 async fn probe_state_dir(dir: PathBuf, metrics: Metrics) {
-    let path = dir.join(".write-probe");
+    // Per process: workers (and responders) may share a state directory, and two probes
+    // racing on one temporary file would fail each other's renames.
+    let path = dir.join(format!(".write-probe.{}", std::process::id()));
     let mut was_ok = true;
     loop {
         let p = path.clone();
-        let r = tokio::task::spawn_blocking(move || crate::durable::write_atomic(&p, b"ok\n"))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let r = tokio::task::spawn_blocking(move || {
+            crate::durable::write_atomic(&p, b"ok\n")?;
+            std::fs::remove_file(&p)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         metrics.state_write(StateFile::Dir, r.as_ref().map(|_| ()));
         match (&r, was_ok) {
             (Err(e), true) => {

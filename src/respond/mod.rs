@@ -191,6 +191,19 @@ impl Responder {
     }
 }
 
+/// Opens the response journal once before the responder does, to count damaged lines
+/// (skipped, the good ones kept; see [`journal`]) in the metrics. Opening compacts the
+/// journal: call it only where this process owns the state directory.
+pub fn check_journal(cfg: &Config, metrics: &Metrics) {
+    let path = cfg.state.dir.join(JOURNAL_FILE);
+    // An open error is reported by the responder's own open, with context.
+    if let Ok(j) = Journal::open(&path, cfg.response.journal_compact_after) {
+        if j.bad_lines() > 0 {
+            metrics.state_corrupt(crate::metrics::StateFile::Journal, j.bad_lines() as u64);
+        }
+    }
+}
+
 /// A policy for `replay` without `--with-hooks`: the same rules on event time, `enforce`
 /// downgraded to `dry-run`, no journal, no hooks, nothing persisted.
 pub fn replay_policy(cfg: &Config, metrics: Option<&Metrics>) -> Box<dyn Decide> {

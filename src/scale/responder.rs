@@ -288,6 +288,7 @@ impl State {
             .unwrap_or_else(|| dir.join("detections.jsonl"));
         let file = JsonlSink::append(&out).map_err(|e| format!("{}: {e}", out.display()))?;
         let p = &self.parts;
+        crate::respond::check_journal(&self.cfg, &p.metrics);
         let (responder, handle) = Responder::start(&self.cfg, &dir, &p.metrics, p.rt.clone())
             .map_err(|e| e.to_string())?;
         let admin = handle.admin_routes(
