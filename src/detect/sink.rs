@@ -111,8 +111,12 @@ impl JsonlSink {
 
 impl DetectionSink for JsonlSink {
     fn emit(&mut self, d: &Detection) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, d)?;
-        self.out.write_all(b"\n")
+        // One write of the whole line: the buffer then only ever flushes whole lines, so
+        // processes appending to one file (workers sharing a state directory) never
+        // interleave inside a record (O_APPEND writes of a line are not split).
+        let mut line = serde_json::to_vec(d)?;
+        line.push(b'\n');
+        self.out.write_all(&line)
     }
 
     fn flush(&mut self) -> io::Result<()> {
