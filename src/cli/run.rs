@@ -188,8 +188,7 @@ async fn daemon(mut cfg: Config, args: RunArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// `role = "worker"`: the HTTP server and the Kafka consumers (no tailer, no responder),
-/// until SIGTERM/SIGINT; SIGHUP is logged (the worker applies a new config at restart).
+/// `role = "worker"`: the HTTP server and the Kafka consumers (no tailer, no responder).
 #[cfg(feature = "kafka")]
 async fn worker_daemon(
     cfg: Config,
@@ -197,36 +196,28 @@ async fn worker_daemon(
     metrics: Metrics,
     ready: Arc<AtomicBool>,
 ) -> Result<(), CliError> {
-    let (stop_server_tx, stop_server_rx) = tokio::sync::oneshot::channel::<()>();
-    let state = AppState {
-        metrics: metrics.clone(),
-        ready: ready.clone(),
-    };
-    let http = tokio::spawn(server.serve(state, async {
-        let _ = stop_server_rx.await;
-    }));
-    let probe = tokio::spawn(probe_state_dir(cfg.state.dir.clone(), metrics.clone()));
-    let mut signals = Signals::new().context("installing signal handlers")?;
     let geo = super::build::open_geo(&cfg, &[])?;
-    let worker =
-        crate::scale::worker::spawn(&cfg, &metrics, geo).context("starting the Kafka worker")?;
-    ready.store(true, Ordering::Release);
-    while let Stop::Reload = signals.next().await {
-        tracing::warn!("worker: config reload is not supported; restart the worker to apply it");
-    }
-    ready.store(false, Ordering::Release);
-    tokio::task::spawn_blocking(move || worker.stop())
-        .await
-        .context("stopping the worker")?;
-    probe.abort();
-    let _ = stop_server_tx.send(());
-    let _ = http.await;
-    tracing::info!("stopped cleanly");
-    Ok(())
+    let m = metrics.clone();
+    consumer_daemon(
+        cfg,
+        server,
+        metrics,
+        ready,
+        axum::Router::new(),
+        "worker",
+        |cfg| {
+            let w =
+                crate::scale::worker::spawn(cfg, &m, geo).context("starting the Kafka worker")?;
+            Ok(Box::new(move || w.stop()))
+        },
+    )
+    .await
 }
 
 /// `role = "responder"`: the HTTP server (with the admin API while active) and the
-/// detections consumer, until SIGTERM/SIGINT; SIGHUP is logged (apply at restart).
+/// detections consumer. The journal is checked when this process becomes active, under
+/// the state-directory lock: a standby sharing the directory must not touch the active
+/// one's journal.
 #[cfg(feature = "kafka")]
 async fn responder_daemon(
     cfg: Config,
@@ -236,19 +227,8 @@ async fn responder_daemon(
     fp: Fingerprinter,
 ) -> Result<(), CliError> {
     use crate::scale::responder;
-    // The journal is checked when this process becomes active, under the state-directory
-    // lock: a standby sharing the directory must not touch the active one's journal.
-    let (stop_server_tx, stop_server_rx) = tokio::sync::oneshot::channel::<()>();
-    let state = AppState {
-        metrics: metrics.clone(),
-        ready: ready.clone(),
-    };
     let admin = crate::server::AdminSlot::default();
-    let http = tokio::spawn(server.serve_with(state, admin.router(), async {
-        let _ = stop_server_rx.await;
-    }));
-    let probe = tokio::spawn(probe_state_dir(cfg.state.dir.clone(), metrics.clone()));
-    let mut signals = Signals::new().context("installing signal handlers")?;
+    let routes = admin.router();
     let parts = responder::Parts {
         metrics: metrics.clone(),
         rt: tokio::runtime::Handle::current(),
@@ -256,16 +236,49 @@ async fn responder_daemon(
         ring: Ring::new(RING_RECORDS),
         fp,
     };
-    let role = responder::spawn(&cfg, parts).context("starting the Kafka responder")?;
-    // A standby is ready too: it is healthy and waits for the partition.
+    consumer_daemon(cfg, server, metrics, ready, routes, "responder", |cfg| {
+        let r = responder::spawn(cfg, parts).context("starting the Kafka responder")?;
+        Ok(Box::new(move || r.stop()))
+    })
+    .await
+}
+
+/// How a consumer role is stopped (blocking: it saves its state and leaves its group).
+#[cfg(feature = "kafka")]
+type StopRole = Box<dyn FnOnce() + Send>;
+
+/// The shell of the consumer roles: the HTTP server with `routes`, the state-directory
+/// probe, the role started by `start`, until SIGTERM/SIGINT; SIGHUP is logged (a consumer
+/// role applies a new config at restart). A standby is ready too: healthy, waiting.
+#[cfg(feature = "kafka")]
+async fn consumer_daemon(
+    cfg: Config,
+    server: Server,
+    metrics: Metrics,
+    ready: Arc<AtomicBool>,
+    routes: axum::Router,
+    name: &'static str,
+    start: impl FnOnce(&Config) -> Result<StopRole, CliError>,
+) -> Result<(), CliError> {
+    let (stop_server_tx, stop_server_rx) = tokio::sync::oneshot::channel::<()>();
+    let state = AppState {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    let http = tokio::spawn(server.serve_with(state, routes, async {
+        let _ = stop_server_rx.await;
+    }));
+    let probe = tokio::spawn(probe_state_dir(cfg.state.dir.clone(), metrics.clone()));
+    let mut signals = Signals::new().context("installing signal handlers")?;
+    let stop_role = start(&cfg)?;
     ready.store(true, Ordering::Release);
     while let Stop::Reload = signals.next().await {
-        tracing::warn!("responder: config reload is not supported; restart it to apply it");
+        tracing::warn!("{name}: config reload is not supported; restart it to apply a new config");
     }
     ready.store(false, Ordering::Release);
-    tokio::task::spawn_blocking(move || role.stop())
+    tokio::task::spawn_blocking(stop_role)
         .await
-        .context("stopping the responder")?;
+        .with_context(|| format!("stopping the {name}"))?;
     probe.abort();
     let _ = stop_server_tx.send(());
     let _ = http.await;

@@ -42,6 +42,18 @@ impl Drop for Proc {
     }
 }
 
+impl Proc {
+    /// SIGTERM, then the exit status (within 30 s).
+    pub(super) fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.0.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        wait_for(30, "exit after SIGTERM", || {
+            self.0.try_wait().ok().flatten()
+        })
+    }
+}
+
 /// Polls `f` until it returns `Some`, or panics after `secs` with `what`.
 pub(super) fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);

@@ -4,7 +4,6 @@
 //! by the one active responder, and a clean hand-over to the standby on SIGTERM.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -140,15 +139,7 @@ fn one_active_responder_dedupes_holds_the_global_cap_and_hands_over_on_sigterm()
         );
         (x + y == 1.0).then_some(())
     });
-    let pid = a.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let st = wait_for(30, "A exits after SIGTERM", || {
-        a.0.try_wait().ok().flatten()
-    });
+    let st = a.terminate();
     assert_eq!(st.code(), Some(0));
     wait_for(60, "B active", || {
         (metric(&b_addr, "tokenwatch_responder_active") == Some(1.0)).then_some(())

@@ -398,15 +398,7 @@ fn worker_detections_equal_replay_and_fire_once_in_the_file_and_on_the_topic() {
     assert_eq!(metric(&waddr, applied), Some(lines as f64));
     // SIGTERM: the worker saves every partition and exits 0.
     let mut worker = worker;
-    let pid = worker.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let st = wait_for(30, "worker exit after SIGTERM", || {
-        worker.0.try_wait().ok().flatten()
-    });
+    let st = worker.terminate();
     assert_eq!(st.code(), Some(0));
     for topic in ["auth.by_token", "auth.by_ip"] {
         for p in 0..PARTITIONS {
