@@ -358,6 +358,7 @@ fn consumer(cfg: &Config, shared: Shared) -> Result<BaseConsumer<Ctx>, WorkerErr
     let ctx = Ctx {
         shared,
         parts: Mutex::new(HashMap::new()),
+        parked: Mutex::new(HashMap::new()),
     };
     let consumer: BaseConsumer<Ctx> = c.create_with_context(ctx)?;
     consumer.subscribe(&[&topic])?;
@@ -489,6 +490,9 @@ struct Partition {
     /// edge → file → mark.
     marks: HashMap<Box<str>, HashMap<u64, Mark>>,
     next_offset: Option<i64>,
+    /// Given back after a rebalance from memory: the offset the group must resume at for
+    /// the kept state to be current (checked at the first record).
+    verify: Option<i64>,
     /// Admitted events not yet released to the engine (saved in the snapshot with the
     /// marks that admitted them).
     held: Reorder<wire::WireEvent>,
@@ -501,6 +505,7 @@ impl Partition {
             engine,
             marks: HashMap::new(),
             next_offset: None,
+            verify: None,
             held: Reorder::new(hold, HELD_CAP),
         }
     }
@@ -605,11 +610,17 @@ impl Partition {
 struct Ctx {
     shared: Shared,
     parts: Mutex<HashMap<i32, Partition>>,
+    /// Partitions revoked by the rebalance in progress, kept in memory: an eager
+    /// rebalance revokes every partition and gives most of them back, and state the
+    /// snapshot does not hold (brute_force, token_spray and revoked_reuse windows) should
+    /// not be lost each time a worker joins or leaves. Dropped at the assignment unless
+    /// given back.
+    parked: Mutex<HashMap<i32, Partition>>,
 }
 
 impl Ctx {
     fn parts(&self) -> MutexGuard<'_, HashMap<i32, Partition>> {
-        self.parts.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.parts)
     }
 
     /// Writes the snapshot of each partition in `which` (all when `None`) and commits the
@@ -735,8 +746,12 @@ impl ConsumerContext for Ctx {
             let which: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
             let mut parts = self.parts();
             self.save(c, &mut parts, &which);
+            let mut parked = lock(&self.parked);
             for &n in &which {
-                parts.remove(&n);
+                // Only a partition that knows where it stopped can be checked on return.
+                if let Some(p) = parts.remove(&n).filter(|p| p.next_offset.is_some()) {
+                    parked.insert(n, p);
+                }
                 self.shared.km.revoked(self.shared.stage.label(), n);
             }
             self.owned_gauge(parts.len());
@@ -750,11 +765,24 @@ impl ConsumerContext for Ctx {
             let mut which = Vec::new();
             // With the cooperative protocol `tpl` holds only the added partitions.
             let owned = parts.len() + tpl.count();
+            let mut parked = lock(&self.parked);
             for e in tpl.elements() {
                 let n = e.partition();
                 which.push(n);
-                parts.entry(n).or_insert_with(|| self.shared.open(n, owned));
+                parts.entry(n).or_insert_with(|| match parked.remove(&n) {
+                    Some(mut p) => {
+                        // Trusted only if nobody consumed it meanwhile (see `run`).
+                        p.verify = p.next_offset;
+                        self.shared
+                            .km
+                            .snapshot_at(self.shared.stage.label(), n, unix_now());
+                        p
+                    }
+                    None => self.shared.open(n, owned),
+                });
             }
+            // Partitions that went to other workers: their state is in the snapshots.
+            parked.clear();
             self.owned_gauge(parts.len());
             tracing::info!(topic = %self.shared.topic, partitions = ?which, "worker: partitions assigned");
         }
@@ -783,6 +811,14 @@ fn run(consumer: BaseConsumer<Ctx>, mut names: NameTable, every: Duration, stop:
                 }
                 let owned = parts.len() + 1;
                 let p = parts.entry(n).or_insert_with(|| ctx.shared.open(n, owned));
+                if let Some(v) = p.verify.take() {
+                    if msg.offset() != v {
+                        // Another worker consumed the partition while it was away from us:
+                        // its snapshot is newer than what we kept.
+                        tracing::info!(topic = %ctx.shared.topic, partition = n, "worker: partition moved on while away; restoring its snapshot");
+                        *p = ctx.shared.open(n, owned);
+                    }
+                }
                 p.next_offset = Some(next);
                 match decoded {
                     Err(e) => {
@@ -816,6 +852,11 @@ fn run(consumer: BaseConsumer<Ctx>, mut names: NameTable, every: Duration, stop:
     }
     save_all(&consumer);
     consumer.unsubscribe();
+}
+
+/// Locks `m`, also after a panic elsewhere (the maps stay usable).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Snapshots and commits every owned partition.

@@ -197,11 +197,11 @@ pub(super) fn create_topics(bootstrap: &str) {
 }
 
 /// A message as read back: partition, key, payload.
-type Msg = (i32, Option<Vec<u8>>, Vec<u8>);
+pub(super) type Msg = (i32, Option<Vec<u8>>, Vec<u8>);
 
 /// Reads every partition of `topic` from the beginning until `want` messages arrived
 /// (and a little longer, to catch extras).
-fn consume(bootstrap: &str, topic: &str, want: usize) -> Vec<Msg> {
+pub(super) fn consume(bootstrap: &str, topic: &str, want: usize) -> Vec<Msg> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "kafka-test-reader")

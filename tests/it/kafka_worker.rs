@@ -482,3 +482,99 @@ fn worker_killed_mid_stream_replacement_resumes_without_loss_or_double_count() {
         );
     }
 }
+
+/// An eager rebalance revokes every partition and gives most of them back: the partitions
+/// that stay keep their in-memory state, including what the snapshot does not hold (the
+/// brute_force windows). Twelve addresses each send half a brute force before a second
+/// worker joins and half after; those whose partition stayed with the first worker must
+/// fire with replay's ids.
+#[test]
+fn partitions_given_back_by_a_rebalance_keep_their_windows() {
+    let s = setup();
+    let dir = s.dir.path();
+    let ips: Vec<String> = (1..=12).map(|n| format!("203.0.113.{n}")).collect();
+    let attempts = |from: u32, to: u32| {
+        let mut out = String::new();
+        for sec in from..to {
+            for ip in &ips {
+                out += &json_line(sec * 5, "tok_guess", ip, 401, Some("invalid"));
+            }
+        }
+        out
+    };
+    let want = {
+        let full = dir.join("full.log");
+        append(&full, &(attempts(0, 20) + &attempts(20, 40)));
+        let out = dir.join("bf.jsonl");
+        let st = Command::new(env!("CARGO_BIN_EXE_tokenwatch"))
+            .args(["replay", "-c"])
+            .arg(&s.edge_cfg)
+            .arg("--detections")
+            .arg(&out)
+            .arg(&full)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let text = std::fs::read_to_string(&out).unwrap();
+        let mut by_ip = BTreeMap::new();
+        for l in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            if v["detector"] == "brute_force" {
+                by_ip.insert(v["ip"].as_str().unwrap().to_string(), v["id"].to_string());
+            }
+        }
+        by_ip
+    };
+    assert_eq!(want.len(), ips.len(), "replay: one brute force per address");
+    append(&s.log, &attempts(0, 20));
+    let (_edge, _) = start("edge", &s.edge_cfg, dir, "edge");
+    let (_a, a_addr) = start("worker", &s.worker_cfg, dir, "worker-a");
+    wait_caught_up(&s.bootstrap);
+    let (_b, b_addr) = start("worker", &s.worker_cfg, dir, "worker-b");
+    let owned = |addr: &str| metric(addr, r#"tokenwatch_partitions_owned{topic="by_ip"}"#);
+    wait_for(60, "the rebalance", || {
+        (owned(&b_addr)? >= 1.0 && owned(&a_addr)? + owned(&b_addr)? == 3.0).then_some(())
+    });
+    append(&s.log, &attempts(20, 40));
+    wait_caught_up(&s.bootstrap);
+    // Which address lives on which partition, and which partitions the first worker kept.
+    let lines = std::fs::read_to_string(&s.log).unwrap().lines().count();
+    let part_of: BTreeMap<String, i32> = super::kafka::consume(&s.bootstrap, "auth.by_ip", lines)
+        .into_iter()
+        .filter_map(|(p, k, _)| Some((String::from_utf8(k?).ok()?, p)))
+        .collect();
+    let kept = |p: i32| {
+        let series = format!(
+            "tokenwatch_kafka_snapshot_timestamp_seconds{{partition=\"{p}\",topic=\"by_ip\"}}"
+        );
+        metric(&a_addr, &series).is_some()
+    };
+    let stayed: Vec<&String> = ips.iter().filter(|ip| kept(part_of[*ip])).collect();
+    assert!(
+        !stayed.is_empty(),
+        "no address on a partition the first worker kept"
+    );
+    let out = dir.join("state-worker/detections.jsonl");
+    let got = wait_for(60, "brute force on the kept partitions", || {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        let mut by_ip = BTreeMap::new();
+        for l in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            if v["detector"] == "brute_force" {
+                by_ip.insert(v["ip"].as_str()?.to_string(), v["id"].to_string());
+            }
+        }
+        stayed
+            .iter()
+            .all(|ip| by_ip.contains_key(ip.as_str()))
+            .then_some(by_ip)
+    });
+    for ip in stayed {
+        assert_eq!(
+            got[ip.as_str()],
+            want[ip.as_str()],
+            "{ip}: not replay's detection"
+        );
+    }
+}
