@@ -13,8 +13,8 @@
 # Usage:
 #   bench/kafka.sh            # TOKENS=750 (≈ 1.04 M lines) TRIALS=100: about 6 min
 #   bench/kafka.sh --quick    # TOKENS=40 (≈ 55 k lines) TRIALS=20: a smoke run, ~1.5 min
-# Environment: TOKENS, TRIALS, RUNS (replay baselines, median), FETCH_WAIT (the workers'
-# fetch.wait.max.ms, default 10), TANSU (broker binary; default: on PATH or
+# Environment: TOKENS, TRIALS, RUNS (replay baselines, median), FETCH_WAIT and
+# FETCH_WAIT_LATENCY (the workers' fetch.wait.max.ms, default 100 and 10), TANSU (broker binary; default: on PATH or
 # ~/.cargo/bin/tansu), BENCH_DIR, CARGO_TARGET_DIR.
 # Every process binds to 127.0.0.1 and is stopped on exit.
 set -euo pipefail
@@ -29,9 +29,12 @@ if [ "$QUICK" = 1 ]; then
 else
   TOKENS=${TOKENS:-750}; TRIALS=${TRIALS:-100}; RUNS=${RUNS:-3}
 fi
-# The workers' librdkafka fetch.wait.max.ms (see BENCHMARKS.md: tansu 0.6 sleeps up to half
-# of it in every fetch, even with data; Apache Kafka answers as soon as data is there).
-FETCH_WAIT=${FETCH_WAIT:-10}
+# The workers' librdkafka fetch.wait.max.ms. tansu 0.6 sleeps in every fetch, even with
+# data (the remaining wait, or half of it when ≥ 250 ms), where Apache Kafka answers as
+# soon as data is there; so on tansu this setting shapes both figures: 100 drained the
+# topics fastest here (of 0, 1, 10, 100, 250, 500), 10 gives the lowest latency.
+FETCH_WAIT=${FETCH_WAIT:-100}
+FETCH_WAIT_LATENCY=${FETCH_WAIT_LATENCY:-10}
 WARMUP=5
 DIR=${BENCH_DIR:-${TMPDIR:-/tmp}/tokenwatch-kafka-bench}
 RUN=$DIR/run
@@ -132,21 +135,28 @@ EOF
   fi
 }
 
-# start ROLE NAME: tokenwatch run --role ROLE -c $RUN/NAME.toml; sets PID and ADDR.
-start() {
-  local role=$1 name=$2 i
-  rm -f "$RUN/$name.addr"
-  "$BIN" run --role "$role" -c "$RUN/$name.toml" --addr-file "$RUN/$name.addr" \
-    </dev/null >"$RUN/$name.out" 2>"$RUN/$name.err" &
+# spawn ROLE NAME: tokenwatch run --role ROLE -c $RUN/NAME.toml in the background; sets PID.
+spawn() {
+  rm -f "$RUN/$2.addr"
+  "$BIN" run --role "$1" -c "$RUN/$2.toml" --addr-file "$RUN/$2.addr" \
+    </dev/null >"$RUN/$2.out" 2>"$RUN/$2.err" &
   PID=$!
   PIDS+=("$PID")
-  for i in $(seq 300); do
-    if [ -s "$RUN/$name.addr" ]; then ADDR=$(cat "$RUN/$name.addr"); return 0; fi
-    sleep 0.1
+}
+
+# addr NAME: waits for the HTTP address of a spawned process; sets ADDR.
+addr() {
+  local i
+  for i in $(seq 600); do
+    if [ -s "$RUN/$1.addr" ]; then ADDR=$(cat "$RUN/$1.addr"); return 0; fi
+    sleep 0.05
   done
-  echo "$name did not start; see $RUN/$name.err" >&2
+  echo "$1 did not start; see $RUN/$1.err" >&2
   exit 1
 }
+
+# start ROLE NAME: spawn and addr.
+start() { spawn "$1" "$2"; addr "$2"; }
 
 now_ns() { date +%s%N; }
 load() { uptime | sed 's/.*load average: /load /'; }
@@ -201,17 +211,15 @@ note "baseline replay --no-detect: wall_s=$REPLAY_NODETECT cpu_s=$REPLAY_NODETEC
 # other) on the topics of $BROKER, timed from their spawn until every record is applied
 # (worker metrics) and committed (the group's offsets; only with a snapshot, every 1 s).
 workers() {
-  local p=$1 w=$2 fw=$3 r=$4 label=$5 prefix state t0 i pid out pids=() addrs=()
+  local p=$1 w=$2 fw=$3 r=$4 label=$5 prefix state t0 i pid out broker0 cpu=0 pids=() addrs=()
   prefix=bench-p$p-w$w-$label
   state=$RUN/state-$prefix
-  t0=$(now_ns)
-  for i in $(seq "$w"); do
-    config "$prefix-$i" "$PORT" "$LOG" "$prefix" "$r" 1 "$state" "$fw"
-    start worker "$prefix-$i"
-    pids+=("$PID"); addrs+=("$ADDR")
-  done
-  local broker0 cpu=0
+  for i in $(seq "$w"); do config "$prefix-$i" "$PORT" "$LOG" "$prefix" "$r" 1 "$state" "$fw"; done
   broker0=$(cpu_s "$TANSU_PID")
+  t0=$(now_ns)
+  # All spawned before any is waited for, so they join the groups within milliseconds.
+  for i in $(seq "$w"); do spawn worker "$prefix-$i"; pids+=("$PID"); done
+  for i in $(seq "$w"); do addr "$prefix-$i"; addrs+=("$ADDR"); done
   out=$("$HELPER" caught-up "$BROKER" "$prefix" "$t0" 600 "$BY_TOKEN" "$BY_IP" "${addrs[@]}")
   for pid in "${pids[@]}"; do cpu=$(awk -v a="$cpu" -v b="$(cpu_s "$pid")" 'BEGIN{print a + b}'); done
   note "worker p$p w$w $label: $out fetch_wait=${fw:-500} reorder_ms=$r cpu_workers=$cpu cpu_broker=$(awk -v a="$broker0" -v b="$(cpu_s "$TANSU_PID")" 'BEGIN{print b - a}'); $(load)"
@@ -246,13 +254,13 @@ for P in 3 1; do
     "$HELPER" wire "$BROKER" "$BY_TOKEN" "$BY_IP" | while read -r l; do note "wire: $l"; done
     # reorder_ms = 0: the engine sees each record when it is applied (with the default
     # 1000 a record waits 1 s in the reorder buffer, and "applied" would mean "admitted").
-    for W in 1 2 3; do workers 3 "$W" "$FETCH_WAIT" 0 fw; done
-    # The reorder buffer's cost, then as shipped: fetch.wait.max.ms 500 (on tansu it paces
-    # every fetch) and reorder_ms 1000.
-    workers 3 1 "$FETCH_WAIT" 1000 fw-r1000
-    workers 3 1 "" 1000 default
+    for W in 1 2 3; do workers 3 "$W" "$FETCH_WAIT" 0 "fw$FETCH_WAIT"; done
+    # What tansu's fetch pacing does to the same drain (500 is librdkafka's default).
+    for fw in 10 500; do workers 3 1 "$fw" 0 "fw$fw"; done
+    # The reorder buffer's cost (the default reorder_ms).
+    workers 3 1 "$FETCH_WAIT" 1000 "fw$FETCH_WAIT-r1000"
   else
-    workers 1 1 "$FETCH_WAIT" 0 fw
+    workers 1 1 "$FETCH_WAIT" 0 "fw$FETCH_WAIT"
   fi
   stop "$TANSU_PID"
 done
@@ -282,9 +290,9 @@ latency() {
   stop "$edge_pid"
   stop "$TANSU_PID"
 }
-latency 1000 "$FETCH_WAIT" r1000-fw
-latency 0 "$FETCH_WAIT" r0-fw
-latency 0 "" r0-default
+latency 1000 "$FETCH_WAIT_LATENCY" "r1000-fw$FETCH_WAIT_LATENCY"
+latency 0 "$FETCH_WAIT_LATENCY" "r0-fw$FETCH_WAIT_LATENCY"
+latency 0 "" r0-fw500
 
 # ---------------------------------------------------------------- report
 
