@@ -11,9 +11,9 @@
 #      firing), with [kafka] reorder_ms = 1000 (the default) and 0;
 #   4. 1, 2, 3 workers on the same 3-partition topics.
 # Usage:
-#   bench/kafka.sh            # TOKENS=750 (≈ 1.04 M lines) TRIALS=100: about 6 min
-#   bench/kafka.sh --quick    # TOKENS=40 (≈ 55 k lines) TRIALS=20: a smoke run, ~1.5 min
-# Environment: TOKENS, TRIALS, RUNS (replay baselines, median), FETCH_WAIT and
+#   bench/kafka.sh            # TOKENS=750 (≈ 1.02 M lines) SCALE_TOKENS=3000 TRIALS=100
+#   bench/kafka.sh --quick    # TOKENS=40 SCALE_TOKENS=200 TRIALS=20: a smoke run
+# Environment: TOKENS, SCALE_TOKENS, TRIALS, RUNS (replay baselines, median), FETCH_WAIT and
 # FETCH_WAIT_LATENCY (the workers' fetch.wait.max.ms, default 100 and 10), TANSU (broker binary; default: on PATH or
 # ~/.cargo/bin/tansu), BENCH_DIR, CARGO_TARGET_DIR.
 # Every process binds to 127.0.0.1 and is stopped on exit.
@@ -23,11 +23,12 @@ cd "$(dirname "$0")/.."
 QUICK=0
 [ "${1:-}" = "--quick" ] && QUICK=1
 # The log: `tokenwatch gen` over 7 days (so every attack scenario is in it: they need 5
-# days of history); 750 tokens make about 1.04 M lines.
+# days of history); 750 tokens make about 1.02 M lines. The scaling part uses a larger
+# log (SCALE_TOKENS = 3000: about 4 M lines).
 if [ "$QUICK" = 1 ]; then
-  TOKENS=${TOKENS:-40}; TRIALS=${TRIALS:-20}; RUNS=${RUNS:-1}
+  TOKENS=${TOKENS:-40}; SCALE_TOKENS=${SCALE_TOKENS:-200}; TRIALS=${TRIALS:-20}; RUNS=${RUNS:-1}
 else
-  TOKENS=${TOKENS:-750}; TRIALS=${TRIALS:-100}; RUNS=${RUNS:-3}
+  TOKENS=${TOKENS:-750}; SCALE_TOKENS=${SCALE_TOKENS:-3000}; TRIALS=${TRIALS:-100}; RUNS=${RUNS:-3}
 fi
 # The workers' librdkafka fetch.wait.max.ms. tansu 0.6 sleeps in every fetch, even with
 # data (the remaining wait, or half of it when ≥ 250 ms), where Apache Kafka answers as
@@ -208,8 +209,9 @@ note "baseline replay --no-detect: wall_s=$REPLAY_NODETECT cpu_s=$REPLAY_NODETEC
 
 # workers P W FETCH_WAIT REORDER_MS LABEL: W workers (one consumer group pair, one shared
 # state directory, as the README asks of workers that take partitions over from each
-# other) on the topics of $BROKER, timed from their spawn until every record is applied
-# (worker metrics) and committed (the group's offsets; only with a snapshot, every 1 s).
+# other) on the topics of $BROKER (filled from $FILL_LINES lines), timed from their spawn
+# until every record is applied (worker metrics) and committed (the group's offsets; only
+# with a snapshot, every 1 s).
 workers() {
   local p=$1 w=$2 fw=$3 r=$4 label=$5 prefix state t0 i pid out broker0 cpu=0 pids=() addrs=()
   prefix=bench-p$p-w$w-$label
@@ -222,48 +224,62 @@ workers() {
   for i in $(seq "$w"); do addr "$prefix-$i"; addrs+=("$ADDR"); done
   out=$("$HELPER" caught-up "$BROKER" "$prefix" "$t0" 600 "$BY_TOKEN" "$BY_IP" "${addrs[@]}")
   for pid in "${pids[@]}"; do cpu=$(awk -v a="$cpu" -v b="$(cpu_s "$pid")" 'BEGIN{print a + b}'); done
-  note "worker p$p w$w $label: $out fetch_wait=${fw:-500} reorder_ms=$r cpu_workers=$cpu cpu_broker=$(awk -v a="$broker0" -v b="$(cpu_s "$TANSU_PID")" 'BEGIN{print b - a}'); $(load)"
+  note "worker p$p w$w $label: $out lines=$FILL_LINES fetch_wait=${fw:-500} reorder_ms=$r cpu_workers=$cpu cpu_broker=$(awk -v a="$broker0" -v b="$(cpu_s "$TANSU_PID")" 'BEGIN{print b - a}'); $(load)"
   for pid in "${pids[@]}"; do stop "$pid"; done
   note "detections worker p$p w$w $label: $(by_detector "$state/detections.jsonl")"
 }
 
-# One broker per partition count: the edge fills it (timed), then workers drain it.
-for P in 3 1; do
+# fill P FILE LABEL: a fresh broker (sets PORT, BROKER, TANSU_PID) with P partitions per
+# event topic, filled by one edge from FILE (timed; sets BY_TOKEN, BY_IP, FILL_LINES).
+# The edge starts on an empty file and is given the whole log at once (appended), so the
+# figure is lines read → acknowledged, without the process start.
+fill() {
+  local p=$1 file=$2 label=$3 edge_log edge_pid edge_cpu0 broker_cpu0 t0 out
   PORT=$(free_port)
   start_tansu "$PORT"
   BROKER=127.0.0.1:$PORT
-  "$HELPER" topics "$BROKER" "$P"
-  # The edge starts on an empty file and is given the whole log at once (appended), so
-  # the figure is lines read → acknowledged, without the process start.
-  EDGE_LOG=$RUN/edge-p$P.log
-  : > "$EDGE_LOG"
-  config "edge-p$P" "$PORT" "$EDGE_LOG" "unused" 1000 300 "$RUN/state-edge-p$P"
-  start edge "edge-p$P"
-  EDGE_PID=$PID
+  "$HELPER" topics "$BROKER" "$p"
+  edge_log=$RUN/edge-p$p-$label.log
+  : > "$edge_log"
+  config "edge-p$p-$label" "$PORT" "$edge_log" "unused" 1000 300 "$RUN/state-edge-p$p-$label"
+  start edge "edge-p$p-$label"
+  edge_pid=$PID
   sleep 1
-  EDGE_CPU0=$(cpu_s "$EDGE_PID") BROKER_CPU0=$(cpu_s "$TANSU_PID")
-  T0=$(now_ns)
-  cat "$LOG" >> "$EDGE_LOG"
-  OUT=$("$HELPER" edge-done "$ADDR" "$NLINES" "$T0" 600)
-  note "edge p$P: $OUT cpu_edge=$(awk -v a="$EDGE_CPU0" -v b="$(cpu_s "$EDGE_PID")" 'BEGIN{print b - a}') cpu_broker=$(awk -v a="$BROKER_CPU0" -v b="$(cpu_s "$TANSU_PID")" 'BEGIN{print b - a}'); $(load)"
-  stop "$EDGE_PID"
-  rm -f "$EDGE_LOG"
-  BY_TOKEN=$(echo "$OUT" | tr ' ' '\n' | sed -n 's/^by_token=//p')
-  BY_IP=$(echo "$OUT" | tr ' ' '\n' | sed -n 's/^by_ip=//p')
-  if [ "$P" = 3 ]; then
-    "$HELPER" wire "$BROKER" "$BY_TOKEN" "$BY_IP" | while read -r l; do note "wire: $l"; done
-    # reorder_ms = 0: the engine sees each record when it is applied (with the default
-    # 1000 a record waits 1 s in the reorder buffer, and "applied" would mean "admitted").
-    for W in 1 2 3; do workers 3 "$W" "$FETCH_WAIT" 0 "fw$FETCH_WAIT"; done
-    # What tansu's fetch pacing does to the same drain (500 is librdkafka's default).
-    for fw in 10 500; do workers 3 1 "$fw" 0 "fw$fw"; done
-    # The reorder buffer's cost (the default reorder_ms).
-    workers 3 1 "$FETCH_WAIT" 1000 "fw$FETCH_WAIT-r1000"
-  else
-    workers 1 1 "$FETCH_WAIT" 0 "fw$FETCH_WAIT"
-  fi
-  stop "$TANSU_PID"
-done
+  FILL_LINES=$(wc -l < "$file")
+  edge_cpu0=$(cpu_s "$edge_pid") broker_cpu0=$(cpu_s "$TANSU_PID")
+  t0=$(now_ns)
+  cat "$file" >> "$edge_log"
+  out=$("$HELPER" edge-done "$ADDR" "$FILL_LINES" "$t0" 600)
+  note "edge p$p $label: $out cpu_edge=$(awk -v a="$edge_cpu0" -v b="$(cpu_s "$edge_pid")" 'BEGIN{print b - a}') cpu_broker=$(awk -v a="$broker_cpu0" -v b="$(cpu_s "$TANSU_PID")" 'BEGIN{print b - a}') bytes=$(stat -c %s "$file"); $(load)"
+  stop "$edge_pid"
+  rm -f "$edge_log"
+  BY_TOKEN=$(echo "$out" | tr ' ' '\n' | sed -n 's/^by_token=//p')
+  BY_IP=$(echo "$out" | tr ' ' '\n' | sed -n 's/^by_ip=//p')
+}
+
+# 1 + 2: 3 partitions per topic, then 1.
+fill 3 "$LOG" main
+"$HELPER" wire "$BROKER" "$BY_TOKEN" "$BY_IP" | while read -r l; do note "wire: $l"; done
+# reorder_ms = 0: the engine sees each record when it is applied (with the default 1000 a
+# record waits 1 s in the reorder buffer, and "applied" would mean "admitted").
+workers 3 1 "$FETCH_WAIT" 0 "fw$FETCH_WAIT"
+# What tansu's fetch pacing does to the same drain (500 is librdkafka's default).
+for fw in 10 500; do workers 3 1 "$fw" 0 "fw$fw"; done
+# The reorder buffer's cost (the default reorder_ms).
+workers 3 1 "$FETCH_WAIT" 1000 "fw$FETCH_WAIT-r1000"
+stop "$TANSU_PID"
+fill 1 "$LOG" main
+workers 1 1 "$FETCH_WAIT" 0 "fw$FETCH_WAIT"
+stop "$TANSU_PID"
+
+# 4: 1, 2, 3 workers on 3 partitions per topic. tansu gives a group's partitions to its
+# first member at once and rebalances about 3 s later when others join, so the drain
+# must last well beyond that: a larger log.
+SCALE_LOG=$DIR/access-$SCALE_TOKENS-7.log
+[ -s "$SCALE_LOG" ] || "$BIN" gen --format nginx --tokens "$SCALE_TOKENS" --days 7 -o "$SCALE_LOG" 2>/dev/null
+fill 3 "$SCALE_LOG" scale
+for W in 1 2 3; do workers 3 "$W" "$FETCH_WAIT" 0 "scale"; done
+stop "$TANSU_PID"
 
 # ---------------------------------------------------------------- latency
 
@@ -305,13 +321,15 @@ awk -v n="$NLINES" -v rn="$REPLAY_NODETECT" -v rnc="$REPLAY_NODETECT_CPU" -v rd=
   BEGIN {
     printf "| replay --no-detect (baseline A) | %.3f M lines/s (%.2f s) | %s µs/line | 1 |\n", n/rn/1e6, rn, us(rnc, n)
     printf "| replay, all detectors, 2 threads (baseline B) | %.3f M lines/s (%.2f s) | %s µs/line | 1 |\n", n/rd/1e6, rd, us(rdc, n) }
-  /^edge p/ { p = substr($2, 2, 1); s = val($0, "done_s"); m = val($0, "by_token") + val($0, "by_ip"); c = val($0, "cpu_edge"); b = val($0, "cpu_broker")
-    printf "| edge, %d partition(s): lines appended → all acknowledged | %.3f M lines/s, %.3f M messages/s (%.2f messages/line; %.2f s) | edge %s µs/line, broker %s µs/message | %.3fx A (wall), %.2fx A (edge CPU per line) |\n", p, n/s/1e6, m/s/1e6, m/n, s, us(c, n), us(b, m), (n/s)/(n/rn), (rnc > 0 ? (c/n)/(rnc/n) : 0) }
+  /^edge p/ { p = substr($2, 2, 1); l = $3; sub(":", "", l); s = val($0, "done_s"); nl = val($0, "lines"); m = val($0, "by_token") + val($0, "by_ip"); c = val($0, "cpu_edge"); b = val($0, "cpu_broker")
+    printf "| edge, %d partition(s), %s log (%d lines, %.0f B/line): lines appended → all acknowledged | %.3f M lines/s, %.3f M messages/s (%.2f messages/line; %.2f s) | edge %s µs/line, broker %s µs/message | %.3fx A (wall), %.2fx A (edge CPU per line) |\n", p, l, nl, val($0, "bytes")/nl, nl/s/1e6, m/s/1e6, m/nl, s, us(c, nl), us(b, m), (nl/s)/(n/rn), (rnc > 0 ? (c/nl)/(rnc/n) : 0) }
   /^wire: / { r = val($0, "records"); k = val($0, "key_bytes"); v = val($0, "value_bytes"); x = val($0, "rx_bytes")
     printf "| %s (%s partitions, %s records each): bytes per record | value %.1f B + key %.1f B; %.1f B as the broker serves it (batches, fetch responses) | — | log line %.1f B: %.2fx |\n", val($0, "topic"), val($0, "partitions"), val($0, "per_partition"), v/r, k/r, x/r, logb/n, (x/r)/(logb/n) }
-  /^worker p/ { p = substr($2, 2, 1); w = substr($3, 2, 1); s = val($0, "committed_s"); a = val($0, "applied_s"); f = val($0, "first_s"); r = val($0, "records"); c = val($0, "cpu_workers"); b = val($0, "cpu_broker")
+  /^worker p/ { p = substr($2, 2, 1); w = substr($3, 2, 1); l = $4; sub(":", "", l); s = val($0, "committed_s"); a = val($0, "applied_s"); f = val($0, "first_s"); r = val($0, "records"); nl = val($0, "lines"); c = val($0, "cpu_workers"); b = val($0, "cpu_broker")
     steady = (a > f ? r/(a-f) : 0)
-    printf "| %d worker(s), %d partition(s)/topic, fetch.wait.max.ms %s, reorder_ms %s | spawn → all applied %.2f s = %.3f M lines/s (%.3f M records/s); first record at %.2f s, then %.3f M records/s = %.3f M per partition (÷ %d); all committed at %.2f s; records per worker %s | workers %s µs/record (%.2f M records per CPU-s), broker %s µs/record | %.3fx B (lines/s, spawn → applied); %.2fx B (CPU per line) |\n", w, p, val($0, "fetch_wait"), val($0, "reorder_ms"), a, n/a/1e6, r/a/1e6, f, steady/1e6, steady/1e6/(2*p), 2*p, s, val($0, "per_worker"), us(c, r), (c > 0 ? r/c/1e6 : 0), us(b, r), (n/a)/(n/rd), (rdc > 0 ? (c/n)/(rdc/n) : 0) }
+    if (l == "scale" && w == 1) scale1 = nl/a
+    vs = (l == "scale" ? sprintf("%.2fx 1 worker (lines/s, spawn → applied)", (nl/a)/scale1) : sprintf("%.3fx B (lines/s, spawn → applied)", (nl/a)/(n/rd)))
+    printf "| %d worker(s), %d partition(s)/topic, %s log, fetch.wait.max.ms %s, reorder_ms %s | spawn → all applied %.2f s = %.3f M lines/s (%.3f M records/s); first record at %.2f s, then %.3f M records/s = %.3f M per partition (÷ %d); all committed at %.2f s; records per worker %s | workers %s µs/record (%.2f M records per CPU-s), broker %s µs/record | %s; %.2fx B (CPU per line) |\n", w, p, (l == "scale" ? "scale" : "main"), val($0, "fetch_wait"), val($0, "reorder_ms"), a, nl/a/1e6, r/a/1e6, f, steady/1e6, steady/1e6/(2*p), 2*p, s, val($0, "per_worker"), us(c, r), (c > 0 ? r/c/1e6 : 0), us(b, r), vs, (rdc > 0 ? (c/nl)/(rdc/n) : 0) }
   /^latency [^ ]+ reorder_ms=[0-9]+ fetch_wait=[0-9]+ (file|topic) / { printf "| line → detection %s; reorder_ms %s, worker fetch.wait.max.ms %s (%s trials, %s missed) | p50 %s ms, p90 %s ms, p99 %s ms, max %s ms | — | — |\n", ($5 == "file" ? "in detections.jsonl" : "on the detections topic"), val($0, "reorder_ms"), val($0, "fetch_wait"), val($0, "trials"), val($0, "missed"), val($0, "p50_ms"), val($0, "p90_ms"), val($0, "p99_ms"), val($0, "max_ms") }
 ' "$RESULTS"
 echo
