@@ -44,6 +44,22 @@ pub mod responder;
 #[cfg(feature = "kafka")]
 pub mod worker;
 
+/// librdkafka's log lines into ours. `[kafka.options]` go to every client a role builds,
+/// so librdkafka's notes that a consumer property means nothing to a producer (and the
+/// reverse) are expected and logged at debug, not as warnings.
+#[cfg(feature = "kafka")]
+pub(crate) fn librdkafka_log(level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg: &str) {
+    use rdkafka::config::RDKafkaLogLevel as L;
+    let not_for_this_client = fac == "CONFWARN" && msg.contains("will be ignored by this");
+    match level {
+        _ if not_for_this_client => tracing::debug!(fac, "librdkafka: {msg}"),
+        L::Emerg | L::Alert | L::Critical | L::Error => tracing::error!(fac, "librdkafka: {msg}"),
+        L::Warning => tracing::warn!(fac, "librdkafka: {msg}"),
+        L::Notice | L::Info => tracing::info!(fac, "librdkafka: {msg}"),
+        L::Debug => tracing::debug!(fac, "librdkafka: {msg}"),
+    }
+}
+
 /// True when the linked librdkafka can speak TLS (not in the default build, which has no
 /// OpenSSL; a build with `--features rdkafka/ssl-vendored` can).
 pub fn broker_tls_available() -> bool {

@@ -177,15 +177,7 @@ impl Ctx {
 
 impl ClientContext for Ctx {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
-        use RDKafkaLogLevel as L;
-        match level {
-            L::Emerg | L::Alert | L::Critical | L::Error => {
-                tracing::error!(fac, "librdkafka: {msg}")
-            }
-            L::Warning => tracing::warn!(fac, "librdkafka: {msg}"),
-            L::Notice | L::Info => tracing::info!(fac, "librdkafka: {msg}"),
-            L::Debug => tracing::debug!(fac, "librdkafka: {msg}"),
-        }
+        super::librdkafka_log(level, fac, msg);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {

@@ -541,7 +541,7 @@ impl Ctx {
 
 impl ClientContext for Ctx {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
-        super::worker::log_to_tracing(level, fac, msg);
+        super::librdkafka_log(level, fac, msg);
     }
 }
 

@@ -160,7 +160,10 @@ impl SharedSink {
 impl DetectionSink for SharedSink {
     fn emit(&mut self, d: &Detection) -> std::io::Result<()> {
         self.topic.send(d);
-        self.file().emit(d)
+        // Detections are rare: each is in the file at once, not at the next flush.
+        let mut file = self.file();
+        file.emit(d)?;
+        file.flush()
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -173,7 +176,7 @@ struct DetectionsCtx;
 
 impl ClientContext for DetectionsCtx {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
-        log_to_tracing(level, fac, msg);
+        super::librdkafka_log(level, fac, msg);
     }
 }
 
@@ -659,7 +662,7 @@ impl Ctx {
 
 impl ClientContext for Ctx {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
-        log_to_tracing(level, fac, msg);
+        super::librdkafka_log(level, fac, msg);
     }
 
     /// librdkafka's statistics (every [`STATS_MS`]): the consumer lag of owned partitions
@@ -727,17 +730,6 @@ fn apply_stats(
 /// Unix time in seconds (for the snapshot timestamps).
 fn unix_now() -> i64 {
     crate::event::EventTime::now().as_millis() / 1000
-}
-
-/// librdkafka's log lines into ours.
-pub(super) fn log_to_tracing(level: RDKafkaLogLevel, fac: &str, msg: &str) {
-    use RDKafkaLogLevel as L;
-    match level {
-        L::Emerg | L::Alert | L::Critical | L::Error => tracing::error!(fac, "librdkafka: {msg}"),
-        L::Warning => tracing::warn!(fac, "librdkafka: {msg}"),
-        L::Notice | L::Info => tracing::info!(fac, "librdkafka: {msg}"),
-        L::Debug => tracing::debug!(fac, "librdkafka: {msg}"),
-    }
 }
 
 impl ConsumerContext for Ctx {
