@@ -13,12 +13,16 @@
 //! Run: `cargo bench --bench latency` (prints a Markdown table). `LATENCY_TRIALS` and
 //! `LATENCY_POLL_TRIALS` override the trial counts.
 
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+#[path = "support/record.rs"]
+mod record;
+use record::record_appeared;
 
 use anyhow::{bail, Context, Result};
 
@@ -315,25 +319,6 @@ fn file_and_metrics(bin: &Path, watch: Watch, trials: usize) -> Result<(Samples,
         started.elapsed().as_secs_f64()
     );
     Ok((file, metric))
-}
-
-/// Whether complete lines appended to the detections file since `seen` name `token`. Only
-/// whole lines are consumed: a reader may see a write half done (the file grows page by
-/// page), and a record split over two reads would otherwise never match.
-fn record_appeared(out: &mut std::fs::File, seen: &mut u64, token: &str) -> Result<bool> {
-    let len = out.metadata()?.len();
-    if len <= *seen {
-        return Ok(false);
-    }
-    out.seek(SeekFrom::Start(*seen))?;
-    let mut new = Vec::new();
-    out.take(len - *seen).read_to_end(&mut new)?;
-    let Some(end) = new.iter().rposition(|&b| b == b'\n') else {
-        return Ok(false);
-    };
-    *seen += end as u64 + 1;
-    let needle = format!("\"token\":\"{token}\"");
-    Ok(String::from_utf8_lossy(&new[..end]).contains(&needle))
 }
 
 /// Time from `t0` until `done()` holds, checking every `pause`; `None` past the deadline.

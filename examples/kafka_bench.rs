@@ -23,12 +23,16 @@
 //! exactly when every partition is at its end.
 
 use std::collections::HashMap;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[path = "../benches/support/record.rs"]
+mod record;
+use record::record_appeared;
 
 use anyhow::{bail, Context, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -416,24 +420,6 @@ fn delivered_by_token(edge: &str) -> Option<f64> {
         "tokenwatch_kafka_messages_total",
         &["result=\"delivered\"", "topic=\"by_token\""],
     ))
-}
-
-/// Whether complete lines appended to the file since `seen` name `token` (only whole lines
-/// are consumed, so a record split over two reads is not missed).
-fn record_appeared(out: &mut std::fs::File, seen: &mut u64, token: &str) -> Result<bool> {
-    let len = out.metadata()?.len();
-    if len <= *seen {
-        return Ok(false);
-    }
-    out.seek(SeekFrom::Start(*seen))?;
-    let mut new = Vec::new();
-    out.take(len - *seen).read_to_end(&mut new)?;
-    let Some(end) = new.iter().rposition(|&b| b == b'\n') else {
-        return Ok(false);
-    };
-    *seen += end as u64 + 1;
-    let needle = format!("\"token\":\"{token}\"");
-    Ok(String::from_utf8_lossy(&new[..end]).contains(&needle))
 }
 
 /// Detection records as they arrive on the topic: (arrival, token).
