@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use prometheus::{IntCounterVec, IntGauge, Opts};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{DeliveryResult, Message};
@@ -31,7 +31,13 @@ pub enum Topic {
     ByIp,
 }
 
+/// The `result` label values of `tokenwatch_kafka_messages_total`.
+const RESULTS: [&str; 3] = ["delivered", "failed", "queue_full"];
+
 impl Topic {
+    /// Both topics, in the order of their discriminants.
+    const ALL: [Topic; 2] = [Topic::ByToken, Topic::ByIp];
+
     fn label(self) -> &'static str {
         match self {
             Topic::ByToken => "by_token",
@@ -57,6 +63,9 @@ pub enum PublishError {
 struct PublishMetrics {
     /// `tokenwatch_kafka_messages_total{topic, result}`: delivered | failed | queue_full.
     messages: IntCounterVec,
+    /// Its series, resolved once: `[topic][result]` in [`Topic::ALL`] × [`RESULTS`] order
+    /// (a label lookup per delivery report cost 2 % of the edge's CPU).
+    series: [[IntCounter; 3]; 2],
     /// `tokenwatch_kafka_queue_messages`: in the producer plus waiting to be sent again.
     queue: IntGauge,
     /// `tokenwatch_kafka_pending_batches`: read batches whose ack waits on deliveries.
@@ -84,8 +93,11 @@ impl PublishMetrics {
         r.register(Box::new(messages.clone()))?;
         r.register(Box::new(queue.clone()))?;
         r.register(Box::new(pending.clone()))?;
+        let series =
+            Topic::ALL.map(|t| RESULTS.map(|r| messages.with_label_values(&[t.label(), r])));
         Ok(PublishMetrics {
             messages,
+            series,
             queue,
             pending,
         })
@@ -99,9 +111,13 @@ impl PublishMetrics {
     }
 
     fn count(&self, topic: Topic, result: &str, n: u64) {
-        self.messages
-            .with_label_values(&[topic.label(), result])
-            .inc_by(n);
+        match RESULTS.iter().position(|x| *x == result) {
+            Some(r) => self.series[topic as usize][r].inc_by(n),
+            None => self
+                .messages
+                .with_label_values(&[topic.label(), result])
+                .inc_by(n),
+        }
     }
 }
 
