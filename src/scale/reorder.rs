@@ -15,6 +15,9 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
+/// Slots kept allocated while nothing is held (a steady trickle reuses them).
+const SHRINK_ABOVE: usize = 1024;
+
 /// Holds items for `hold` and releases them earliest event time first.
 ///
 /// The heap orders small keys (time, arrival number, slot); the items themselves stay put
@@ -81,9 +84,13 @@ impl<T> Reorder<T> {
         let item = self.slab.get_mut(slot as usize)?.take().map(|(_, t)| t);
         self.free.push(slot);
         if self.heap.is_empty() {
-            // Nothing held: give the memory of a past burst back.
-            self.slab = Vec::new();
-            self.free = Vec::new();
+            self.slab.clear();
+            self.free.clear();
+            if self.slab.capacity() > SHRINK_ABOVE {
+                // Nothing held: give the memory of a past burst back.
+                self.slab = Vec::new();
+                self.free = Vec::new();
+            }
         }
         item
     }
