@@ -140,7 +140,12 @@ pub fn spawn(cfg: &Config, parts: Parts) -> Result<ResponderRole, ResponderRoleE
     c.set("group.id", cfg.kafka.group_id("respond"))
         // Offsets are committed after the decision is journaled (see the module docs).
         .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest");
+        .set("auto.offset.reset", "earliest")
+        // The lag of the detections partition (the responder falling behind the workers).
+        .set(
+            "statistics.interval.ms",
+            super::worker::STATS_MS.to_string(),
+        );
     let consumer: BaseConsumer<Ctx> = c.create_with_context(Ctx {
         state: Mutex::new(state),
     })?;
@@ -454,6 +459,14 @@ impl State {
             self.parts.rt.block_on(a.handle.shutdown());
             self.counters.active.set(0);
             self.counters.owned.set_owned(TOPIC_LABEL, 0);
+            for &n in &self.assigned {
+                self.counters.owned.revoked(TOPIC_LABEL, n);
+            }
+            self.counters
+                .owned
+                .lag
+                .with_label_values(&[TOPIC_LABEL])
+                .set(0);
             tracing::info!(
                 why,
                 "responder: standby (policy and hooks stopped, lock released)"
@@ -542,6 +555,15 @@ impl Ctx {
 impl ClientContext for Ctx {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
         super::librdkafka_log(level, fac, msg);
+    }
+
+    /// librdkafka's statistics: the lag of the partition while this process acts on it.
+    /// Delivered by `poll`, never while the loop holds the state.
+    fn stats(&self, st: rdkafka::statistics::Statistics) {
+        let s = self.state();
+        let owned: &[i32] = if s.active.is_some() { &s.assigned } else { &[] };
+        let topic = st.topics.get(&s.topic);
+        super::worker::apply_stats(&s.counters.owned, TOPIC_LABEL, topic, owned);
     }
 }
 

@@ -69,7 +69,7 @@ type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
 /// Kind of a partition snapshot in its state-file header.
 const SNAPSHOT_KIND: &str = "kafka-partition";
 /// How often librdkafka reports statistics (the consumer lag gauge), in ms.
-const STATS_MS: u32 = 5_000;
+pub(super) const STATS_MS: u32 = 5_000;
 /// How long one poll waits for a message.
 const POLL: Duration = Duration::from_millis(100);
 /// How long a detection record waits for room in the producer queue, and the final flush.
@@ -700,7 +700,7 @@ fn lag_of(p: &rdkafka::statistics::Partition) -> i64 {
 /// in the report yet): only partitions in `owned` get a series, so a report older than a
 /// revoke cannot bring a revoked partition's series back; a partition whose lag librdkafka
 /// does not know yet (-1) keeps its last value and adds nothing to the topic's sum.
-fn apply_stats(
+pub(super) fn apply_stats(
     km: &KafkaMetrics,
     label: &str,
     topic: Option<&rdkafka::statistics::Topic>,

@@ -128,6 +128,9 @@ fn one_active_responder_dedupes_holds_the_global_cap_and_hands_over_on_sigterm()
     assert_eq!(metric(&a_addr, &series("applied")), Some(3.0));
     assert_eq!(metric(&a_addr, &series("duplicate")), Some(1.0));
     assert_eq!(metric(&a_addr, &series("undecodable")), Some(1.0));
+    // The active responder reports the detections partition's lag (statistics every 5 s).
+    let lag = r#"tokenwatch_kafka_partition_lag{partition="0",topic="detections"}"#;
+    wait_for(30, "the responder's lag series", || metric(&a_addr, lag));
 
     // A standby joins, then A stops cleanly: B takes over with A's frozen set (shared
     // state directory), and the cap (3 per window) is the cluster's, not the process's.
@@ -158,6 +161,9 @@ fn one_active_responder_dedupes_holds_the_global_cap_and_hands_over_on_sigterm()
         (metric(&b_addr, &series("applied")) == Some(5.0)).then_some(())
     });
     assert_eq!(metric(&b_addr, &series("duplicate")), Some(1.0));
+    wait_for(30, "the new active responder's lag series", || {
+        metric(&b_addr, lag)
+    });
     // Cap 3 per window: tok_1 and tok_3 by A, tok_4 by B; tok_5..7 over the cap.
     let frozen = wait_for(30, "the third freeze", || {
         let f = freezes(&rx);
