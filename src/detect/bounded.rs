@@ -177,9 +177,67 @@ impl<K: Hash + Eq, V: Aged> BoundedMap<K, V> {
     }
 }
 
+/// Keys seen recently, at most `cap` of them (oldest forgotten first): dedupe of ids that
+/// arrive again (Alertmanager fingerprints, detection ids at the responder).
+#[derive(Debug)]
+pub struct RecentKeys {
+    set: std::collections::HashSet<String>,
+    order: std::collections::VecDeque<String>,
+    cap: usize,
+}
+
+impl RecentKeys {
+    /// Remembers at most `cap` keys.
+    pub fn new(cap: usize) -> RecentKeys {
+        RecentKeys {
+            set: std::collections::HashSet::new(),
+            order: std::collections::VecDeque::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// True the first time `key` is offered (among the last `cap`).
+    pub fn first(&mut self, key: String) -> bool {
+        if self.set.contains(&key) {
+            return false;
+        }
+        if self.order.len() >= self.cap {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        self.order.push_back(key.clone());
+        self.set.insert(key);
+        true
+    }
+
+    /// How many keys are remembered.
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    /// True when no key is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recent_keys_forget_the_oldest_beyond_the_cap() {
+        let mut s = RecentKeys::new(2);
+        assert!(s.first("a".into()));
+        assert!(!s.first("a".into()));
+        assert!(s.first("b".into()));
+        assert!(s.first("c".into()));
+        assert_eq!(s.len(), 2);
+        // "a" was forgotten, "b" and "c" are remembered.
+        assert!(s.first("a".into()));
+        assert!(!s.first("c".into()));
+    }
 
     #[derive(Debug, Clone)]
     struct S(EventTime);

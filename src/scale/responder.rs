@@ -29,7 +29,6 @@
 //!   `[detectors] output`) and to the admin API's `/api/v1/detections`; the admin API
 //!   answers 503 on a standby.
 
-use std::collections::{HashSet, VecDeque};
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -43,6 +42,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
 use crate::config::Config;
+use crate::detect::bounded::RecentKeys;
 use crate::detect::{Decide, Detection, DetectionSink, JsonlSink, Ring};
 use crate::enrich::Fingerprinter;
 use crate::metrics::{KafkaMetrics, Metrics, RecordCounters};
@@ -121,7 +121,7 @@ pub fn spawn(cfg: &Config, parts: Parts) -> Result<ResponderRole, ResponderRoleE
     let counters = Counters {
         records: km.consume(TOPIC_LABEL),
         active: km.responder_active.clone(),
-        owned: km,
+        km,
     };
     let state = State {
         cfg: cfg.clone(),
@@ -130,7 +130,7 @@ pub fn spawn(cfg: &Config, parts: Parts) -> Result<ResponderRole, ResponderRoleE
         counters,
         assigned: Vec::new(),
         active: None,
-        seen: SeenIds::new(SEEN_IDS),
+        seen: RecentKeys::new(SEEN_IDS),
         next_offset: None,
         committed: None,
         rewind: None,
@@ -205,7 +205,7 @@ fn run(consumer: BaseConsumer<Ctx>, stop: &AtomicBool) {
 struct Counters {
     records: RecordCounters,
     active: IntGauge,
-    owned: KafkaMetrics,
+    km: KafkaMetrics,
 }
 
 /// The active responder's parts.
@@ -228,7 +228,7 @@ struct State {
     /// Partitions the group gave us (one, unless the topic was made with more).
     assigned: Vec<i32>,
     active: Option<Active>,
-    seen: SeenIds,
+    seen: RecentKeys,
     /// The offset after the last record decided.
     next_offset: Option<i64>,
     /// The last offset committed.
@@ -272,7 +272,7 @@ impl State {
         let dir = self.cfg.state.dir.clone();
         let lock = take_lock(&dir.join(LOCK_FILE))?;
         let start = self.committed_offset(c)?;
-        self.seen = SeenIds::new(SEEN_IDS);
+        self.seen = RecentKeys::new(SEEN_IDS);
         if let Some(until) = start {
             self.backfill(c, until)?;
         }
@@ -312,9 +312,7 @@ impl State {
             _lock: lock,
         });
         self.counters.active.set(1);
-        self.counters
-            .owned
-            .set_owned(TOPIC_LABEL, self.assigned.len());
+        self.counters.km.set_owned(TOPIC_LABEL, self.assigned.len());
         tracing::info!(
             partitions = ?self.assigned,
             from_offset = ?start,
@@ -458,12 +456,12 @@ impl State {
             // Hook calls in flight get their grace; unfinished ones stay in the journal.
             self.parts.rt.block_on(a.handle.shutdown());
             self.counters.active.set(0);
-            self.counters.owned.set_owned(TOPIC_LABEL, 0);
+            self.counters.km.set_owned(TOPIC_LABEL, 0);
             for &n in &self.assigned {
-                self.counters.owned.revoked(TOPIC_LABEL, n);
+                self.counters.km.revoked(TOPIC_LABEL, n);
             }
             self.counters
-                .owned
+                .km
                 .lag
                 .with_label_values(&[TOPIC_LABEL])
                 .set(0);
@@ -505,42 +503,6 @@ fn take_lock(path: &std::path::Path) -> Result<File, String> {
     }
 }
 
-/// Recently decided detection ids, oldest forgotten first.
-struct SeenIds {
-    set: HashSet<String>,
-    order: VecDeque<String>,
-    cap: usize,
-}
-
-impl SeenIds {
-    fn new(cap: usize) -> SeenIds {
-        SeenIds {
-            set: HashSet::new(),
-            order: VecDeque::new(),
-            cap: cap.max(1),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.set.len()
-    }
-
-    /// True the first time `id` is offered.
-    fn first(&mut self, id: String) -> bool {
-        if self.set.contains(&id) {
-            return false;
-        }
-        if self.order.len() >= self.cap {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
-        }
-        self.order.push_back(id.clone());
-        self.set.insert(id);
-        true
-    }
-}
-
 /// The consumer's context: the shared state, driven by the rebalance callbacks.
 struct Ctx {
     state: Mutex<State>,
@@ -563,7 +525,7 @@ impl ClientContext for Ctx {
         let s = self.state();
         let owned: &[i32] = if s.active.is_some() { &s.assigned } else { &[] };
         let topic = st.topics.get(&s.topic);
-        super::worker::apply_stats(&s.counters.owned, TOPIC_LABEL, topic, owned);
+        super::worker::apply_stats(&s.counters.km, TOPIC_LABEL, topic, owned);
     }
 }
 
@@ -602,19 +564,6 @@ impl ConsumerContext for Ctx {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn seen_ids_forget_the_oldest_beyond_the_cap() {
-        let mut s = SeenIds::new(2);
-        assert!(s.first("a".into()));
-        assert!(!s.first("a".into()));
-        assert!(s.first("b".into()));
-        assert!(s.first("c".into()));
-        assert_eq!(s.len(), 2);
-        // "a" was forgotten, "b" and "c" are remembered.
-        assert!(s.first("a".into()));
-        assert!(!s.first("c".into()));
-    }
 
     #[test]
     fn record_ids_are_read_without_decoding_the_record() {

@@ -2,7 +2,7 @@
 //! `token` label freezes that token under the response policy. Resolved alerts are ignored;
 //! an alert already handled (same fingerprint and start time) is not handled again.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -72,38 +72,7 @@ pub struct Summary {
 }
 
 /// Fingerprints already handled, bounded (oldest forgotten first).
-#[derive(Debug)]
-pub struct Seen {
-    set: HashSet<String>,
-    order: VecDeque<String>,
-    cap: usize,
-}
-
-impl Seen {
-    /// Remembers at most `cap` alerts.
-    pub fn new(cap: usize) -> Seen {
-        Seen {
-            set: HashSet::new(),
-            order: VecDeque::new(),
-            cap: cap.max(1),
-        }
-    }
-
-    /// True the first time `key` is offered.
-    fn first(&mut self, key: String) -> bool {
-        if self.set.contains(&key) {
-            return false;
-        }
-        if self.order.len() == self.cap {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
-        }
-        self.order.push_back(key.clone());
-        self.set.insert(key);
-        true
-    }
-}
+pub use crate::detect::bounded::RecentKeys as Seen;
 
 /// Handles one payload; `Err` names what is wrong with it.
 /// `token_id` maps a `token` label to the id tokenwatch tracks (a raw secret to its
