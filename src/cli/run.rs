@@ -143,7 +143,6 @@ async fn daemon(mut cfg: Config, args: RunArgs) -> Result<(), CliError> {
     if cfg.role == crate::config::Role::Responder {
         return responder_daemon(cfg, server, metrics, ready, fp).await;
     }
-    crate::respond::check_journal(&cfg, &metrics);
     let (stop_server_tx, stop_server_rx) = tokio::sync::oneshot::channel::<()>();
     let state = AppState {
         metrics: metrics.clone(),

@@ -146,6 +146,13 @@ impl Responder {
         let journal_path = state_dir.join(JOURNAL_FILE);
         let journal = Journal::open(&journal_path, cfg.response.journal_compact_after)
             .map_err(state(JOURNAL_FILE))?;
+        if journal.bad_lines() > 0 {
+            // Damaged lines were skipped (the good ones kept; see `journal`): count them.
+            metrics.state_corrupt(
+                crate::metrics::StateFile::Journal,
+                journal.bad_lines() as u64,
+            );
+        }
         let pending = journal.pending();
         let journal = Arc::new(Mutex::new(journal));
         let frozen = FrozenSet::open(&state_dir.join(FROZEN_FILE)).map_err(state(FROZEN_FILE))?;
@@ -188,19 +195,6 @@ impl Responder {
     /// policies share the same state).
     pub fn policy(&self) -> Box<dyn Decide> {
         Box::new(Policy(self.core.clone()))
-    }
-}
-
-/// Opens the response journal once before the responder does, to count damaged lines
-/// (skipped, the good ones kept; see [`journal`]) in the metrics. Opening compacts the
-/// journal: call it only where this process owns the state directory.
-pub fn check_journal(cfg: &Config, metrics: &Metrics) {
-    let path = cfg.state.dir.join(JOURNAL_FILE);
-    // An open error is reported by the responder's own open, with context.
-    if let Ok(j) = Journal::open(&path, cfg.response.journal_compact_after) {
-        if j.bad_lines() > 0 {
-            metrics.state_corrupt(crate::metrics::StateFile::Journal, j.bad_lines() as u64);
-        }
     }
 }
 

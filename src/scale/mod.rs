@@ -44,6 +44,19 @@ pub mod responder;
 #[cfg(feature = "kafka")]
 pub mod worker;
 
+/// Sets `bootstrap.servers` and the `[kafka.options]` pass-through properties (their
+/// `env:`/`file:` values resolved) on `c`; callers set their own properties before or
+/// after, which decides who wins a key both set.
+#[cfg(feature = "kafka")]
+pub(crate) fn base_client(c: &mut rdkafka::ClientConfig, k: &crate::config::KafkaConfig) {
+    c.set("bootstrap.servers", k.brokers.join(","));
+    for (key, v) in &k.options {
+        if let Some(v) = v.expose() {
+            c.set(key, v);
+        }
+    }
+}
+
 /// librdkafka's log lines into ours. `[kafka.options]` go to every client a role builds,
 /// so librdkafka's notes that a consumer property means nothing to a producer (and the
 /// reverse) are expected and logged at debug, not as warnings.

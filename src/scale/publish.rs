@@ -260,8 +260,7 @@ pub struct Publisher {
 /// Builds the librdkafka configuration for the edge's producer.
 pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", cfg.brokers.join(","))
-        .set("enable.idempotence", "true")
+    c.set("enable.idempotence", "true")
         // Where Java clients put keys, so other producers and consumers agree.
         .set("partitioner", "murmur2_random")
         // The log file is the buffer: a message waits for the broker as long as it takes
@@ -276,11 +275,9 @@ pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
             cfg.producer.queue_kbytes.to_string(),
         )
         .set("linger.ms", cfg.producer.linger_ms.to_string());
-    for (k, v) in &cfg.options {
-        if let Some(v) = v.expose() {
-            c.set(k, v);
-        }
-    }
+    // The pass-through options last: they win over the defaults above (the loader refuses
+    // the keys tokenwatch must own).
+    super::base_client(&mut c, cfg);
     c
 }
 

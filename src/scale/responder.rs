@@ -163,15 +163,11 @@ pub fn spawn(cfg: &Config, parts: Parts) -> Result<ResponderRole, ResponderRoleE
     Ok(ResponderRole { stop, thread })
 }
 
-/// `bootstrap.servers` and the pass-through options.
+/// A client with the brokers and the pass-through options; the responder's own settings
+/// are set after them.
 fn client_config(cfg: &Config) -> rdkafka::ClientConfig {
     let mut c = rdkafka::ClientConfig::new();
-    c.set("bootstrap.servers", cfg.kafka.brokers.join(","));
-    for (k, v) in &cfg.kafka.options {
-        if let Some(v) = v.expose() {
-            c.set(k, v);
-        }
-    }
+    super::base_client(&mut c, &cfg.kafka);
     c
 }
 
@@ -210,8 +206,6 @@ struct Counters {
 
 /// The active responder's parts.
 struct Active {
-    /// Kept for its policy and the admin API's handle.
-    responder: Responder,
     policy: Box<dyn Decide>,
     handle: ResponderHandle,
     file: JsonlSink,
@@ -293,7 +287,6 @@ impl State {
             .unwrap_or_else(|| dir.join("detections.jsonl"));
         let file = JsonlSink::append(&out).map_err(|e| format!("{}: {e}", out.display()))?;
         let p = &self.parts;
-        crate::respond::check_journal(&self.cfg, &p.metrics);
         let (responder, handle) = Responder::start(&self.cfg, &dir, &p.metrics, p.rt.clone())
             .map_err(|e| e.to_string())?;
         let admin = handle.admin_routes(
@@ -306,7 +299,6 @@ impl State {
         self.next_offset = start;
         self.active = Some(Active {
             policy: responder.policy(),
-            responder,
             handle,
             file,
             _lock: lock,
@@ -452,7 +444,6 @@ impl State {
         if let Some(a) = self.active.take() {
             self.parts.admin.set(None);
             drop(a.policy);
-            drop(a.responder);
             // Hook calls in flight get their grace; unfinished ones stay in the journal.
             self.parts.rt.block_on(a.handle.shutdown());
             self.counters.active.set(0);

@@ -207,14 +207,8 @@ struct DetectionsOut {
 impl DetectionsOut {
     fn new(cfg: &Config) -> Result<DetectionsOut, KafkaError> {
         let mut c = rdkafka::ClientConfig::new();
-        c.set("bootstrap.servers", cfg.kafka.brokers.join(","))
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "5");
-        for (k, v) in &cfg.kafka.options {
-            if let Some(v) = v.expose() {
-                c.set(k, v);
-            }
-        }
+        c.set("enable.idempotence", "true").set("linger.ms", "5");
+        super::base_client(&mut c, &cfg.kafka);
         Ok(DetectionsOut {
             producer: c.create_with_context(DetectionsCtx)?,
             topic: cfg.kafka.topics.detections.clone(),
@@ -353,17 +347,12 @@ fn start_stage(
 fn consumer(cfg: &Config, shared: Shared) -> Result<BaseConsumer<Ctx>, WorkerError> {
     let stage = shared.stage;
     let mut c = rdkafka::ClientConfig::new();
-    c.set("bootstrap.servers", cfg.kafka.brokers.join(","))
-        .set("group.id", cfg.kafka.group_id(stage.group()))
+    c.set("group.id", cfg.kafka.group_id(stage.group()))
         // Offsets are committed only with a snapshot (see the module docs).
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("statistics.interval.ms", STATS_MS.to_string());
-    for (k, v) in &cfg.kafka.options {
-        if let Some(v) = v.expose() {
-            c.set(k, v);
-        }
-    }
+    super::base_client(&mut c, &cfg.kafka);
     let topic = shared.topic.clone();
     let ctx = Ctx {
         shared,
