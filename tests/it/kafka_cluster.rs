@@ -10,10 +10,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use super::kafka::{append, create_topics, free_port, metric, start_tansu, wait_for};
-use super::kafka_worker::{create_detections_topic, detections, group_caught_up, start, Dump};
+use super::kafka_worker::{
+    create_detections_topic, detections, group_caught_up, replay_into, start, Dump,
+};
 use super::support::{http, Receiver};
 
 const FP_KEY: &str = "kafka-cluster-test-fingerprint-key-32+";
@@ -188,16 +190,7 @@ fn replay(cfg: &Path, logs: &[&Path], dir: &Path) -> BTreeMap<String, (String, u
     lines.sort();
     let merged = dir.join("merged.log");
     std::fs::write(&merged, lines.join("\n") + "\n").unwrap();
-    let st = Command::new(env!("CARGO_BIN_EXE_tokenwatch"))
-        .args(["replay", "-c"])
-        .arg(cfg)
-        .arg("--detections")
-        .arg(&out)
-        .arg(&merged)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success(), "replay failed");
+    replay_into(cfg, &merged, &out);
     attack_records(&[out])
 }
 
