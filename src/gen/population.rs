@@ -150,6 +150,8 @@ impl<'a> Builder<'a> {
             };
             self.add(kind);
         }
+        let scanner = super::scanner::Scanner::new(self.plan, Rng::stream(self.seed, 999));
+        self.actors.push(Box::new(scanner));
         Population {
             actors: self.actors,
             victims,
