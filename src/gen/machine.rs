@@ -102,7 +102,14 @@ impl Machine {
         }
         let req = SERVICE_REQS[self.rng.index(SERVICE_REQS.len())];
         let ip = self.egress();
-        let ev = Ev::ok(self.cursor, Some(self.id.token), ip, self.id.user, req, self.ua);
+        let ev = Ev::ok(
+            self.cursor,
+            Some(self.id.token),
+            ip,
+            self.id.user,
+            req,
+            self.ua,
+        );
         Some(ev.rejected(crate::event::Reason::Expired))
     }
 
@@ -199,7 +206,13 @@ impl Actor for Machine {
         };
         out.push(truth);
         if self.sporadic_expiry {
-            out.push(Truth::hard(name, "revoked_reuse", token_string(self.id.token), self.start, self.end));
+            out.push(Truth::hard(
+                name,
+                "revoked_reuse",
+                token_string(self.id.token),
+                self.start,
+                self.end,
+            ));
         }
     }
 }

@@ -87,7 +87,10 @@ fn run(r: &Rendering, seed: u64, tokens: u32) -> Vec<String> {
     generate(&opts, &mut log, Some(&mut labels)).expect("generate");
     if r.strip_reason {
         log = strip_reasons(&log);
-        assert!(!log.windows(10).any(|w| w == b"\"revoked\"\n"), "reasons left");
+        assert!(
+            !log.windows(10).any(|w| w == b"\"revoked\"\n"),
+            "reasons left"
+        );
     }
     let labels = Label::parse_all(std::str::from_utf8(&labels).expect("utf8")).expect("labels");
 

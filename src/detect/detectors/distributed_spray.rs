@@ -485,7 +485,11 @@ mod tests {
         let got = run(12, |s| {
             let mut v = Vec::new();
             if s % 1200 == 0 {
-                v.push((format!("100.64.{}.{}", s % 200, s % 250), format!("bg{s}"), false));
+                v.push((
+                    format!("100.64.{}.{}", s % 200, s % 250),
+                    format!("bg{s}"),
+                    false,
+                ));
             }
             let t = s - 9 * HOUR;
             if (0..21 * 150).contains(&t) && t % 150 == 0 {
@@ -507,7 +511,11 @@ mod tests {
             let t = s - 10 * HOUR;
             if (0..70 * 30).contains(&t) && t % 30 == 0 {
                 let k = t / 30;
-                vec![(format!("198.18.{}.{}", k / 200, k % 200 + 1), format!("w{k}"), false)]
+                vec![(
+                    format!("198.18.{}.{}", k / 200, k % 200 + 1),
+                    format!("w{k}"),
+                    false,
+                )]
             } else {
                 Vec::new()
             }

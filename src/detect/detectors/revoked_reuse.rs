@@ -15,9 +15,9 @@
 //! - a busy token with sporadic refusals (a `401 expired` now and then while its client
 //!   refreshes): any accepted use ends the streak;
 //! - rotation stragglers: one or two uses of the old key (`min_uses`);
-//! - an auth outage, where every known token is refused for minutes: while most known
-//!   tokens fail ([`OutageGuard`]) the detector waits (a streak that outlasts the outage
-//!   still fires);
+//! - an auth outage, where every known token is refused for minutes: refusals while most
+//!   known tokens fail ([`OutageGuard`], and its one-minute twin for the outage's first
+//!   minutes) do not count (a revoked key still refused after the outage still fires);
 //! - never-seen tokens refused as invalid: guesses, the spray detectors' business.
 
 use std::net::IpAddr;
@@ -178,6 +178,11 @@ impl Detector for RevokedReuse {
             return;
         }
         let t = obs.ev.time;
+        // A refusal while most known tokens fail is the outage's, not this token's: it
+        // neither counts towards a streak nor fires.
+        if self.guard.outage(t) || self.quick.outage(t) {
+            return;
+        }
         let width = ms(self.settings.window_secs) / BUCKETS as i64;
         let st = self.tokens.entry(tok, || tok.clone(), TokenUses::default);
         // A new streak when the window emptied or the token was accepted since this one
@@ -202,8 +207,6 @@ impl Detector for RevokedReuse {
         if n < self.settings.min_uses
             || span < ms(self.settings.min_streak_secs)
             || t < st.quiet_until
-            || self.guard.outage(t)
-            || self.quick.outage(t)
         {
             return;
         }
@@ -272,14 +275,25 @@ mod tests {
 
     #[test]
     fn fires_on_an_old_key_still_in_use_whatever_the_log_says() {
-        for reason in [Reason::Revoked, Reason::Invalid, Reason::Forbidden, Reason::Other] {
+        for reason in [
+            Reason::Revoked,
+            Reason::Invalid,
+            Reason::Forbidden,
+            Reason::Other,
+        ] {
             let mut d = RevokedReuse::new(&Settings::default());
             let mut r = Drive::default();
             r.at(&mut d, 0, "10.0.0.1", "ak_old", OK);
             r.at(&mut d, 100, "10.0.0.1", "ak_old", OK);
             for i in 0..20i64 {
                 let ip = format!("192.0.2.{}", 50 + i % 7);
-                r.at(&mut d, 1000 + i * 28, &ip, "ak_old", Outcome::Rejected(reason));
+                r.at(
+                    &mut d,
+                    1000 + i * 28,
+                    &ip,
+                    "ak_old",
+                    Outcome::Rejected(reason),
+                );
             }
             assert_eq!(r.got.len(), 1, "{reason:?}: {:?}", r.got);
             let g = &r.got[0];
@@ -311,7 +325,13 @@ mod tests {
         let mut d = RevokedReuse::new(&Settings::default());
         let mut r = Drive::default();
         for i in 0..6i64 {
-            r.at(&mut d, i * 30, "10.0.0.9", "ak_gone", Outcome::Rejected(Reason::Revoked));
+            r.at(
+                &mut d,
+                i * 30,
+                "10.0.0.9",
+                "ak_gone",
+                Outcome::Rejected(Reason::Revoked),
+            );
         }
         assert_eq!(r.got.len(), 1, "{:?}", r.got);
         assert_eq!(r.got[0].evidence["accepted_until"], serde_json::Value::Null);
@@ -337,8 +357,20 @@ mod tests {
             // A rotated key tried again twice, 10-50 minutes apart.
             let tok = format!("ak_rot{day}");
             r.at(&mut d, t0 + 700, "10.0.0.2", &tok, OK);
-            r.at(&mut d, t0 + 705, "10.0.0.2", &tok, Outcome::Rejected(Reason::Revoked));
-            r.at(&mut d, t0 + 2500, "10.0.0.2", &tok, Outcome::Rejected(Reason::Revoked));
+            r.at(
+                &mut d,
+                t0 + 705,
+                "10.0.0.2",
+                &tok,
+                Outcome::Rejected(Reason::Revoked),
+            );
+            r.at(
+                &mut d,
+                t0 + 2500,
+                "10.0.0.2",
+                &tok,
+                Outcome::Rejected(Reason::Revoked),
+            );
             // Never-seen tokens refused as invalid are guesses.
             for k in 0..10 {
                 let o = Outcome::Rejected(Reason::Invalid);
@@ -359,7 +391,13 @@ mod tests {
         // Five minutes of outage: every known token refused, several times each.
         for s in 0..300i64 {
             let tok = &known[(s % 30) as usize];
-            r.at(&mut d, 60 + s, "10.0.0.1", tok, Outcome::Rejected(Reason::Invalid));
+            r.at(
+                &mut d,
+                60 + s,
+                "10.0.0.1",
+                tok,
+                Outcome::Rejected(Reason::Invalid),
+            );
         }
         // Recovery: all accepted again, except ak_0 which was revoked meanwhile.
         for s in 0..600i64 {
