@@ -156,8 +156,12 @@ async fn daemon(mut cfg: Config, args: RunArgs) -> Result<(), CliError> {
     )
     .context("starting the response stage")?;
     let ring = Ring::new(RING_RECORDS);
-    let admin =
-        responder_handle.admin_routes(ring.clone(), cfg.server.admin_token.clone(), fp.clone());
+    let admin = crate::server::admin::routes(
+        responder_handle.control(),
+        ring.clone(),
+        cfg.server.admin_token.clone(),
+        fp.clone(),
+    );
     let http = tokio::spawn(server.serve_with(state, admin, async {
         let _ = stop_server_rx.await;
     }));

@@ -289,7 +289,8 @@ impl State {
         let p = &self.parts;
         let (responder, handle) = Responder::start(&self.cfg, &dir, &p.metrics, p.rt.clone())
             .map_err(|e| e.to_string())?;
-        let admin = handle.admin_routes(
+        let admin = crate::server::admin::routes(
+            handle.control(),
             p.ring.clone(),
             self.cfg.server.admin_token.clone(),
             p.fp.clone(),

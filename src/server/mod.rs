@@ -109,7 +109,7 @@ impl Server {
     }
 
     /// Like [`Server::serve`], with `extra` routes merged in (the admin API:
-    /// `ResponderHandle::admin_routes`).
+    /// `server::admin::routes`).
     pub async fn serve_with(
         self,
         state: AppState,
