@@ -155,6 +155,14 @@ async fn daemon(mut cfg: Config, args: RunArgs) -> Result<(), CliError> {
         tokio::runtime::Handle::current(),
     )
     .context("starting the response stage")?;
+    let enforcer = crate::server::authz::Enforcer::start(
+        &cfg.authz,
+        responder_handle.frozen_view(),
+        fp.clone(),
+        &metrics,
+    )
+    .await
+    .map_err(|e| CliError::Runtime(e.into()))?;
     let ring = Ring::new(RING_RECORDS);
     let admin = crate::server::admin::routes(
         responder_handle.control(),
@@ -185,6 +193,7 @@ async fn daemon(mut cfg: Config, args: RunArgs) -> Result<(), CliError> {
     probe.abort();
     let _ = stop_server_tx.send(());
     let _ = http.await;
+    enforcer.stop().await;
     // After the pipeline: every decided action is journaled; workers get a grace period.
     responder_handle.shutdown().await;
     tracing::info!("stopped cleanly");

@@ -29,6 +29,7 @@ use crate::metrics::Metrics;
 
 pub mod breaker;
 pub mod clock;
+pub mod deny_file;
 pub mod dispatch;
 pub mod frozen;
 pub mod hooks;

@@ -14,6 +14,7 @@ use axum::Router;
 use crate::metrics::Metrics;
 
 pub mod admin;
+pub mod authz;
 pub mod alertmanager;
 pub mod slot;
 pub mod tls;
