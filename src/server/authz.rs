@@ -413,6 +413,48 @@ fn cookie<'a>(header: &'a [u8], name: &[u8]) -> Option<Cow<'a, str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::respond::Deny;
+    use tower::ServiceExt;
+
+    async fn status(app: &Router, req: axum::http::Request<Body>) -> (StatusCode, HeaderMap) {
+        match app.clone().oneshot(req).await {
+            Ok(r) => (r.status(), r.headers().clone()),
+            Err(e) => match e {},
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_503_until_loaded_then_by_the_set() -> Result<(), Box<dyn std::error::Error>> {
+        let view = FrozenView::new();
+        let fp = Fingerprinter::new(b"k");
+        let m = AuthzMetrics::register(&Metrics::new())?;
+        let app = router(AuthzState::new(&AuthzConfig::default(), view.clone(), fp.clone(), m));
+        let req = |method: &str, path: &str, auth: &str| {
+            axum::http::Request::builder()
+                .method(method)
+                .uri(path)
+                .header("authorization", auth)
+                .body(Body::empty())
+        };
+        let key = "sk-live-0123456789abcdef";
+        assert_eq!(status(&app, req("GET", "/authz", key)?).await.0, StatusCode::SERVICE_UNAVAILABLE);
+        view.mark_authoritative();
+        assert_eq!(status(&app, req("GET", "/authz", key)?).await.0, StatusCode::OK);
+        let fpk = fp.fingerprint(key.as_bytes());
+        view.upsert(
+            fpk.as_str(),
+            Deny { detector: "ip_fanout".into(), id: "rec-9".into(), since_ms: 0, until_ms: None },
+        );
+        // Any method, any path under /authz (Envoy appends the original path).
+        for (m, p) in [("GET", "/authz"), ("POST", "/authz/v1/chat?x=1"), ("DELETE", "/authz/")] {
+            let (s, h) = status(&app, req(m, p, &format!("Bearer {key}"))?).await;
+            assert_eq!(s, StatusCode::FORBIDDEN, "{m} {p}");
+            assert_eq!(h.get(RECORD_HEADER).map(|v| v.as_bytes()), Some(&b"rec-9"[..]));
+            assert!(h.values().all(|v| !v.as_bytes().windows(key.len()).any(|w| w == key.as_bytes())));
+        }
+        assert_eq!(status(&app, req("GET", "/other", key)?).await.0, StatusCode::NOT_FOUND);
+        Ok(())
+    }
 
     #[test]
     fn token_places() {
