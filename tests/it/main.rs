@@ -15,6 +15,8 @@ mod hostile;
 #[cfg(feature = "kafka")]
 mod kafka;
 #[cfg(feature = "kafka")]
+mod kafka_authz;
+#[cfg(feature = "kafka")]
 mod kafka_cluster;
 #[cfg(feature = "kafka")]
 mod kafka_responder;
