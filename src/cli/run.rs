@@ -204,8 +204,15 @@ async fn daemon(mut cfg: Config, args: RunArgs) -> Result<(), CliError> {
 /// Edge with the `frozen` topic follower (when it runs [`Follower`] for enforcement).
 #[cfg(feature = "kafka")]
 type Follower = crate::scale::frozen_topic::Follower;
+/// Without Kafka there is no topic to follow.
 #[cfg(not(feature = "kafka"))]
-type Follower = std::convert::Infallible;
+enum Follower {}
+#[cfg(not(feature = "kafka"))]
+impl Follower {
+    fn stop(self) {
+        match self {}
+    }
+}
 
 /// The frozen set `/authz` and the deny file enforce: this process's own, or on an edge
 /// (with `[authz]` on) a copy followed from the `frozen` topic.
