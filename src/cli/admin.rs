@@ -170,7 +170,9 @@ fn enforcement_line(e: &serde_json::Value) -> String {
         (Some(addr), Some(true)) => {
             format!("enforcement: /authz on {addr}, serving {entries} entries")
         }
-        (Some(addr), _) => format!("enforcement: /authz on {addr}, NOT READY (set not loaded; answers 503)"),
+        (Some(addr), _) => {
+            format!("enforcement: /authz on {addr}, NOT READY (set not loaded; answers 503)")
+        }
         (None, _) if e.is_null() => "enforcement: unknown (daemon without /authz support)".into(),
         (None, _) => format!(
             "enforcement: /authz off ([authz] listen not set); {entries} entries in the frozen set"

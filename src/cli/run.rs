@@ -156,9 +156,10 @@ async fn daemon(mut cfg: Config, args: RunArgs) -> Result<(), CliError> {
     )
     .context("starting the response stage")?;
     let (view, follower) = enforced_view(&cfg, &responder_handle, &metrics)?;
-    let enforcer = crate::server::authz::Enforcer::start(&cfg.authz, view.clone(), fp.clone(), &metrics)
-        .await
-        .map_err(|e| CliError::Runtime(e.into()))?;
+    let enforcer =
+        crate::server::authz::Enforcer::start(&cfg.authz, view.clone(), fp.clone(), &metrics)
+            .await
+            .map_err(|e| CliError::Runtime(e.into()))?;
     // An edge is ready only once its copy of the frozen set is read from the topic.
     let gate = follower.is_some().then_some(view);
     let ring = Ring::new(RING_RECORDS);
@@ -225,8 +226,8 @@ fn enforced_view(
     #[cfg(feature = "kafka")]
     if enforcing && cfg.role == crate::config::Role::Edge {
         let view = FrozenView::new();
-        let f = Follower::start(cfg, view.clone(), metrics)
-            .context("following the frozen topic")?;
+        let f =
+            Follower::start(cfg, view.clone(), metrics).context("following the frozen topic")?;
         return Ok((view, Some(f)));
     }
     let _ = (enforcing, metrics);

@@ -22,7 +22,8 @@ pub enum OnMissing {
 }
 
 impl OnMissing {
-    const ALL: [(OnMissing, &'static str); 2] = [(OnMissing::Allow, "allow"), (OnMissing::Deny, "deny")];
+    const ALL: [(OnMissing, &'static str); 2] =
+        [(OnMissing::Allow, "allow"), (OnMissing::Deny, "deny")];
 }
 
 impl TryFrom<String> for OnMissing {
@@ -119,7 +120,10 @@ impl AuthzConfig {
     pub(crate) fn problems(&self, server_listen: SocketAddr) -> Vec<(Vec<Seg>, String)> {
         let at = |k: &str| vec![Seg::Key("authz".into()), Seg::Key(k.into())];
         let mut out = Vec::new();
-        if self.listen.is_some_and(|l| l == server_listen && l.port() != 0) {
+        if self
+            .listen
+            .is_some_and(|l| l == server_listen && l.port() != 0)
+        {
             out.push((
                 at("listen"),
                 "same address as server.listen: /authz needs its own listener".to_string(),
@@ -134,7 +138,10 @@ impl AuthzConfig {
             ("query", self.query.as_ref()),
             ("cookie", self.cookie.as_ref()),
         ] {
-            if v.is_some_and(|v| bad_name(v) || (k == "header" && axum::http::HeaderName::from_bytes(v.as_bytes()).is_err())) {
+            if v.is_some_and(|v| {
+                bad_name(v)
+                    || (k == "header" && axum::http::HeaderName::from_bytes(v.as_bytes()).is_err())
+            }) {
                 out.push((at(k), format!("invalid {k} name")));
             }
         }

@@ -109,13 +109,18 @@ pub fn render(view: &FrozenView) -> Vec<u8> {
     let now = EventTime::now().as_millis();
     let entries = view.entries();
     let mut out = String::with_capacity(64 + entries.len() * 28);
-    out.push_str("# tokenwatch frozen tokens (ids and fp: fingerprints); rewritten on every change\n");
+    out.push_str(
+        "# tokenwatch frozen tokens (ids and fp: fingerprints); rewritten on every change\n",
+    );
     for (k, d) in &entries {
         if !d.active(now) {
             continue;
         }
         if !k.bytes().all(safe) || k.is_empty() {
-            tracing::warn!(len = k.len(), "a frozen id with characters unsafe in an nginx map is left out of the deny file");
+            tracing::warn!(
+                len = k.len(),
+                "a frozen id with characters unsafe in an nginx map is left out of the deny file"
+            );
             continue;
         }
         // A leading `~` would make the key a regex, and these names are map keywords.

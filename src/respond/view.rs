@@ -238,14 +238,20 @@ mod tests {
     fn lookup_honours_ttl_and_changes_wake_watchers() {
         let v = FrozenView::new();
         let mut rx = v.subscribe();
-        assert!(rx.has_changed().unwrap_or(false), "a new watcher sees the state at once");
+        assert!(
+            rx.has_changed().unwrap_or(false),
+            "a new watcher sees the state at once"
+        );
         rx.mark_unchanged();
         assert!(!v.is_loaded());
         v.upsert("fp:00", deny(Some(1_000)));
         v.upsert("ak_1", deny(None));
         assert!(rx.has_changed().unwrap_or(false));
         assert!(v.lookup("fp:00", 999).is_some());
-        assert!(v.lookup("fp:00", 1_000).is_none(), "the TTL lifts it at once");
+        assert!(
+            v.lookup("fp:00", 1_000).is_none(),
+            "the TTL lifts it at once"
+        );
         assert!(v.lookup("ak_2", 0).is_none());
         v.replace_all([("ak_2".to_string(), deny(None))]);
         assert_eq!(v.entries().len(), 1);

@@ -149,7 +149,9 @@ impl Reader {
     fn at_end(&self) -> Result<bool, KafkaError> {
         let pos = self.consumer.position()?;
         for &p in &self.partitions {
-            let (low, high) = self.consumer.fetch_watermarks(&self.topic, p, BROKER_WAIT)?;
+            let (low, high) = self
+                .consumer
+                .fetch_watermarks(&self.topic, p, BROKER_WAIT)?;
             let at = pos
                 .find_partition(&self.topic, p)
                 .and_then(|e| match e.offset() {
@@ -193,6 +195,9 @@ impl Reader {
             }
             last_check = Some(Instant::now());
             if matches!(self.at_end(), Ok(true)) {
+                // Apply what is already fetched too: some brokers (tansu 0.6) report the
+                // high-water mark as the last batch's first offset + 1.
+                while self.poll_into(view, Duration::ZERO) {}
                 return true;
             }
         }
@@ -238,7 +243,11 @@ fn follow(reader: &mut Reader, view: &FrozenView, stop: &AtomicBool) {
         return;
     }
     view.mark_synced(EventTime::now().as_millis());
-    tracing::info!(entries = view.len(), ms = t0.elapsed().as_millis() as u64, "frozen set read from the topic; /authz answers");
+    tracing::info!(
+        entries = view.len(),
+        ms = t0.elapsed().as_millis() as u64,
+        "frozen set read from the topic; /authz answers"
+    );
     let mut last_check = Instant::now();
     while !stop.load(Ordering::Acquire) {
         reader.poll_into(view, POLL);
@@ -325,7 +334,10 @@ fn publish(
     }
     drop(reader);
     let mut published: HashMap<String, Deny> = topic_view.entries().into_iter().collect();
-    tracing::info!(entries = published.len(), "frozen topic read; publishing changes");
+    tracing::info!(
+        entries = published.len(),
+        "frozen topic read; publishing changes"
+    );
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -340,9 +352,8 @@ fn publish(
     let mut retry = false;
     while !stop.load(Ordering::Acquire) {
         // Wake on a change, or every RETRY to look at `stop` and retry a failed round.
-        let changed = rt.block_on(async {
-            tokio::time::timeout(RETRY, changes.changed()).await.is_ok()
-        });
+        let changed =
+            rt.block_on(async { tokio::time::timeout(RETRY, changes.changed()).await.is_ok() });
         if !(changed || retry) {
             continue;
         }
@@ -369,12 +380,17 @@ fn round(
         let body = serde_json::to_vec(d).unwrap_or_default();
         send(
             producer,
-            BaseRecord::to(topic).key(k.as_bytes()).payload(body.as_slice()),
+            BaseRecord::to(topic)
+                .key(k.as_bytes())
+                .payload(body.as_slice()),
         );
         sent += 1;
     }
     for k in published.keys().filter(|k| !now.contains_key(*k)) {
-        send(producer, BaseRecord::<[u8], [u8]>::to(topic).key(k.as_bytes()));
+        send(
+            producer,
+            BaseRecord::<[u8], [u8]>::to(topic).key(k.as_bytes()),
+        );
         sent += 1;
     }
     if sent == 0 {
@@ -383,7 +399,10 @@ fn round(
     let flushed = producer.flush(FLUSH_WAIT);
     let failed = producer.context().failed.load(Ordering::Relaxed) != failed_before;
     if flushed.is_err() || failed {
-        tracing::warn!(sent, "publishing to the frozen topic failed; retrying in 1 s");
+        tracing::warn!(
+            sent,
+            "publishing to the frozen topic failed; retrying in 1 s"
+        );
         return false;
     }
     tracing::debug!(sent, "frozen topic updated");
@@ -396,7 +415,10 @@ fn send<'a>(producer: &BaseProducer<Ctx>, mut rec: BaseRecord<'a, [u8], [u8]>) {
     loop {
         match producer.send(rec) {
             Ok(()) => return,
-            Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+            Err((
+                KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                r,
+            )) => {
                 rec = r;
                 producer.poll(Duration::from_millis(100));
             }

@@ -229,7 +229,10 @@ impl Enforcer {
         if let Some(listen) = cfg.listen {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
-                .map_err(|source| AuthzError::Bind { addr: listen, source })?;
+                .map_err(|source| AuthzError::Bind {
+                    addr: listen,
+                    source,
+                })?;
             e.addr = listener.local_addr().ok();
             tracing::info!(addr = ?e.addr, "serving /authz (forward-auth)");
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -254,7 +257,10 @@ impl Enforcer {
         }
         if let Some(t) = self.server.take() {
             let abort = t.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), t).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), t)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }
@@ -286,7 +292,10 @@ pub enum AuthzError {
 async fn check(State(s): State<AuthzState>, req: Request) -> Response {
     if !s.view.is_loaded() {
         s.metrics.not_ready.inc();
-        return answer(StatusCode::SERVICE_UNAVAILABLE, "frozen set not loaded yet\n");
+        return answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "frozen set not loaded yet\n",
+        );
     }
     let raw = token(&s.from, req.headers(), req.uri().query());
     let id = raw.and_then(|r| identify(&r, s.kind, &s.fp));
@@ -428,7 +437,12 @@ mod tests {
         let view = FrozenView::new();
         let fp = Fingerprinter::new(b"k");
         let m = AuthzMetrics::register(&Metrics::new())?;
-        let app = router(AuthzState::new(&AuthzConfig::default(), view.clone(), fp.clone(), m));
+        let app = router(AuthzState::new(
+            &AuthzConfig::default(),
+            view.clone(),
+            fp.clone(),
+            m,
+        ));
         let req = |method: &str, path: &str, auth: &str| {
             axum::http::Request::builder()
                 .method(method)
@@ -437,22 +451,45 @@ mod tests {
                 .body(Body::empty())
         };
         let key = "sk-live-0123456789abcdef";
-        assert_eq!(status(&app, req("GET", "/authz", key)?).await.0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            status(&app, req("GET", "/authz", key)?).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         view.mark_authoritative();
-        assert_eq!(status(&app, req("GET", "/authz", key)?).await.0, StatusCode::OK);
+        assert_eq!(
+            status(&app, req("GET", "/authz", key)?).await.0,
+            StatusCode::OK
+        );
         let fpk = fp.fingerprint(key.as_bytes());
         view.upsert(
             fpk.as_str(),
-            Deny { detector: "ip_fanout".into(), id: "rec-9".into(), since_ms: 0, until_ms: None },
+            Deny {
+                detector: "ip_fanout".into(),
+                id: "rec-9".into(),
+                since_ms: 0,
+                until_ms: None,
+            },
         );
         // Any method, any path under /authz (Envoy appends the original path).
-        for (m, p) in [("GET", "/authz"), ("POST", "/authz/v1/chat?x=1"), ("DELETE", "/authz/")] {
+        for (m, p) in [
+            ("GET", "/authz"),
+            ("POST", "/authz/v1/chat?x=1"),
+            ("DELETE", "/authz/"),
+        ] {
             let (s, h) = status(&app, req(m, p, &format!("Bearer {key}"))?).await;
             assert_eq!(s, StatusCode::FORBIDDEN, "{m} {p}");
-            assert_eq!(h.get(RECORD_HEADER).map(|v| v.as_bytes()), Some(&b"rec-9"[..]));
-            assert!(h.values().all(|v| !v.as_bytes().windows(key.len()).any(|w| w == key.as_bytes())));
+            assert_eq!(
+                h.get(RECORD_HEADER).map(|v| v.as_bytes()),
+                Some(&b"rec-9"[..])
+            );
+            assert!(h
+                .values()
+                .all(|v| !v.as_bytes().windows(key.len()).any(|w| w == key.as_bytes())));
         }
-        assert_eq!(status(&app, req("GET", "/other", key)?).await.0, StatusCode::NOT_FOUND);
+        assert_eq!(
+            status(&app, req("GET", "/other", key)?).await.0,
+            StatusCode::NOT_FOUND
+        );
         Ok(())
     }
 
@@ -460,20 +497,38 @@ mod tests {
     fn token_places() {
         let mut h = HeaderMap::new();
         h.insert("x-api-key", HeaderValue::from_static("app-abc"));
-        h.append(header::COOKIE, HeaderValue::from_static("a=1; tw=\"k%201\""));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; tw=\"k%201\""),
+        );
         h.append(header::COOKIE, HeaderValue::from_static("session=s3"));
         h.insert(
             "x-original-uri",
             HeaderValue::from_static("/v1/chat?x=1&key=sk-%2Fq#frag"),
         );
         let t = |f: TokenFrom, q: Option<&str>| token(&f, &h, q).map(|c| c.into_owned());
-        assert_eq!(t(TokenFrom::Header("x-api-key".into()), None).as_deref(), Some("app-abc"));
+        assert_eq!(
+            t(TokenFrom::Header("x-api-key".into()), None).as_deref(),
+            Some("app-abc")
+        );
         assert_eq!(t(TokenFrom::Header("authorization".into()), None), None);
-        assert_eq!(t(TokenFrom::Cookie("session".into()), None).as_deref(), Some("s3"));
-        assert_eq!(t(TokenFrom::Cookie("tw".into()), None).as_deref(), Some("k%201"));
+        assert_eq!(
+            t(TokenFrom::Cookie("session".into()), None).as_deref(),
+            Some("s3")
+        );
+        assert_eq!(
+            t(TokenFrom::Cookie("tw".into()), None).as_deref(),
+            Some("k%201")
+        );
         assert_eq!(t(TokenFrom::Cookie("nope".into()), None), None);
-        assert_eq!(t(TokenFrom::Query("key".into()), Some("key=a+b")).as_deref(), Some("a b"));
-        assert_eq!(t(TokenFrom::Query("key".into()), None).as_deref(), Some("sk-/q"));
+        assert_eq!(
+            t(TokenFrom::Query("key".into()), Some("key=a+b")).as_deref(),
+            Some("a b")
+        );
+        assert_eq!(
+            t(TokenFrom::Query("key".into()), None).as_deref(),
+            Some("sk-/q")
+        );
         assert_eq!(param("k=%zz%4", "k").as_deref(), Some("%zz%4"));
         assert_eq!(param("k", "k").as_deref(), Some(""));
     }

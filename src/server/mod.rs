@@ -14,8 +14,8 @@ use axum::Router;
 use crate::metrics::Metrics;
 
 pub mod admin;
-pub mod authz;
 pub mod alertmanager;
+pub mod authz;
 pub mod slot;
 pub mod tls;
 

@@ -79,10 +79,12 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE
         );
         slot.set(Some(
-            Router::new().route("/api/v1/frozen", get(|| async { "[]" })).route(
-                "/api/v1/frozen/{token}",
-                get(|axum::extract::Path(t): axum::extract::Path<String>| async move { t }),
-            ),
+            Router::new()
+                .route("/api/v1/frozen", get(|| async { "[]" }))
+                .route(
+                    "/api/v1/frozen/{token}",
+                    get(|axum::extract::Path(t): axum::extract::Path<String>| async move { t }),
+                ),
         ));
         assert_eq!(status(&app, "/api/v1/frozen").await, StatusCode::OK);
         assert_eq!(status(&app, "/api/v1/frozen/tok_1").await, StatusCode::OK);

@@ -59,7 +59,14 @@ impl Nginx {
             ("/run/nginx-tokenwatch", cache_dir),
         ];
         let uncomment = if cache { "# cache: " } else { "" };
-        let conf = Nginx::conf(&sub, "nginx-auth-request.conf", port, upstream, &swaps, uncomment);
+        let conf = Nginx::conf(
+            &sub,
+            "nginx-auth-request.conf",
+            port,
+            upstream,
+            &swaps,
+            uncomment,
+        );
         Nginx::run(&conf, sub, upstream)
     }
 
@@ -73,7 +80,9 @@ impl Nginx {
         uncomment: &str,
     ) -> PathBuf {
         std::fs::create_dir_all(sub).unwrap();
-        let recipe_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/authz").join(recipe);
+        let recipe_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/authz")
+            .join(recipe);
         let mut recipe = std::fs::read_to_string(recipe_path).unwrap();
         let common = [
             ("127.0.0.1:8080", format!("127.0.0.1:{upstream}")),
@@ -123,7 +132,9 @@ impl Nginx {
             .unwrap();
         let n = Nginx { child, dir };
         let addr = format!("127.0.0.1:{upstream}");
-        wait_for(10, "nginx up", || get(&addr, "/", "").filter(|r| r.0 == 200));
+        wait_for(10, "nginx up", || {
+            get(&addr, "/", "").filter(|r| r.0 == 200)
+        });
         n
     }
 }
@@ -358,11 +369,17 @@ fn hostile(tw: &str, admin: &str) {
     assert!(matches!(r, None | Some(431) | Some(400)), "{r:?}");
     for bad in ["Bearer", "Bearer \u{1}\u{2}", "\u{ff}\u{fe}", "Basic !!!"] {
         let r = get(tw, "/authz", &format!("X-Api-Key: {bad}\r\n")).map(|r| r.0);
-        assert!(matches!(r, Some(200) | Some(400) | Some(401)), "{bad:?}: {r:?}");
+        assert!(
+            matches!(r, Some(200) | Some(400) | Some(401)),
+            "{bad:?}: {r:?}"
+        );
     }
     for i in 0..2_000 {
         let t = format!("app-random{i:08}xyzxyz");
-        assert_eq!(get(tw, "/authz", &format!("X-Api-Key: {t}\r\n")).map(|r| r.0), Some(200));
+        assert_eq!(
+            get(tw, "/authz", &format!("X-Api-Key: {t}\r\n")).map(|r| r.0),
+            Some(200)
+        );
     }
     wait_for(5, "authz metrics", || {
         let (_, _, m) = get(admin, "/metrics", "")?;
@@ -385,7 +402,10 @@ fn deny_file_map_recipe_with_nginx_reload() {
         "nginx-deny-map.conf",
         port,
         upstream,
-        &[("/etc/nginx/tokenwatch-frozen.map", deny.display().to_string())],
+        &[(
+            "/etc/nginx/tokenwatch-frozen.map",
+            deny.display().to_string(),
+        )],
         "",
     );
     // Deny file only, no /authz listener; nginx reloaded without a shell after each write.
@@ -407,17 +427,28 @@ fn deny_file_map_recipe_with_nginx_reload() {
     cli(&cfg, &url, &["freeze", "ak_map_1"]);
     until_status(&gw, "/", id, 403, 5);
     let frozen = t0.elapsed();
-    assert_eq!(get(&gw, "/", "X-Key-Id: ak_map_2\r\n").map(|r| r.0), Some(200));
+    assert_eq!(
+        get(&gw, "/", "X-Key-Id: ak_map_2\r\n").map(|r| r.0),
+        Some(200)
+    );
     let t0 = Instant::now();
     cli(&cfg, &url, &["unfreeze", "ak_map_1"]);
     until_status(&gw, "/", id, 200, 5);
     let lifted = t0.elapsed();
-    eprintln!("deny file + nginx reload: freeze -> 403 in {frozen:?}, unfreeze -> 200 in {lifted:?}");
+    eprintln!(
+        "deny file + nginx reload: freeze -> 403 in {frozen:?}, unfreeze -> 200 in {lifted:?}"
+    );
     assert!(frozen < Duration::from_secs(1) && lifted < Duration::from_secs(1));
     let (_, _, m) = get(&d.addr, "/metrics", "").unwrap();
-    assert!(sample(&m, "tokenwatch_authz_reload_total{result=\"ok\"}") >= Some(2.0), "{m}");
+    assert!(
+        sample(&m, "tokenwatch_authz_reload_total{result=\"ok\"}") >= Some(2.0),
+        "{m}"
+    );
     // The write at start, before nginx ran, could not reload it: counted, not fatal.
-    assert_eq!(sample(&m, "tokenwatch_authz_reload_total{result=\"error\"}"), Some(1.0));
+    assert_eq!(
+        sample(&m, "tokenwatch_authz_reload_total{result=\"error\"}"),
+        Some(1.0)
+    );
 }
 
 #[test]

@@ -23,8 +23,8 @@ fn create_frozen_topic(bootstrap: &str) {
         .set("bootstrap.servers", bootstrap)
         .create()
         .unwrap();
-    let topic = NewTopic::new("frozen", 3, TopicReplication::Fixed(1))
-        .set("cleanup.policy", "compact");
+    let topic =
+        NewTopic::new("frozen", 3, TopicReplication::Fixed(1)).set("cleanup.policy", "compact");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
