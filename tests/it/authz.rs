@@ -323,6 +323,18 @@ fn nginx_refuses_a_frozen_token_and_unfreeze_lifts_it() {
     assert_eq!(d.terminate().code(), Some(0));
     let (s, _, _) = get(&gw, "/v1/chat-messages", &bearer(KEY)).unwrap();
     assert_eq!(s, 500, "fail-closed");
+    // Back up: the persisted set is loaded before /authz answers, so the first answers
+    // through nginx are already right.
+    let d = Daemon::start(&cfg, dir.path(), &[("TW_AUTHZ_ADMIN", ADMIN)]);
+    let first = wait_for(10, "nginx through the restarted daemon", || {
+        get(&gw, "/v1/chat-messages", &bearer(MANUAL)).filter(|r| r.0 != 500)
+    });
+    assert_eq!(first.0, 403);
+    assert_eq!(
+        get(&gw, "/v1/chat-messages", &bearer(KEY)).map(|r| r.0),
+        Some(200)
+    );
+    drop(d);
     drop(nginx);
 }
 
