@@ -20,6 +20,7 @@
 //! for an allowed token but the fingerprint.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -124,9 +125,11 @@ impl AuthzMetrics {
     }
 }
 
-/// Everything a check needs (cheap to clone).
+/// Everything a check needs (cheap to clone: axum clones the state for every request).
 #[derive(Clone)]
-pub struct AuthzState {
+pub struct AuthzState(Arc<Checker>);
+
+struct Checker {
     view: FrozenView,
     from: TokenFrom,
     kind: TokenKind,
@@ -143,14 +146,14 @@ impl AuthzState {
         fp: Fingerprinter,
         metrics: AuthzMetrics,
     ) -> AuthzState {
-        AuthzState {
+        AuthzState(Arc::new(Checker {
             view,
             from: cfg.token_from(),
             kind: cfg.token_kind,
             on_missing: cfg.on_missing,
             fp,
             metrics,
-        }
+        }))
     }
 }
 
@@ -163,36 +166,34 @@ pub fn router(state: AuthzState) -> Router {
         .with_state(state)
 }
 
-/// Serves `/authz` on `listener` until `shutdown`; refreshes the gauges meanwhile.
+/// Serves `/authz` on `listener` until `shutdown`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AuthzState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     if let Ok(a) = listener.local_addr() {
-        state.view.set_listen(a);
+        state.0.view.set_listen(a);
     }
-    let gauges = tokio::spawn({
-        let (m, v) = (state.metrics.clone(), state.view.clone());
-        async move {
-            loop {
-                m.observe(&v);
-                tokio::time::sleep(GAUGE_EVERY).await;
-            }
-        }
-    });
-    let r = axum::serve(listener, router(state))
+    axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
-        .await;
-    gauges.abort();
-    r
+        .await
+}
+
+/// Refreshes the size and age gauges every [`GAUGE_EVERY`] until aborted.
+async fn gauges(m: AuthzMetrics, v: FrozenView) {
+    loop {
+        m.observe(&v);
+        tokio::time::sleep(GAUGE_EVERY).await;
+    }
 }
 
 /// The running enforcement of one process: the `/authz` listener and the deny-file writer.
 pub struct Enforcer {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
-    deny_file: Option<tokio::task::JoinHandle<()>>,
+    /// The deny-file writer and the gauge refresher.
+    background: Vec<tokio::task::JoinHandle<()>>,
     /// The bound `/authz` address, when the listener is on.
     pub addr: Option<std::net::SocketAddr>,
 }
@@ -209,13 +210,15 @@ impl Enforcer {
         let mut e = Enforcer {
             stop: None,
             server: None,
-            deny_file: None,
+            background: Vec::new(),
             addr: None,
         };
         if cfg.listen.is_none() && cfg.deny_file.is_none() {
             return Ok(e);
         }
         let m = AuthzMetrics::register(metrics)?;
+        e.background
+            .push(tokio::spawn(gauges(m.clone(), view.clone())));
         if let Some(path) = &cfg.deny_file {
             let w = crate::respond::deny_file::DenyFile {
                 path: path.clone(),
@@ -224,7 +227,7 @@ impl Enforcer {
                 writes: m.deny_file_writes.clone(),
                 reloads: m.reloads.clone(),
             };
-            e.deny_file = Some(tokio::spawn(w.run(view.clone())));
+            e.background.push(tokio::spawn(w.run(view.clone())));
         }
         if let Some(listen) = cfg.listen {
             let listener = tokio::net::TcpListener::bind(listen)
@@ -264,7 +267,7 @@ impl Enforcer {
                 abort.abort();
             }
         }
-        if let Some(t) = self.deny_file.take() {
+        for t in self.background.drain(..) {
             t.abort();
             let _ = t.await;
         }
@@ -290,6 +293,7 @@ pub enum AuthzError {
 }
 
 async fn check(State(s): State<AuthzState>, req: Request) -> Response {
+    let s = &*s.0;
     if !s.view.is_loaded() {
         s.metrics.not_ready.inc();
         return answer(
