@@ -471,4 +471,18 @@ fn dify_example_config_loads() {
     let c = Config::load(&path, &secrets).unwrap_or_else(|e| panic!("{e}"));
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     assert_eq!(c.authz.listen.map(|a| a.port()), Some(9848));
+    // `check-config --effective` prints [authz] so that it loads back the same.
+    let again = Config::from_toml(&c.to_effective_toml(), "effective", &secrets)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again, c);
+    // Problems serde cannot see are reported with their keys.
+    let bad = "[server]\nlisten = \"127.0.0.1:9900\"\n[authz]\nlisten = \"127.0.0.1:9900\"\n\
+               query = \"k\"\ncookie = \"c\"\nreload = [\"nginx\"]\non_missing = \"maybe\"\n";
+    let errs = Config::from_toml(bad, "bad", &secrets)
+        .err()
+        .map(|e| e.to_string());
+    let errs = errs.unwrap_or_default();
+    for key in ["authz.listen", "authz.cookie", "authz.on_missing"] {
+        assert!(errs.contains(key), "{key} not reported:\n{errs}");
+    }
 }
