@@ -45,12 +45,12 @@ listen = "$AUTHZ"
 TOML
 }
 
-start() { # $1: state dir; sets DPID, prints seconds until /authz answered
+start() { # $1: state dir; sets DPID, and LOAD: seconds until /authz answered (set loaded)
   local t0; t0=$(date +%s%N)
-  taskset -c 0 "$BIN" run -c "$1.toml" --addr-file "$1.addr" 2> "$1.log" &
+  taskset -c 0 "$BIN" run -c "$1.toml" --addr-file "$1.addr" > "$1.log" 2>&1 &
   DPID=$!; PIDS+=("$DPID")
   until curl -fs -o /dev/null "http://$AUTHZ/authz"; do sleep 0.05; done
-  echo "scale=2; ($(date +%s%N) - $t0) / 1000000000" | bc
+  LOAD=$(echo "scale=2; ($(date +%s%N) - $t0) / 1000000000" | bc)
 }
 
 stop() { kill "$DPID"; wait "$DPID" 2>/dev/null || true; }
@@ -58,11 +58,11 @@ rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 echo "== memory"
 config "$DIR/empty"
-start "$DIR/empty" >/dev/null
+start "$DIR/empty"
 RSS0=$(rss_kb "$DPID"); stop
 "$TARGET/release/examples/authz_bench" state "$DIR/full" "$N" "$KEY"
 config "$DIR/full"
-LOAD=$(start "$DIR/full")
+start "$DIR/full"
 RSSN=$(rss_kb "$DPID")
 echo "entries=$N load_to_ready_s=$LOAD rss_empty_kb=$RSS0 rss_full_kb=$RSSN bytes_per_entry=$(( (RSSN - RSS0) * 1024 / N ))"
 
@@ -98,7 +98,7 @@ http {
 NGINX
 # The recipe proxies without upstream keepalive; give both the same upstream for fairness.
 sed -i -e "s#proxy_pass http://127.0.0.1:18080;#proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_pass http://backend;#" "$NG/recipe.conf"
-/usr/sbin/nginx -e stderr -c "$NG/nginx.conf" -g 'daemon off;' &
+/usr/sbin/nginx -e stderr -c "$NG/nginx.conf" -g 'daemon off;' > "$NG/out.log" 2>&1 &
 PIDS+=($!)
 until curl -fs -o /dev/null http://127.0.0.1:18082/; do sleep 0.05; done
 echo "-- without auth_request"
