@@ -22,3 +22,10 @@ kafka-topics.sh --bootstrap-server "$BOOTSTRAP" --create --if-not-exists --topic
   --partitions 1 --replication-factor "$REPLICAS" \
   --config cleanup.policy=compact,delete --config retention.ms=604800000 \
   --config min.insync.replicas=2
+
+# Frozen tokens for the edges' /authz (README "Freezing at the gateway"): compacted only,
+# never deleted by age, so an edge that starts reads exactly the frozen set. A few
+# partitions are plenty (every edge reads them all).
+kafka-topics.sh --bootstrap-server "$BOOTSTRAP" --create --if-not-exists --topic frozen \
+  --partitions 3 --replication-factor "$REPLICAS" \
+  --config cleanup.policy=compact --config min.insync.replicas=2

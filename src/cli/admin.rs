@@ -159,7 +159,25 @@ pub fn frozen(args: FrozenArgs) -> Result<(), CliError> {
         .context("writing")?;
     }
     writeln!(out, "{} frozen", list.len()).context("writing")?;
+    writeln!(out, "{}", enforcement_line(&body["enforcement"])).context("writing")?;
     Ok(())
+}
+
+/// One line on enforcement at the gateways, from the API's `enforcement` field.
+fn enforcement_line(e: &serde_json::Value) -> String {
+    let entries = e["entries"].as_u64().unwrap_or(0);
+    match (e["authz_listen"].as_str(), e["loaded"].as_bool()) {
+        (Some(addr), Some(true)) => {
+            format!("enforcement: /authz on {addr}, serving {entries} entries")
+        }
+        (Some(addr), _) => {
+            format!("enforcement: /authz on {addr}, NOT READY (set not loaded; answers 503)")
+        }
+        (None, _) if e.is_null() => "enforcement: unknown (daemon without /authz support)".into(),
+        (None, _) => format!(
+            "enforcement: /authz off ([authz] listen not set); {entries} entries in the frozen set"
+        ),
+    }
 }
 
 /// `tokenwatch freeze TOKEN`: a manual freeze, through the same policy and hooks.

@@ -52,7 +52,7 @@ use crate::enrich::Fingerprinter;
 use crate::metrics::{Metrics, StateFile};
 use crate::pipeline::EventSink;
 use crate::pipeline::Pipeline;
-use crate::respond::Responder;
+use crate::respond::{FrozenView, Responder};
 use crate::server::{AppState, Server};
 use crate::source::file::checkpoint::{self, Checkpointer, Entry};
 use crate::source::file::{Tailer, TailerHandle};
@@ -155,9 +155,20 @@ async fn daemon(mut cfg: Config, args: RunArgs) -> Result<(), CliError> {
         tokio::runtime::Handle::current(),
     )
     .context("starting the response stage")?;
+    let (view, follower) = enforced_view(&cfg, &responder_handle, &metrics)?;
+    let enforcer =
+        crate::server::authz::Enforcer::start(&cfg.authz, view.clone(), fp.clone(), &metrics)
+            .await
+            .map_err(|e| CliError::Runtime(e.into()))?;
+    // An edge is ready only once its copy of the frozen set is read from the topic.
+    let gate = follower.is_some().then_some(view);
     let ring = Ring::new(RING_RECORDS);
-    let admin =
-        responder_handle.admin_routes(ring.clone(), cfg.server.admin_token.clone(), fp.clone());
+    let admin = crate::server::admin::routes(
+        responder_handle.control(),
+        ring.clone(),
+        cfg.server.admin_token.clone(),
+        fp.clone(),
+    );
     let http = tokio::spawn(server.serve_with(state, admin, async {
         let _ = stop_server_rx.await;
     }));
@@ -169,7 +180,7 @@ async fn daemon(mut cfg: Config, args: RunArgs) -> Result<(), CliError> {
             ring: ring.clone(),
         };
         let running = start(&cfg, &metrics, &fp, outputs)?;
-        wait_ready(&running.tailer, &ready).await;
+        wait_ready(&running.tailer, gate.as_ref(), &ready).await;
         let what = signals.next().await;
         ready.store(false, Ordering::Release);
         stop(running).await?;
@@ -181,10 +192,46 @@ async fn daemon(mut cfg: Config, args: RunArgs) -> Result<(), CliError> {
     probe.abort();
     let _ = stop_server_tx.send(());
     let _ = http.await;
+    enforcer.stop().await;
+    if let Some(f) = follower {
+        let _ = tokio::task::spawn_blocking(move || f.stop()).await;
+    }
     // After the pipeline: every decided action is journaled; workers get a grace period.
     responder_handle.shutdown().await;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Edge with the `frozen` topic follower (when it runs [`Follower`] for enforcement).
+#[cfg(feature = "kafka")]
+type Follower = crate::scale::frozen_topic::Follower;
+/// Without Kafka there is no topic to follow.
+#[cfg(not(feature = "kafka"))]
+enum Follower {}
+#[cfg(not(feature = "kafka"))]
+impl Follower {
+    fn stop(self) {
+        match self {}
+    }
+}
+
+/// The frozen set `/authz` and the deny file enforce: this process's own, or on an edge
+/// (with `[authz]` on) a copy followed from the `frozen` topic.
+fn enforced_view(
+    cfg: &Config,
+    own: &crate::respond::ResponderHandle,
+    metrics: &Metrics,
+) -> Result<(FrozenView, Option<Follower>), CliError> {
+    let enforcing = cfg.authz.listen.is_some() || cfg.authz.deny_file.is_some();
+    #[cfg(feature = "kafka")]
+    if enforcing && cfg.role == crate::config::Role::Edge {
+        let view = FrozenView::new();
+        let f =
+            Follower::start(cfg, view.clone(), metrics).context("following the frozen topic")?;
+        return Ok((view, Some(f)));
+    }
+    let _ = (enforcing, metrics);
+    Ok((own.frozen_view(), None))
 }
 
 /// `role = "worker"`: the HTTP server and the Kafka consumers (no tailer, no responder).
@@ -585,10 +632,11 @@ async fn probe_state_dir(dir: PathBuf, metrics: Metrics) {
     }
 }
 
-/// Polls the tailer's readiness latch into the `/readyz` flag.
-async fn wait_ready(tailer: &TailerHandle, ready: &AtomicBool) {
+/// Polls the tailer's readiness latch (and, on an edge enforcing freezes, the frozen set's
+/// load from the topic) into the `/readyz` flag.
+async fn wait_ready(tailer: &TailerHandle, frozen: Option<&FrozenView>, ready: &AtomicBool) {
     for _ in 0..3000 {
-        if tailer.is_ready() {
+        if tailer.is_ready() && frozen.is_none_or(FrozenView::is_loaded) {
             ready.store(true, Ordering::Release);
             return;
         }

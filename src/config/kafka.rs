@@ -118,6 +118,9 @@ pub struct TopicsConfig {
     pub by_ip: String,
     /// Detections, one partition (default `detections`).
     pub detections: String,
+    /// Freezes and unfreezes (compacted; key = token id or fingerprint, tombstone on
+    /// unfreeze), published by the responder, followed by every edge (default `frozen`).
+    pub frozen: String,
 }
 
 impl Default for TopicsConfig {
@@ -126,6 +129,7 @@ impl Default for TopicsConfig {
             by_token: "auth.by_token".to_string(),
             by_ip: "auth.by_ip".to_string(),
             detections: "detections".to_string(),
+            frozen: "frozen".to_string(),
         }
     }
 }
@@ -271,6 +275,7 @@ impl KafkaConfig {
             ("by_token", &t.by_token),
             ("by_ip", &t.by_ip),
             ("detections", &t.detections),
+            ("frozen", &t.frozen),
         ];
         for (k, name) in all {
             if !valid_topic(name) {

@@ -59,6 +59,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+mod authz;
 mod detectors;
 mod doc;
 mod error;
@@ -75,6 +76,7 @@ mod suggest;
 mod validate;
 mod values;
 
+pub use authz::{AuthzConfig, OnMissing, TokenFrom};
 pub use detectors::DetectorsConfig;
 pub use error::{ConfigError, ConfigErrors};
 pub use geo::GeoConfig;
@@ -123,6 +125,8 @@ pub struct Config {
     pub hooks: Vec<HookConfig>,
     /// `[kafka]`: the broker and topics for the scale-out roles.
     pub kafka: KafkaConfig,
+    /// `[authz]`: the forward-auth listener and the deny file for gateways.
+    pub authz: AuthzConfig,
     /// Problems found while loading that did not stop it (not part of the config's value).
     #[serde(skip)]
     pub warnings: Vec<ConfigError>,
@@ -141,6 +145,7 @@ impl PartialEq for Config {
             && self.hooks == other.hooks
             && self.role == other.role
             && self.kafka == other.kafka
+            && self.authz == other.authz
     }
 }
 

@@ -86,6 +86,9 @@ pub(crate) fn run(
     check_sections(&mut c, config);
     check_response(&mut c, config, secrets);
     check_kafka(&mut c, config, secrets);
+    for (path, message) in config.authz.problems(config.server.listen) {
+        c.error(&path, message);
+    }
     resolve(
         &mut c,
         &[key("server"), key("admin_token")],

@@ -43,6 +43,8 @@ pub struct FrozenSet {
     entries: BTreeMap<String, FrozenEntry>,
     path: Option<PathBuf>,
     rejected: Option<crate::durable::Rejected>,
+    /// Mirror of the entries for `/authz`, the deny file and the `frozen` topic.
+    view: Option<super::view::FrozenView>,
 }
 
 impl FrozenSet {
@@ -67,7 +69,24 @@ impl FrozenSet {
             entries: entries.into_iter().map(|e| (e.token.clone(), e)).collect(),
             path: Some(path.to_path_buf()),
             rejected,
+            view: None,
         })
+    }
+
+    /// Mirrors every entry into `view` from now on (filled at once; marking it loaded is
+    /// the caller's, once recovery is done).
+    pub fn attach(&mut self, view: super::view::FrozenView) {
+        view.replace_all(
+            self.entries
+                .values()
+                .map(|e| (e.token.clone(), super::view::Deny::of(e))),
+        );
+        self.view = Some(view);
+    }
+
+    /// The attached view, if any.
+    pub fn view(&self) -> Option<&super::view::FrozenView> {
+        self.view.as_ref()
     }
 
     /// The damaged file this set was opened over, if any (for the caller's metrics).
@@ -97,6 +116,9 @@ impl FrozenSet {
 
     /// Adds (or replaces) an entry and persists.
     pub fn insert(&mut self, e: FrozenEntry) -> io::Result<()> {
+        if let Some(v) = &self.view {
+            v.upsert(&e.token, super::view::Deny::of(&e));
+        }
         self.entries.insert(e.token.clone(), e);
         self.save()
     }
@@ -105,6 +127,9 @@ impl FrozenSet {
     /// went (the entry is gone from memory either way, so the caller still announces it).
     pub fn remove(&mut self, token: &str) -> (Option<FrozenEntry>, io::Result<()>) {
         let e = self.entries.remove(token);
+        if let (Some(v), Some(_)) = (&self.view, &e) {
+            v.remove(token);
+        }
         let saved = match e.is_some() {
             true => self.save(),
             false => Ok(()),
@@ -122,6 +147,11 @@ impl FrozenSet {
             .map(|e| e.token.clone())
             .collect();
         let out: Vec<FrozenEntry> = due.iter().filter_map(|t| self.entries.remove(t)).collect();
+        if let Some(v) = &self.view {
+            for e in &out {
+                v.remove(&e.token);
+            }
+        }
         let saved = match out.is_empty() {
             true => Ok(()),
             false => self.save(),

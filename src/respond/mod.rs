@@ -11,7 +11,8 @@
 //! [`Responder::start`] builds everything for `run`; [`Responder::policy`] is the
 //! [`Decide`] for [`Engine::with_policy`](crate::detect::Engine::with_policy);
 //! [`replay_policy`] decides without hooks on event time (deterministic replays);
-//! [`ResponderHandle::admin_routes`] serves the admin API and the Alertmanager receiver.
+//! [`ResponderHandle::control`] is the admin API's way in (`server::admin` depends on this
+//! module, never the reverse); [`ResponderHandle::frozen_view`] is what gateways enforce.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -20,14 +21,15 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, ResponseMode, Secret};
+use crate::config::{Config, ResponseMode};
 use crate::detect::record::stable_id;
-use crate::detect::{Decide, Detection, Ring, Severity};
+use crate::detect::{Decide, Detection, Severity};
 use crate::event::EventTime;
 use crate::metrics::Metrics;
 
 pub mod breaker;
 pub mod clock;
+pub mod deny_file;
 pub mod dispatch;
 pub mod frozen;
 pub mod hooks;
@@ -35,12 +37,14 @@ pub mod journal;
 pub mod rules;
 pub mod state;
 pub mod template;
+pub mod view;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use frozen::FrozenEntry;
 pub use hooks::{install_crypto_provider, HookSpec};
 pub use journal::Job;
 pub use rules::origin;
+pub use view::{Deny, Enforcement, FrozenView};
 
 use self::state::{Core, Shared};
 use frozen::FrozenSet;
@@ -103,6 +107,7 @@ pub struct Responder {
 /// Owns the background tasks; also the admin API's way in.
 pub struct ResponderHandle {
     core: Shared,
+    view: FrozenView,
     journal: Arc<Mutex<Journal>>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -155,7 +160,10 @@ impl Responder {
         }
         let pending = journal.pending();
         let journal = Arc::new(Mutex::new(journal));
-        let frozen = FrozenSet::open(&state_dir.join(FROZEN_FILE)).map_err(state(FROZEN_FILE))?;
+        let mut frozen =
+            FrozenSet::open(&state_dir.join(FROZEN_FILE)).map_err(state(FROZEN_FILE))?;
+        let view = FrozenView::new();
+        frozen.attach(view.clone());
         let (stop, stop_rx) = watch::channel(false);
         let (dispatch, workers) = dispatch::build(
             specs,
@@ -172,6 +180,8 @@ impl Responder {
             Some(metrics.clone()),
         );
         core.recover(&pending);
+        // Recovered freezes are in: `/authz` may answer now.
+        view.mark_authoritative();
         if !pending.is_empty() {
             tracing::info!(
                 pending = pending.len(),
@@ -184,6 +194,7 @@ impl Responder {
         tasks.push(rt.spawn(ticker(core.clone(), opts.tick, stop_rx)));
         let handle = ResponderHandle {
             core: core.clone(),
+            view,
             journal,
             stop,
             tasks,
@@ -236,6 +247,7 @@ async fn ticker(core: Shared, every: Duration, mut stop: watch::Receiver<bool>) 
 #[derive(Clone)]
 pub struct Control {
     core: Shared,
+    view: Option<FrozenView>,
 }
 
 impl Control {
@@ -287,6 +299,12 @@ impl Control {
         self.core.lock().map(|c| c.frozen()).unwrap_or_default()
     }
 
+    /// Where enforcement at the gateways stands (`None` without a view: replay, tests).
+    pub fn enforcement(&self) -> Option<Enforcement> {
+        let now = EventTime::now().as_millis();
+        self.view.as_ref().map(|v| v.enforcement(now))
+    }
+
     /// Runs TTL expiry now (the ticker does it every second).
     pub fn expire(&self) {
         if let Ok(mut c) = self.core.lock() {
@@ -300,18 +318,13 @@ impl ResponderHandle {
     pub fn control(&self) -> Control {
         Control {
             core: self.core.clone(),
+            view: Some(self.view.clone()),
         }
     }
 
-    /// `/api/v1/...` routes (bearer `admin_token`, constant-time compare); an empty router
-    /// when no token is configured (the admin API is off).
-    pub fn admin_routes(
-        &self,
-        ring: Ring,
-        admin_token: Option<Secret>,
-        fp: crate::enrich::Fingerprinter,
-    ) -> axum::Router {
-        crate::server::admin::routes(self.control(), ring, admin_token, fp)
+    /// The frozen set as the gateways see it (`/authz`, deny file, `frozen` topic).
+    pub fn frozen_view(&self) -> FrozenView {
+        self.view.clone()
     }
 
     /// Stops the workers (in-flight calls get a short grace; unfinished actions stay in the

@@ -38,6 +38,8 @@ pub mod wire;
 #[cfg(feature = "kafka")]
 pub mod edge;
 #[cfg(feature = "kafka")]
+pub mod frozen_topic;
+#[cfg(feature = "kafka")]
 pub mod publish;
 #[cfg(feature = "kafka")]
 pub mod responder;

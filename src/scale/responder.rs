@@ -209,6 +209,8 @@ struct Active {
     policy: Box<dyn Decide>,
     handle: ResponderHandle,
     file: JsonlSink,
+    /// Publishes the frozen set's changes to the `frozen` topic for the edges' `/authz`.
+    frozen_topic: Option<super::frozen_topic::Publisher>,
     /// Held while active (released when dropped, or by the kernel when the process dies).
     _lock: File,
 }
@@ -289,7 +291,8 @@ impl State {
         let p = &self.parts;
         let (responder, handle) = Responder::start(&self.cfg, &dir, &p.metrics, p.rt.clone())
             .map_err(|e| e.to_string())?;
-        let admin = handle.admin_routes(
+        let admin = crate::server::admin::routes(
+            handle.control(),
             p.ring.clone(),
             self.cfg.server.admin_token.clone(),
             p.fp.clone(),
@@ -297,10 +300,15 @@ impl State {
         p.admin.set(Some(admin));
         self.committed = start;
         self.next_offset = start;
+        let frozen_topic =
+            super::frozen_topic::Publisher::start(&self.cfg, handle.frozen_view(), &p.metrics)
+                .map_err(|e| tracing::error!(%e, "freezes are not published to the edges"))
+                .ok();
         self.active = Some(Active {
             policy: responder.policy(),
             handle,
             file,
+            frozen_topic,
             _lock: lock,
         });
         self.counters.active.set(1);
@@ -443,6 +451,9 @@ impl State {
         self.commit(c, CommitMode::Sync);
         if let Some(a) = self.active.take() {
             self.parts.admin.set(None);
+            if let Some(p) = a.frozen_topic {
+                p.stop();
+            }
             drop(a.policy);
             // Hook calls in flight get their grace; unfinished ones stay in the journal.
             self.parts.rt.block_on(a.handle.shutdown());

@@ -163,7 +163,9 @@ fn entry_json(e: &FrozenEntry) -> serde_json::Value {
 
 async fn frozen(_: Authorized, State(s): State<AdminState>) -> Response {
     let list: Vec<_> = s.control.frozen().iter().map(entry_json).collect();
-    Json(serde_json::json!({ "frozen": list })).into_response()
+    // Where enforcement at the gateways stands (`tokenwatch frozen` prints it).
+    let enforcement = s.control.enforcement();
+    Json(serde_json::json!({ "frozen": list, "enforcement": enforcement })).into_response()
 }
 
 #[derive(Debug, Default, Deserialize)]

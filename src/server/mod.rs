@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 
 pub mod admin;
 pub mod alertmanager;
+pub mod authz;
 pub mod slot;
 pub mod tls;
 
@@ -109,7 +110,7 @@ impl Server {
     }
 
     /// Like [`Server::serve`], with `extra` routes merged in (the admin API:
-    /// `ResponderHandle::admin_routes`).
+    /// `server::admin::routes`).
     pub async fn serve_with(
         self,
         state: AppState,

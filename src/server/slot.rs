@@ -46,7 +46,15 @@ async fn forward(State(slot): State<AdminSlot>, req: Request<Body>) -> Response 
         });
         return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     };
-    match routes.oneshot(req).await {
+    // A fresh request without the outer route's extensions: axum keeps the `{*rest}`
+    // capture there, and the inner `/api/v1/frozen/{token}` would see two path parameters.
+    let (parts, body) = req.into_parts();
+    let mut fresh = Request::new(body);
+    *fresh.method_mut() = parts.method;
+    *fresh.uri_mut() = parts.uri;
+    *fresh.version_mut() = parts.version;
+    *fresh.headers_mut() = parts.headers;
+    match routes.oneshot(fresh).await {
         Ok(r) => r,
         Err(never) => match never {},
     }
@@ -71,9 +79,15 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE
         );
         slot.set(Some(
-            Router::new().route("/api/v1/frozen", get(|| async { "[]" })),
+            Router::new()
+                .route("/api/v1/frozen", get(|| async { "[]" }))
+                .route(
+                    "/api/v1/frozen/{token}",
+                    get(|axum::extract::Path(t): axum::extract::Path<String>| async move { t }),
+                ),
         ));
         assert_eq!(status(&app, "/api/v1/frozen").await, StatusCode::OK);
+        assert_eq!(status(&app, "/api/v1/frozen/tok_1").await, StatusCode::OK);
         assert_eq!(status(&app, "/api/v1/nope").await, StatusCode::NOT_FOUND);
         slot.set(None);
         assert_eq!(

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per feature.
 
 mod admin_security;
+mod authz;
 mod cli;
 mod config;
 mod crash;
@@ -14,6 +15,8 @@ mod geo;
 mod hostile;
 #[cfg(feature = "kafka")]
 mod kafka;
+#[cfg(feature = "kafka")]
+mod kafka_authz;
 #[cfg(feature = "kafka")]
 mod kafka_cluster;
 #[cfg(feature = "kafka")]

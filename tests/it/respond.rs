@@ -626,7 +626,12 @@ async fn email_storm_is_one_digest_over_real_smtp() {
 async fn serve_admin(handle: &ResponderHandle, ring: Ring) -> String {
     let mut token = Secret::new(SecretRef::Env("ADMIN".into()));
     token.resolve(&secrets()).unwrap();
-    let app = handle.admin_routes(ring, Some(token), test_fingerprinter());
+    let app = tokenwatch::server::admin::routes(
+        handle.control(),
+        ring,
+        Some(token),
+        test_fingerprinter(),
+    );
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(l, app).await });
@@ -822,7 +827,12 @@ async fn admin_api_is_off_without_a_token() {
         &Metrics::new(),
         &ManualClock::new(T0),
     );
-    let app = handle.admin_routes(Ring::new(1), None, test_fingerprinter());
+    let app = tokenwatch::server::admin::routes(
+        handle.control(),
+        Ring::new(1),
+        None,
+        test_fingerprinter(),
+    );
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(l, app).await });
