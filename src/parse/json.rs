@@ -215,8 +215,9 @@ impl JsonParser {
     /// Builds the path trie from the spec's field mapping.
     pub fn new(spec: &ParserSpec) -> Result<JsonParser, SpecError> {
         let f = &spec.fields;
-        let token = spec.token_field.as_deref().unwrap_or(&f.token);
-        let reason = spec.reason_field.as_deref().unwrap_or(&f.reason);
+        // `token_field`/`reason_field` are nginx keys (config warns when they are set for
+        // json): the mapping in `fields` alone names JSON keys.
+        let (token, reason) = (f.token.as_str(), f.reason.as_str());
         let ip = match &spec.client_ip {
             ClientIp::Field(name) => name.as_str(),
             _ => &f.ip,
