@@ -453,7 +453,7 @@ mod tests {
     fn docker_lines_unescape_and_join() {
         let mut u = Unwrapper::new(WrapperChoice::Auto, 1000);
         let input = concat!(
-            r#"{"log":"1.2.3.4 - - [02/Mar/2026:13:55:36 +0000] \"GET / HTTP/1.1\" 401 0 \"-\" \"c\\u0026url\"\n","stream":"stdout","time":"2026-03-02T13:55:36.123456789Z"}"#,
+            r#"{"log":"1.2.3.4 - - [02/Mar/2026:13:55:36 +0000] \"GET / HTTP/1.1\" 401 0 \"-\" \"c\u0026url\"\n","stream":"stdout","time":"2026-03-02T13:55:36.123456789Z"}"#,
             "\n",
             r#"{"log":"part one ","stream":"stdout","time":"2026-03-02T13:55:37Z"}"#,
             "\n",
