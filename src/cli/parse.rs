@@ -74,16 +74,24 @@ pub fn parse_wrapper(s: &str) -> Result<WrapperChoice, String> {
 }
 
 fn choose<T: Copy>(s: &str, all: &[(T, &str)], what: &str) -> Result<T, String> {
-    all.iter().find(|(_, n)| *n == s).map(|(v, _)| *v).ok_or_else(|| {
-        let names: Vec<&str> = all.iter().map(|(_, n)| *n).collect();
-        format!("unknown {what} {s:?} (expected one of {})", names.join(", "))
-    })
+    all.iter()
+        .find(|(_, n)| *n == s)
+        .map(|(v, _)| *v)
+        .ok_or_else(|| {
+            let names: Vec<&str> = all.iter().map(|(_, n)| *n).collect();
+            format!(
+                "unknown {what} {s:?} (expected one of {})",
+                names.join(", ")
+            )
+        })
 }
 
 /// Runs `parse`.
 pub fn run(args: ParseArgs) -> Result<(), CliError> {
     // A pattern on the command line means the regex preset, as with fail2ban-regex.
-    let format = args.format.or(args.pattern.is_some().then_some(Preset::Regex));
+    let format = args
+        .format
+        .or(args.pattern.is_some().then_some(Preset::Regex));
     let mut cfg = replay_config(
         args.config.as_deref(),
         args.source.as_deref(),

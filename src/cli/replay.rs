@@ -286,7 +286,9 @@ pub(crate) fn replay_file(
 ) -> anyhow::Result<u64> {
     let mut feed = Unwrapped::new(wrapper.0, wrapper.1);
     if path.as_os_str() == "-" {
-        return Ok(for_each_chunk(std::io::stdin().lock(), |c| feed.chunk(p, c))?);
+        return Ok(for_each_chunk(std::io::stdin().lock(), |c| {
+            feed.chunk(p, c)
+        })?);
     }
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     for_each_chunk(f, |c| feed.chunk(p, c)).with_context(|| format!("reading {}", path.display()))

@@ -176,7 +176,9 @@ pub(crate) mod dialect {
     use crate::parse::Dialect;
 
     /// Reads a dialect.
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Dialect>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Dialect>, D::Error> {
         choice(d, "dialect", &Dialect::ALL).map(Some)
     }
 

@@ -23,7 +23,8 @@ use crate::event::{EventTime, Outcome};
 /// nginx's predefined `combined` format.
 pub const COMBINED: &str = r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent""#;
 /// The Common Log Format (`combined` without referer and user agent).
-pub const COMMON: &str = r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent"#;
+pub const COMMON: &str =
+    r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent"#;
 /// The tail of Traefik's CLF access log after `combined`: request count, router, backend
 /// URL and duration (<https://doc.traefik.io/traefik/observability/access-logs/#clf-common-log-format>).
 const TRAEFIK_TAIL: &str =
@@ -321,13 +322,23 @@ fn check(has: &dyn Fn(Role) -> bool, spec: &ParserSpec, n: &Names<'_>) -> Result
     }
     // The default names are filled in for every nginx source; only a name the user chose
     // must exist (`combined`, `common`, `traefik` have no token variable).
-    if spec.token_field.as_deref().is_some_and(|t| t.trim_start_matches('$') != "token_id") && !has(Role::Token) {
+    if spec
+        .token_field
+        .as_deref()
+        .is_some_and(|t| t.trim_start_matches('$') != "token_id")
+        && !has(Role::Token)
+    {
         return err(format!(
             "token_field ${} is not a variable of the log_format",
             n.token
         ));
     }
-    if spec.reason_field.as_deref().is_some_and(|r| r.trim_start_matches('$') != "auth_reason") && !has(Role::Reason) {
+    if spec
+        .reason_field
+        .as_deref()
+        .is_some_and(|r| r.trim_start_matches('$') != "auth_reason")
+        && !has(Role::Reason)
+    {
         return err(format!(
             "reason_field ${} is not a variable of the log_format",
             n.reason

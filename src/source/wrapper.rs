@@ -351,11 +351,12 @@ fn docker_entry<'l>(line: &'l [u8], out: &mut Vec<u8>) -> Option<DockerEntry<'l>
         let rest = rest.strip_prefix(b",\"time\":\"")?;
         let q = memchr(b'"', rest)?;
         let tail = rest.get(q + 1..)?;
-        (tail == b"}" || tail.starts_with(b",\"attrs\":") && tail.ends_with(b"}"))
-            .then(|| DockerEntry {
+        (tail == b"}" || tail.starts_with(b",\"attrs\":") && tail.ends_with(b"}")).then(|| {
+            DockerEntry {
                 time: rest.get(..q).unwrap_or_default(),
                 stream,
-            })
+            }
+        })
     });
     if fast.is_some() {
         return fast;
@@ -491,7 +492,10 @@ mod tests {
         }
         assert_eq!(String::from_utf8(out).unwrap(), "other\nfirst second\n");
         assert_eq!(ends, vec![0, 0, at]);
-        assert_eq!(stamps[1], rfc3339(b"2026-03-02T13:55:36.1Z", &Zone::default()).unwrap());
+        assert_eq!(
+            stamps[1],
+            rfc3339(b"2026-03-02T13:55:36.1Z", &Zone::default()).unwrap()
+        );
     }
 
     #[test]
@@ -501,7 +505,10 @@ mod tests {
         let (out, dropped, _) = run(&mut u, &p);
         assert_eq!((out.as_str(), dropped), ("", 1));
         assert!(u.pending[0].buf.capacity() <= 10);
-        let (out, dropped, _) = run(&mut u, "2026-03-02T13:55:36Z stdout F end\n2026-03-02T13:55:36Z stdout F ok\n");
+        let (out, dropped, _) = run(
+            &mut u,
+            "2026-03-02T13:55:36Z stdout F end\n2026-03-02T13:55:36Z stdout F ok\n",
+        );
         assert_eq!((out.as_str(), dropped), ("ok\n", 0));
         assert_eq!(u.safe_end(5), 5);
     }
@@ -514,7 +521,10 @@ mod tests {
         let mut u = Unwrapper::new(WrapperChoice::Auto, 100);
         run(&mut u, "1.2.3.4 - - [x]\n");
         assert!(u.is_plain());
-        assert_eq!(Wrapper::detect(b"2026-03-02T13:55:36Z stdout X y"), Wrapper::None);
+        assert_eq!(
+            Wrapper::detect(b"2026-03-02T13:55:36Z stdout X y"),
+            Wrapper::None
+        );
         let mut out = Vec::new();
         unescape(br#"\ud83d\ude00\ud800x""#, &mut out).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "\u{1F600}\u{FFFD}x");

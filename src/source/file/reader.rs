@@ -19,8 +19,8 @@ use super::lines::LineSplitter;
 use super::sink::{Sink, Stopped};
 use super::tracked::{Opened, Tracked, BATCH_BYTES};
 use super::watch::DirWatcher;
-use crate::source::wrapper::Unwrapper;
 use super::{StartAt, TailConfig, WatchMode};
+use crate::source::wrapper::Unwrapper;
 
 /// A file no include path leads to any more is closed once idle this long.
 const ORPHAN_GRACE_MIN: Duration = Duration::from_secs(2);
