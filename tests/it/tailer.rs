@@ -819,7 +819,11 @@ fn docker_file_rotated_by_rename_loses_and_duplicates_nothing() -> R {
     let long = format!("long {}", "x".repeat(300));
     let second: Vec<String> = (0..100).map(|i| format!("b line {i}")).collect();
     fs::write(&p, "")?;
-    let cfg = config(&dir.path().join("*-json.log*"), StartAt::Beginning, WatchMode::Notify);
+    let cfg = config(
+        &dir.path().join("*-json.log*"),
+        StartAt::Beginning,
+        WatchMode::Notify,
+    );
     let mut run = start(cfg, None, 16)?;
     append(&p, &docker(&first, 64))?;
     append(&p, &docker(std::slice::from_ref(&long), 64))?;
@@ -842,7 +846,9 @@ fn cri_partial_line_at_a_checkpoint_is_read_whole_after_restart() -> R {
     let ck = dir.path().join("state");
     let p = dir.path().join("pod_ns_c-1.log");
     let t = "2026-03-02T13:55:36.000000001Z";
-    let full: String = (0..20).map(|i| format!("{t} stdout F full {i}\n")).collect();
+    let full: String = (0..20)
+        .map(|i| format!("{t} stdout F full {i}\n"))
+        .collect();
     fs::write(&p, &full)?;
     let mut cfg = config(&p, StartAt::Beginning, WatchMode::Notify);
     cfg.wrapper = tokenwatch::source::wrapper::WrapperChoice::Cri;
