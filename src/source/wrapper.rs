@@ -109,6 +109,9 @@ pub struct Unwrapper {
     /// stdout, stderr.
     pending: [Pending; 2],
     zone: Zone,
+    /// The last `YYYY-MM-DDTHH:MM:SS` seen and its instant: runtime stamps of consecutive
+    /// lines mostly share their second, and only the fraction then needs reading.
+    last_second: Option<([u8; 19], EventTime)>,
 }
 
 impl Unwrapper {
@@ -126,6 +129,7 @@ impl Unwrapper {
             max_line,
             pending: Default::default(),
             zone: Zone::default(),
+            last_second: None,
         }
     }
 
@@ -218,7 +222,7 @@ impl Unwrapper {
         if complete {
             out.pop();
         }
-        let time = rfc3339(piece.time, &self.zone).unwrap_or_default();
+        let time = self.stamp(piece.time);
         self.join(piece.stream, complete, mark, at, time, out, stamps)
     }
 
@@ -228,8 +232,37 @@ impl Unwrapper {
         };
         let mark = out.len();
         out.extend_from_slice(h.text);
-        let time = rfc3339(h.time, &self.zone).unwrap_or_default();
+        let time = self.stamp(h.time);
         self.join(h.stream, h.full, mark, at, time, out, stamps)
+    }
+
+    /// A runtime timestamp (RFC 3339, UTC with a fraction as Docker and the CRI write it);
+    /// the epoch when unreadable (the preset's own time is used first anyway).
+    fn stamp(&mut self, t: &[u8]) -> EventTime {
+        let (Some(second), Some(frac)) = (t.get(..19), t.get(19..)) else {
+            return EventTime::default();
+        };
+        let utc_fraction = frac.last() == Some(&b'Z')
+            && frac.first() == Some(&b'.')
+            && frac.len() >= 3
+            && frac[1..frac.len() - 1].iter().all(u8::is_ascii_digit);
+        if utc_fraction {
+            if let Some((s, base)) = &self.last_second {
+                if s.as_slice() == second {
+                    return EventTime::from_millis(base.as_millis() + millis(frac));
+                }
+            }
+        }
+        let Some(full) = rfc3339(t, &self.zone) else {
+            return EventTime::default();
+        };
+        if utc_fraction {
+            if let Ok(s) = <[u8; 19]>::try_from(second) {
+                self.last_second =
+                    Some((s, EventTime::from_millis(full.as_millis() - millis(frac))));
+            }
+        }
+        full
     }
 
     /// The piece just written to `out[mark..]` either ends a line (with what is pending of
@@ -281,6 +314,17 @@ impl Unwrapper {
         p.start = None;
         Fed::Line
     }
+}
+
+/// Milliseconds of a `.ddd…Z` fraction (digits already checked).
+fn millis(frac: &[u8]) -> i64 {
+    (0..3).fold(0, |ms, i| {
+        let d = frac
+            .get(1 + i)
+            .filter(|c| c.is_ascii_digit())
+            .map_or(0, |c| c - b'0');
+        ms * 10 + i64::from(d)
+    })
 }
 
 /// A wrapper line that does not decode goes on unchanged (the preset counts it malformed).
@@ -351,7 +395,7 @@ fn docker_entry<'l>(line: &'l [u8], out: &mut Vec<u8>) -> Option<DockerEntry<'l>
         let rest = rest.strip_prefix(b",\"time\":\"")?;
         let q = memchr(b'"', rest)?;
         let tail = rest.get(q + 1..)?;
-        (tail == b"}" || tail.starts_with(b",\"attrs\":") && tail.ends_with(b"}")).then(|| {
+        (tail == b"}" || (tail.starts_with(b",\"attrs\":") && tail.ends_with(b"}"))).then(|| {
             DockerEntry {
                 time: rest.get(..q).unwrap_or_default(),
                 stream,
@@ -496,6 +540,16 @@ mod tests {
             stamps[1],
             rfc3339(b"2026-03-02T13:55:36.1Z", &Zone::default()).unwrap()
         );
+        for t in [
+            "2026-03-02T13:55:36.123456789Z",
+            "2026-03-02T13:55:36.9Z",
+            "2026-03-02T13:55:37Z",
+            "2026-03-02T13:55:37.05Z",
+            "2026-03-02T13:55:37.05+01:00",
+        ] {
+            let want = rfc3339(t.as_bytes(), &Zone::default()).unwrap();
+            assert_eq!(u.stamp(t.as_bytes()), want, "{t}");
+        }
     }
 
     #[test]
