@@ -13,6 +13,8 @@ mod json;
 mod keycloak;
 mod nginx;
 mod noise;
+
+pub(crate) use nginx::find_quote_or_backslash;
 mod oauth2_proxy;
 mod regex;
 pub mod time;

@@ -539,8 +539,9 @@ fn closing_quote(b: &[u8]) -> Option<usize> {
     }
 }
 
-/// The first `"` or `\\` in `b`.
-fn find_quote_or_backslash(b: &[u8]) -> Option<usize> {
+/// The first `"` or `\\` in `b` (also used to unescape Docker's json-file entries, whose
+/// runs between escapes are as short).
+pub(crate) fn find_quote_or_backslash(b: &[u8]) -> Option<usize> {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
     let has = |x: u64| x.wrapping_sub(LO) & !x & HI;

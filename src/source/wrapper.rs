@@ -15,9 +15,10 @@
 //! a restart reads that line's pieces again (lines of the other stream that were emitted
 //! after that point are read again too: at-least-once, like any unacknowledged batch).
 
-use memchr::{memchr, memchr2};
+use memchr::memchr;
 
 use crate::event::EventTime;
+use crate::parse::find_quote_or_backslash;
 use crate::parse::time::{rfc3339, Zone};
 
 /// The `wrapper` choice of a `[[source]]`.
@@ -432,7 +433,9 @@ fn slow_docker_entry<'l>(line: &'l [u8], out: &mut Vec<u8>) -> Option<DockerEntr
 fn unescape(s: &[u8], out: &mut Vec<u8>) -> Option<usize> {
     let mut i = 0;
     loop {
-        let j = i + memchr2(b'"', b'\\', s.get(i..)?)?;
+        // Runs between escapes are short (an nginx line escapes every quote): eight bytes
+        // at a time beats memchr2's vector setup there.
+        let j = i + find_quote_or_backslash(s.get(i..)?)?;
         out.extend_from_slice(s.get(i..j)?);
         if s.get(j) == Some(&b'"') {
             return Some(j + 1);
