@@ -255,3 +255,63 @@ fn parse_names_the_wrapper_and_survives_hostile_wrapped_input() {
     assert!(out.contains("Wrapper: cri"), "{out}");
     assert!(out.contains("Parsed (token checks): 1"), "{out}");
 }
+
+#[test]
+fn run_tails_a_docker_json_log_with_error_lines_mixed_in() {
+    use super::support::{http_get, sample, wait_for, Daemon};
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("0123abcd-json.log");
+    let entry = |text: &str, stream: &str| {
+        format!(
+            "{{\"log\":{},\"stream\":\"{stream}\",\"time\":\"2026-03-02T13:55:36.000000001Z\"}}\n",
+            serde_json::to_string(&format!("{text}\n")).unwrap()
+        )
+    };
+    let mut text = String::new();
+    for i in 0..12 {
+        let (status, why) = if i % 3 == 0 {
+            (401, "revoked")
+        } else {
+            (200, "-")
+        };
+        text += &entry(
+            &format!("203.0.113.{i} - - [02/Mar/2026:13:55:{i:02} +0000] \"POST /v1/chat HTTP/1.1\" {status} 5 \"-\" \"curl/8\" \"ak_{i}\" \"{why}\""),
+            "stdout",
+        );
+        text += &entry(
+            &format!("2026/03/02 13:55:{i:02} [error] 29#29: *{i} open() \"/x\" failed (2: No such file or directory)"),
+            "stderr",
+        );
+    }
+    std::fs::write(&log, text).unwrap();
+    let cfg = dir.path().join("tw.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = \"{}\"\n[[source]]\nname = \"dify\"\npath = \"{}\"\nstart_at = \"beginning\"\n",
+            dir.path().join("state").display(),
+            dir.path().join("*-json.log").display()
+        ),
+    )
+    .unwrap();
+    let mut d = Daemon::start(&cfg, dir.path(), &[]);
+    d.wait_ready();
+    let body = wait_for(20, "12 checks", || {
+        let (_, body) = http_get(&d.addr, "/metrics")?;
+        (sample(&body, "auth_token_check_total{source=\"dify\"}") == Some(12.0)).then_some(body)
+    });
+    let get = |s: &str| sample(&body, s);
+    assert_eq!(
+        get("auth_token_rejected_total{reason=\"revoked\",source=\"dify\"}"),
+        Some(4.0)
+    );
+    assert_eq!(
+        get("tokenwatch_skipped_lines_total{reason=\"error_log\",source=\"dify\"}"),
+        Some(12.0)
+    );
+    assert_eq!(
+        get("tokenwatch_lines_total{result=\"malformed\",source=\"dify\"}"),
+        Some(0.0)
+    );
+    assert_eq!(d.terminate().code(), Some(0));
+}
