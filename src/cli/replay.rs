@@ -353,9 +353,15 @@ fn print_summary(
             .iter()
             .map(|(r, n)| (r.to_string(), (*n).into()))
             .collect();
+        let skipped: serde_json::Map<String, serde_json::Value> = t
+            .skipped_by
+            .iter()
+            .map(|(r, n)| (r.to_string(), (*n).into()))
+            .collect();
         let v = serde_json::json!({
             "lines": t.lines, "events": t.events, "rejected": t.rejected,
-            "skipped": t.skipped, "malformed": t.malformed, "malformed_by_reason": malformed,
+            "skipped": t.skipped, "skipped_by_reason": skipped,
+            "malformed": t.malformed, "malformed_by_reason": malformed,
             "bytes": bytes, "seconds": secs, "lines_per_sec": rate.round(),
             "detections": found,
         });
@@ -366,6 +372,9 @@ fn print_summary(
     writeln!(out, "events     {:>12}  (token checks)", t.events)?;
     writeln!(out, "rejected   {:>12}", t.rejected)?;
     writeln!(out, "skipped    {:>12}", t.skipped)?;
+    for (reason, n) in &t.skipped_by {
+        writeln!(out, "  {reason:<18}{n:>8}")?;
+    }
     writeln!(out, "malformed  {:>12}", t.malformed)?;
     for (reason, n) in &t.malformed_by {
         writeln!(out, "  {reason:<18}{n:>8}")?;
