@@ -41,6 +41,7 @@ pub struct Metrics {
     rejected: IntCounterVec,
     lines: IntCounterVec,
     malformed: IntCounterVec,
+    skipped_by: IntCounterVec,
     too_long: IntCounterVec,
     lag_bytes: IntGaugeVec,
     rotations: IntCounterVec,
@@ -185,6 +186,12 @@ impl Metrics {
                 "tokenwatch_lines_total",
                 "Log lines read, by parse result.",
                 &["source", "result"],
+            ),
+            skipped_by: counter_vec(
+                &r,
+                "tokenwatch_skipped_lines_total",
+                "Lines skipped as recognisably not access lines (error logs, server messages), by reason.",
+                &["source", "reason"],
             ),
             malformed: counter_vec(
                 &r,
@@ -424,6 +431,7 @@ impl Metrics {
                 .lines
                 .with_label_values(&[name, LineResult::Malformed.as_str()]),
             malformed_by: self.malformed.clone(),
+            skipped_by: self.skipped_by.clone(),
             too_long: self.too_long.with_label_values(&[name]),
             lag_bytes: self.lag_bytes.with_label_values(&[name]),
             rotated: self.rotations.with_label_values(&[name, "rotated"]),
@@ -650,6 +658,7 @@ pub struct SourceMetrics {
     /// `tokenwatch_lines_total{result="malformed"}`.
     pub malformed: IntCounter,
     malformed_by: IntCounterVec,
+    skipped_by: IntCounterVec,
     /// `tokenwatch_lines_too_long_total`.
     pub too_long: IntCounter,
     /// `tokenwatch_source_lag_bytes`.
@@ -665,6 +674,13 @@ pub struct SourceMetrics {
 }
 
 impl SourceMetrics {
+    /// Counts skipped non-access lines by a bounded reason label (`error_log`, `server_log`).
+    pub fn skipped_reason(&self, reason: &'static str, n: u64) {
+        self.skipped_by
+            .with_label_values(&[&self.name, reason])
+            .inc_by(n);
+    }
+
     /// Counts malformed lines by a bounded reason label (from `ParseError::reason`).
     pub fn malformed_reason(&self, reason: &'static str, n: u64) {
         self.malformed_by

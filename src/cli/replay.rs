@@ -12,6 +12,7 @@ use crate::metrics::Metrics;
 use crate::parse::Preset;
 use crate::pipeline::{Pipeline, Totals};
 use crate::source::replay::for_each_chunk;
+use crate::source::wrapper::{Unwrapper, WrapperChoice};
 
 /// Arguments of `replay`.
 #[derive(Debug, clap::Args)]
@@ -94,14 +95,36 @@ pub(crate) fn replay_config(
     }
     let mut src = cfg.sources.swap_remove(idx.min(cfg.sources.len() - 1));
     if let Some(p) = format.filter(|p| *p != src.format) {
-        src.format = p;
-        src.token_kind = crate::config::TokenKind::default_for(p);
+        switch_preset(&mut src, p);
     }
     if let Some(lf) = log_format {
         src.log_format = Some(lf.to_string());
     }
     cfg.sources = vec![src];
     Ok(cfg)
+}
+
+/// Gives a source another preset on the command line. The defaults the loader filled in
+/// for the old preset go (the nginx `token_field`/`reason_field` defaults once replaced a JSON
+/// source's `fields.reason`, so `--format json` read no reasons), and the new preset's come.
+fn switch_preset(src: &mut crate::config::SourceConfig, p: Preset) {
+    src.format = p;
+    src.token_kind = crate::config::TokenKind::default_for(p);
+    if p == Preset::Nginx {
+        src.log_format.get_or_insert_with(|| "tokenwatch".into());
+        src.token_field.get_or_insert_with(|| "token_id".into());
+        src.reason_field.get_or_insert_with(|| "auth_reason".into());
+    } else {
+        src.log_format = None;
+        src.token_field = None;
+        src.reason_field = None;
+    }
+    if p == Preset::Json {
+        src.fields.get_or_insert_with(Default::default);
+    }
+    if p == Preset::Regex {
+        src.time_format.get_or_insert_with(|| "rfc3339".into());
+    }
 }
 
 /// Runs `replay`.
@@ -154,8 +177,9 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
     let mut pipeline = Pipeline::new(stages, fp, engine);
     let started = Instant::now();
     let mut bytes = 0;
+    let wrapper = (cfg.sources[0].wrapper, cfg.sources[0].max_line_bytes);
     for path in &args.files {
-        bytes += replay_file(path, &mut pipeline)?;
+        bytes += replay_file(path, &mut pipeline, wrapper)?;
     }
     let elapsed = started.elapsed().as_secs_f64();
     let found = pipeline
@@ -256,16 +280,54 @@ pub(crate) fn read_labels(p: &std::path::Path) -> Result<Vec<crate::gen::Label>,
         .map_err(|e| CliError::Config(format!("{}: not a labels file: {e}", p.display())))
 }
 
-/// Feeds one file (or stdin for `-`) through the pipeline as source 0.
-pub(crate) fn replay_file(path: &std::path::Path, p: &mut Pipeline) -> anyhow::Result<u64> {
+/// Feeds one file (or stdin for `-`) through the pipeline as source 0, taking the inner
+/// lines out of a container log wrapper (`wrapper`, detected per file by default). Plain
+/// files go straight through.
+pub(crate) fn replay_file(
+    path: &std::path::Path,
+    p: &mut Pipeline,
+    wrapper: (WrapperChoice, usize),
+) -> anyhow::Result<u64> {
+    let mut feed = Unwrapped::new(wrapper.0, wrapper.1);
     if path.as_os_str() == "-" {
         return Ok(for_each_chunk(std::io::stdin().lock(), |c| {
-            p.process_lines(0, c)
+            feed.chunk(p, c)
         })?);
     }
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    for_each_chunk(f, |c| p.process_lines(0, c))
-        .with_context(|| format!("reading {}", path.display()))
+    for_each_chunk(f, |c| feed.chunk(p, c)).with_context(|| format!("reading {}", path.display()))
+}
+
+/// One replayed file's wrapper state and reusable output buffers.
+pub(crate) struct Unwrapped {
+    unwrap: Unwrapper,
+    out: Vec<u8>,
+    stamps: Vec<crate::event::EventTime>,
+    /// Joined lines dropped as over `max_line_bytes`.
+    pub too_long: u64,
+}
+
+impl Unwrapped {
+    /// A fresh state for one file.
+    pub(crate) fn new(choice: WrapperChoice, max_line: usize) -> Unwrapped {
+        Unwrapped {
+            unwrap: Unwrapper::new(choice, max_line),
+            out: Vec::new(),
+            stamps: Vec::new(),
+            too_long: 0,
+        }
+    }
+
+    /// Processes a run of complete lines as source 0.
+    pub(crate) fn chunk(&mut self, p: &mut Pipeline, c: &[u8]) {
+        if self.unwrap.is_plain() {
+            return p.process_lines(0, c);
+        }
+        self.out.clear();
+        self.stamps.clear();
+        self.too_long += u64::from(self.unwrap.feed_buf(c, 0, &mut self.out, &mut self.stamps));
+        p.process_stamped(0, &self.out, &self.stamps);
+    }
 }
 
 fn write_out(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
@@ -295,9 +357,15 @@ fn print_summary(
             .iter()
             .map(|(r, n)| (r.to_string(), (*n).into()))
             .collect();
+        let skipped: serde_json::Map<String, serde_json::Value> = t
+            .skipped_by
+            .iter()
+            .map(|(r, n)| (r.to_string(), (*n).into()))
+            .collect();
         let v = serde_json::json!({
             "lines": t.lines, "events": t.events, "rejected": t.rejected,
-            "skipped": t.skipped, "malformed": t.malformed, "malformed_by_reason": malformed,
+            "skipped": t.skipped, "skipped_by_reason": skipped,
+            "malformed": t.malformed, "malformed_by_reason": malformed,
             "bytes": bytes, "seconds": secs, "lines_per_sec": rate.round(),
             "detections": found,
         });
@@ -308,6 +376,9 @@ fn print_summary(
     writeln!(out, "events     {:>12}  (token checks)", t.events)?;
     writeln!(out, "rejected   {:>12}", t.rejected)?;
     writeln!(out, "skipped    {:>12}", t.skipped)?;
+    for (reason, n) in &t.skipped_by {
+        writeln!(out, "  {reason:<18}{n:>8}")?;
+    }
     writeln!(out, "malformed  {:>12}", t.malformed)?;
     for (reason, n) in &t.malformed_by {
         writeln!(out, "  {reason:<18}{n:>8}")?;

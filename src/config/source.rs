@@ -9,8 +9,9 @@ use super::suggest::unknown_choice;
 use super::values::{self, Zone};
 use crate::event::SourceIdx;
 use crate::net::Cidr;
-use crate::parse::{ClientIp, JsonFields, ParserSpec, Preset};
+use crate::parse::{ClientIp, Dialect, JsonFields, ParserSpec, Preset};
 use crate::source::file::{StartAt, TailConfig, WatchMode};
+use crate::source::wrapper::WrapperChoice;
 
 /// Whether a token value in the log is a non-secret id or a secret to fingerprint (DESIGN §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -194,6 +195,14 @@ pub struct SourceConfig {
     /// json: field mapping (filled with the defaults for the json preset).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fields: Option<FieldsConfig>,
+    /// json: a shipped field mapping, `generic` (the `fields` mapping), `caddy`, `traefik`,
+    /// `envoy` or `kong`; unset (`auto`): detected from the first line's keys unless
+    /// `[source.fields]` is given.
+    #[serde(with = "values::dialect", skip_serializing_if = "Option::is_none")]
+    pub dialect: Option<Dialect>,
+    /// Container log wrapper: `auto` (default, detected per file) | `none` | `docker` | `cri`.
+    #[serde(with = "values::wrapper")]
+    pub wrapper: WrapperChoice,
 }
 
 impl Default for SourceConfig {
@@ -217,6 +226,8 @@ impl Default for SourceConfig {
             pattern: None,
             time_format: None,
             fields: None,
+            dialect: None,
+            wrapper: WrapperChoice::Auto,
         }
     }
 }
@@ -244,6 +255,10 @@ impl SourceConfig {
                 .unwrap_or_default(),
             pattern: self.pattern.clone(),
             time_format: self.time_format.clone(),
+            dialect: self.dialect.or(match self.fields {
+                Some(_) if self.fields != Some(FieldsConfig::default()) => Some(Dialect::Generic),
+                _ => None,
+            }),
         }
     }
 
@@ -257,6 +272,7 @@ impl SourceConfig {
             watch: self.watch,
             poll_interval: Duration::from_millis(self.poll_interval_ms),
             max_line_bytes: self.max_line_bytes,
+            wrapper: self.wrapper,
         }
     }
 

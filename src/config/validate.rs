@@ -229,7 +229,8 @@ fn check_paths(c: &mut Checker<'_, '_, '_>, i: usize, s: &SourceConfig) {
 
 /// Keys that the chosen preset ignores: likely a mistake, but harmless.
 fn warn_unused_keys(c: &mut Checker<'_, '_, '_>, i: usize, preset: Preset) {
-    let only: [(&str, Preset); 6] = [
+    let only: [(&str, Preset); 7] = [
+        ("dialect", Preset::Json),
         ("log_format", Preset::Nginx),
         ("token_field", Preset::Nginx),
         ("reason_field", Preset::Nginx),

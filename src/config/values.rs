@@ -154,6 +154,40 @@ pub(crate) mod watch {
     }
 }
 
+/// `wrapper`: `auto` | `none` | `docker` | `cri`.
+pub(crate) mod wrapper {
+    use super::*;
+    use crate::source::wrapper::WrapperChoice;
+
+    /// Reads a wrapper choice.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<WrapperChoice, D::Error> {
+        choice(d, "wrapper", &WrapperChoice::ALL)
+    }
+
+    /// Writes a wrapper choice.
+    pub(crate) fn serialize<S: Serializer>(v: &WrapperChoice, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(name_of(*v, &WrapperChoice::ALL))
+    }
+}
+
+/// `dialect` (json): `auto` | `generic` | `caddy` | `traefik` | `envoy` | `kong`.
+pub(crate) mod dialect {
+    use super::*;
+    use crate::parse::Dialect;
+
+    /// Reads a dialect.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Dialect>, D::Error> {
+        choice(d, "dialect", &Dialect::ALL).map(Some)
+    }
+
+    /// Writes a dialect.
+    pub(crate) fn serialize<S: Serializer>(v: &Option<Dialect>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v.map_or("auto", |v| name_of(v, &Dialect::ALL)))
+    }
+}
+
 fn choice<'de, D: Deserializer<'de>, T: Copy>(
     d: D,
     what: &str,

@@ -12,8 +12,8 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
 use super::client::{parse_addr, Resolver};
 use super::time::{self, Zone};
 use super::{
-    decide, outcome_word, present, ClientIp, ParseError, Parsed, Parser, ParserSpec, Record,
-    SpecError,
+    decide, outcome_word, present, ClientIp, Dialect, ParseError, Parsed, Parser, ParserSpec,
+    Record, SpecError,
 };
 use crate::event::EventTime;
 
@@ -26,7 +26,14 @@ const STATUS: usize = 4;
 const OUTCOME: usize = 5;
 const REASON: usize = 6;
 const XFF: usize = 7;
-const SLOTS: usize = 8;
+/// Second choices of a dialect, used when the first is absent.
+const TOKEN2: usize = 8;
+const USER2: usize = 9;
+const IP2: usize = 10;
+const SLOTS: usize = 11;
+/// Lines looked at for a dialect before settling on the `fields` mapping (a server's
+/// start-up lines may come first).
+const DETECT_LINES: u32 = 1000;
 /// Where `client_ip = x_forwarded_for` finds the header in a JSON line.
 const XFF_PATH: &str = "x_forwarded_for";
 
@@ -164,6 +171,18 @@ impl<'de, const N: usize> Visitor<'de> for Walk<'_, '_, 'de, N> {
         if self.top {
             return Err(serde::de::Error::custom("not a JSON object"));
         }
+        if self.node.slot.is_some() {
+            // A mapped array (Caddy logs each header as a list of values): its first
+            // element is the value.
+            let first = Walk {
+                node: self.node,
+                out: &mut *self.out,
+                top: false,
+            };
+            if seq.next_element_seed(first)?.is_none() {
+                return Ok(());
+            }
+        }
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         Ok(())
     }
@@ -204,55 +223,184 @@ impl<'de, 'n> Visitor<'de> for KeySeed<'n> {
     }
 }
 
-/// The generic JSON-lines parser.
+/// A shipped mapping: (path, slot) pairs. Verified against each product's documentation:
+/// - Caddy `http.log.access`: <https://caddyserver.com/docs/caddyfile/directives/log>
+///   (`ts` float seconds, `request.client_ip` (the client behind trusted proxies, v2.7+) else
+///   `request.remote_ip`, `status`, `request.headers.Authorization` a list, `user_id`).
+/// - Traefik JSON access log: <https://doc.traefik.io/traefik/observability/access-logs/>
+///   (`StartUTC`, `ClientHost`, `DownstreamStatus`, `ClientUsername`; request headers appear
+///   as `request_<Name>` only when kept).
+/// - Envoy: the keys of its default format as Istio and Envoy Gateway write them in JSON,
+///   <https://www.envoyproxy.io/docs/envoy/latest/configuration/observability/access_log/usage>
+///   (`start_time`, `response_code`, `downstream_remote_address`, `x_forwarded_for`).
+/// - Kong file-log: <https://developer.konghq.com/plugins/file-log/> (`started_at` epoch ms,
+///   `client_ip`, `response.status`, `request.headers.authorization`/`apikey`,
+///   `consumer.username`, `authenticated_entity.id`).
+fn dialect_paths(d: Dialect) -> &'static [(&'static str, usize)] {
+    match d {
+        Dialect::Generic => &[],
+        Dialect::Caddy => &[
+            ("ts", TS),
+            ("request.headers.Authorization", TOKEN),
+            ("user_id", USER),
+            ("request.client_ip", IP),
+            ("request.remote_ip", IP2),
+            ("status", STATUS),
+        ],
+        Dialect::Traefik => &[
+            ("StartUTC", TS),
+            ("request_Authorization", TOKEN),
+            ("ClientUsername", USER),
+            ("ClientHost", IP),
+            ("DownstreamStatus", STATUS),
+        ],
+        Dialect::Envoy => &[
+            ("start_time", TS),
+            ("authorization", TOKEN),
+            ("downstream_remote_address", IP),
+            ("x_forwarded_for", XFF),
+            ("response_code", STATUS),
+        ],
+        Dialect::Kong => &[
+            ("started_at", TS),
+            ("request.headers.authorization", TOKEN),
+            ("request.headers.apikey", TOKEN2),
+            ("consumer.username", USER),
+            ("authenticated_entity.id", USER2),
+            ("client_ip", IP),
+            ("response.status", STATUS),
+        ],
+    }
+}
+
+/// The dialect whose distinctive keys a line has (a cheap byte search, done only until one
+/// is found).
+fn detect(line: &[u8]) -> Option<Dialect> {
+    let has = |k: &str| memchr::memmem::find(line, k.as_bytes()).is_some();
+    if has("\"DownstreamStatus\"") && has("\"StartUTC\"") {
+        Some(Dialect::Traefik)
+    } else if has("\"started_at\"") && has("\"client_ip\"") && has("\"response\"") {
+        Some(Dialect::Kong)
+    } else if has("\"response_code\"") && has("\"start_time\"") {
+        Some(Dialect::Envoy)
+    } else if has("\"request\":{") && has("\"remote_ip\"") && has("\"status\"") {
+        Some(Dialect::Caddy)
+    } else {
+        None
+    }
+}
+
+/// The JSON-lines parser: the `fields` mapping, or a shipped dialect.
 pub struct JsonParser {
     root: Node,
     resolver: Resolver,
     zone: Zone,
+    /// The dialect in use (`Generic` is the `fields` mapping).
+    dialect: Dialect,
+    /// Lines left to look at for a dialect (0: settled).
+    detect_left: u32,
+    /// The spec's settings, to rebuild the mapping once a dialect is detected.
+    spec: ParserSpec,
 }
 
 impl JsonParser {
-    /// Builds the path trie from the spec's field mapping.
+    /// Builds the path trie from the spec's field mapping or dialect.
     pub fn new(spec: &ParserSpec) -> Result<JsonParser, SpecError> {
-        let f = &spec.fields;
-        let token = spec.token_field.as_deref().unwrap_or(&f.token);
-        let reason = spec.reason_field.as_deref().unwrap_or(&f.reason);
-        let ip = match &spec.client_ip {
-            ClientIp::Field(name) => name.as_str(),
-            _ => &f.ip,
-        };
-        let mut root = Node::default();
-        for (path, slot) in [
-            (f.ts.as_str(), TS),
-            (token, TOKEN),
-            (&f.user, USER),
-            (ip, IP),
-            (&f.status, STATUS),
-            (&f.outcome, OUTCOME),
-            (reason, REASON),
-            (XFF_PATH, XFF),
-        ] {
-            if path.is_empty() || path.split('.').any(str::is_empty) {
-                return Err(SpecError::Field(format!(
-                    "json field path {path:?} is empty or has an empty part"
-                )));
-            }
-            root.add(path, slot);
-        }
+        let dialect = spec.dialect.unwrap_or(Dialect::Generic);
         Ok(JsonParser {
-            root,
+            root: mapping(spec, dialect)?,
             resolver: Resolver::new(
                 spec.client_ip == ClientIp::ForwardedFor,
                 &spec.trusted_proxies,
             ),
             zone: Zone::new(spec.timezone.as_ref()),
+            dialect,
+            detect_left: if spec.dialect.is_none() {
+                DETECT_LINES
+            } else {
+                0
+            },
+            spec: spec.clone(),
         })
+    }
+
+    /// Looks for a dialect in `line` while still undecided.
+    fn maybe_detect(&mut self, line: &[u8]) {
+        self.detect_left -= 1;
+        if let Some(d) = detect(line) {
+            if let Ok(root) = mapping(&self.spec, d) {
+                self.root = root;
+                self.dialect = d;
+                self.detect_left = 0;
+            }
+        }
     }
 }
 
+/// The path trie for a dialect (`Generic`: the spec's `fields`).
+fn mapping(spec: &ParserSpec, dialect: Dialect) -> Result<Node, SpecError> {
+    let f = &spec.fields;
+    let mut root = Node::default();
+    if dialect != Dialect::Generic {
+        for &(path, slot) in dialect_paths(dialect) {
+            root.add(path, slot);
+        }
+        if let ClientIp::Field(name) = &spec.client_ip {
+            root.add(name, IP);
+        }
+        return Ok(root);
+    }
+    // `token_field`/`reason_field` are nginx keys (config warns when they are set for
+    // json): the mapping in `fields` alone names JSON keys.
+    let ip = match &spec.client_ip {
+        ClientIp::Field(name) => name.as_str(),
+        _ => &f.ip,
+    };
+    for (path, slot) in [
+        (f.ts.as_str(), TS),
+        (&f.token, TOKEN),
+        (&f.user, USER),
+        (ip, IP),
+        (&f.status, STATUS),
+        (&f.outcome, OUTCOME),
+        (&f.reason, REASON),
+        (XFF_PATH, XFF),
+    ] {
+        if path.is_empty() || path.split('.').any(str::is_empty) {
+            return Err(SpecError::Field(format!(
+                "json field path {path:?} is empty or has an empty part"
+            )));
+        }
+        root.add(path, slot);
+    }
+    Ok(root)
+}
+
 impl Parser for JsonParser {
+    fn detected(&self) -> Option<String> {
+        let how = if self.spec.dialect.is_some() {
+            "configured"
+        } else {
+            "detected"
+        };
+        Some(match self.dialect {
+            Dialect::Generic if self.spec.dialect.is_none() => {
+                "generic (the fields mapping; no dialect detected)".to_string()
+            }
+            d => format!("{} ({how})", d.name()),
+        })
+    }
+
     fn parse<'l>(&mut self, line: &'l [u8]) -> Result<Parsed<'l>, ParseError> {
+        if self.detect_left > 0 {
+            self.maybe_detect(line);
+        }
         let mut v: [Val<'l>; SLOTS] = extract(&self.root, line)?;
+        for (first, second) in [(TOKEN, TOKEN2), (USER, USER2), (IP, IP2)] {
+            if take_str_ref(&v[first]).is_none() {
+                v[first] = std::mem::take(&mut v[second]);
+            }
+        }
         let status = status(&v[STATUS])?;
         let rejected = match &v[OUTCOME] {
             Val::Bool(ok) => Some(!ok),
@@ -263,7 +411,11 @@ impl Parser for JsonParser {
             return Ok(Parsed::Skip);
         };
         let time = ts(&v[TS], &self.zone)?;
-        let peer = v[IP].as_str().and_then(|s| parse_addr(s.as_bytes()));
+        // Traefik's `ClientHost` may hold a list (`client, proxy`): the first is the client
+        // as the gateway saw it.
+        let peer = v[IP]
+            .as_str()
+            .and_then(|s| parse_addr(s.split(',').next().unwrap_or(s).as_bytes()));
         let ip = self
             .resolver
             .resolve(peer, v[XFF].as_str().map(str::as_bytes));
@@ -279,10 +431,22 @@ impl Parser for JsonParser {
     }
 }
 
+/// A present string value, without moving it.
+fn take_str_ref<'a>(v: &'a Val<'_>) -> Option<&'a str> {
+    match v {
+        Val::Str(s) => present(s).filter(|s| *s != REDACTED),
+        Val::Int(_) => Some(""),
+        _ => None,
+    }
+}
+
+/// What Caddy writes for a credential header unless `log_credentials` is on.
+const REDACTED: &str = "REDACTED";
+
 /// A present string value, moved out of its slot.
 fn take_str<'l>(v: &mut Val<'l>) -> Option<Cow<'l, str>> {
     match std::mem::take(v) {
-        Val::Str(s) if present(&s).is_some() => Some(s),
+        Val::Str(s) if present(&s).is_some() && s != REDACTED => Some(s),
         Val::Int(n) => Some(Cow::Owned(n.to_string())),
         _ => None,
     }

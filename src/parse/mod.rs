@@ -12,6 +12,9 @@ pub mod client;
 mod json;
 mod keycloak;
 mod nginx;
+mod noise;
+
+pub(crate) use nginx::find_quote_or_backslash;
 mod oauth2_proxy;
 mod regex;
 pub mod time;
@@ -41,8 +44,12 @@ pub struct Record<'a> {
 pub enum Parsed<'a> {
     /// A token check.
     Event(Record<'a>),
-    /// Well-formed, but not a token check (e.g. a Vault request entry, a Keycloak admin event).
+    /// Well-formed, but not a token check (e.g. a Vault request entry, a Keycloak admin event),
+    /// or a blank line.
     Skip,
+    /// Recognisably not an access line (an nginx/Apache error-log line, a server start-up
+    /// line): skipped and counted under a bounded reason label, not malformed.
+    NotAccess(&'static str),
 }
 
 /// Why a line could not be parsed; `reason()` is a bounded metric label.
@@ -88,6 +95,31 @@ impl ParseError {
 pub trait Parser: Send {
     /// Parses one line (without its trailing newline; a trailing `\r` may be present).
     fn parse<'l>(&mut self, line: &'l [u8]) -> Result<Parsed<'l>, ParseError>;
+
+    /// What the parser settled on by itself, for `tokenwatch parse` (a detected JSON
+    /// dialect); `None` when there was nothing to detect.
+    fn detected(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Wraps a preset's parser with what every preset shares: blank lines skip silently, and a
+/// line the preset refused is checked against known non-access shapes (error logs, server
+/// lines) before it counts as malformed. Only refused lines pay for the check.
+struct Guarded<P>(P);
+
+impl<P: Parser> Parser for Guarded<P> {
+    fn parse<'l>(&mut self, line: &'l [u8]) -> Result<Parsed<'l>, ParseError> {
+        match self.0.parse(line) {
+            Err(_) if line.iter().all(u8::is_ascii_whitespace) => Ok(Parsed::Skip),
+            Err(e) => noise::classify(line).map_or(Err(e), |why| Ok(Parsed::NotAccess(why))),
+            ok => ok,
+        }
+    }
+
+    fn detected(&self) -> Option<String> {
+        self.0.detected()
+    }
 }
 
 /// The input presets of DESIGN §4.
@@ -213,6 +245,44 @@ pub struct ParserSpec {
     pub pattern: Option<String>,
     /// Regex preset: timestamp format (`rfc3339`, `epoch`, `epoch_ms`, `nginx`, or strftime).
     pub time_format: Option<String>,
+    /// JSON preset: a shipped field mapping; `None` detects one from the first line's keys
+    /// (falling back to `fields`).
+    pub dialect: Option<Dialect>,
+}
+
+/// A JSON access-log dialect: a shipped field mapping for one product's JSON log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    /// The `fields` mapping of the source.
+    Generic,
+    /// Caddy's `http.log.access` logger.
+    Caddy,
+    /// Traefik's access log with `format = "json"`.
+    Traefik,
+    /// Envoy's JSON access log (the keys of its default format, as Istio and Envoy Gateway
+    /// write them).
+    Envoy,
+    /// Kong's file-log plugin.
+    Kong,
+}
+
+impl Dialect {
+    /// Every dialect with its config name.
+    pub const ALL: [(Dialect, &'static str); 5] = [
+        (Dialect::Generic, "generic"),
+        (Dialect::Caddy, "caddy"),
+        (Dialect::Traefik, "traefik"),
+        (Dialect::Envoy, "envoy"),
+        (Dialect::Kong, "kong"),
+    ];
+
+    /// The config name.
+    pub fn name(self) -> &'static str {
+        Dialect::ALL
+            .iter()
+            .find(|(d, _)| *d == self)
+            .map_or("generic", |(_, n)| *n)
+    }
 }
 
 /// Why a source's parser settings were refused at build time.
@@ -236,12 +306,12 @@ pub enum SpecError {
 /// Builds the parser a source's spec asks for, validating it first.
 pub fn build(spec: &ParserSpec) -> Result<Box<dyn Parser>, SpecError> {
     Ok(match spec.preset {
-        Preset::Nginx => Box::new(nginx::NginxParser::new(spec)?),
-        Preset::Json => Box::new(json::JsonParser::new(spec)?),
-        Preset::Vault => Box::new(vault::VaultParser::new(spec)),
-        Preset::Keycloak => Box::new(keycloak::KeycloakParser::new(spec)),
-        Preset::OAuth2Proxy => Box::new(oauth2_proxy::OAuth2ProxyParser::new(spec)),
-        Preset::Regex => Box::new(regex::RegexParser::new(spec)?),
+        Preset::Nginx => Box::new(Guarded(nginx::NginxParser::new(spec)?)),
+        Preset::Json => Box::new(Guarded(json::JsonParser::new(spec)?)),
+        Preset::Vault => Box::new(Guarded(vault::VaultParser::new(spec))),
+        Preset::Keycloak => Box::new(Guarded(keycloak::KeycloakParser::new(spec))),
+        Preset::OAuth2Proxy => Box::new(Guarded(oauth2_proxy::OAuth2ProxyParser::new(spec))),
+        Preset::Regex => Box::new(Guarded(regex::RegexParser::new(spec)?)),
     })
 }
 
@@ -304,6 +374,7 @@ fn parsed_owned(p: Parsed<'_>) -> Parsed<'static> {
     match p {
         Parsed::Event(r) => Parsed::Event(into_owned(r)),
         Parsed::Skip => Parsed::Skip,
+        Parsed::NotAccess(why) => Parsed::NotAccess(why),
     }
 }
 

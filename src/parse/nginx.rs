@@ -22,6 +22,13 @@ use crate::event::{EventTime, Outcome};
 
 /// nginx's predefined `combined` format.
 pub const COMBINED: &str = r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent""#;
+/// The Common Log Format (`combined` without referer and user agent).
+pub const COMMON: &str =
+    r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent"#;
+/// The tail of Traefik's CLF access log after `combined`: request count, router, backend
+/// URL and duration (<https://doc.traefik.io/traefik/observability/access-logs/#clf-common-log-format>).
+const TRAEFIK_TAIL: &str =
+    r#" $traefik_request_count "$traefik_router" "$traefik_server_url" ${request_duration}ms"#;
 /// tokenwatch's default tail after `combined`.
 const TOKENWATCH_TAIL: &str = r#" "$token_id" "$auth_reason""#;
 /// The tail of the `main` format in nginx's stock nginx.conf.
@@ -111,6 +118,8 @@ impl NginxParser {
         let (head, tail) = match fmt {
             "tokenwatch" => (COMBINED.to_string(), TOKENWATCH_TAIL.to_string()),
             "combined" => (COMBINED.to_string(), String::new()),
+            "common" => (COMMON.to_string(), String::new()),
+            "traefik" => (COMBINED.to_string(), TRAEFIK_TAIL.to_string()),
             "main" => (COMBINED.to_string(), MAIN_TAIL.to_string()),
             own => split_combined(&join_quoted(own)),
         };
@@ -181,7 +190,9 @@ impl NginxParser {
             }
             pos = end;
         }
-        if pos == line.len() {
+        // Extra fields after the format's last one (Traefik's CLF, other gateways' variants
+        // of combined) are tolerated: they start with a space.
+        if pos == line.len() || line.get(pos) == Some(&b' ') {
             Ok(())
         } else {
             Err(ParseError::NoMatch("nginx"))
@@ -199,7 +210,10 @@ impl NginxParser {
         spans: &mut Spans,
     ) -> Result<(), ParseError> {
         let rest = line.get(pos..).unwrap_or_default();
-        if can_end && (rest.is_empty() || lit.starts_with(rest)) {
+        // The line ended inside the optional tail, or other fields follow the head instead
+        // of the tail (a Traefik CLF line read with the `tokenwatch` format).
+        let other_fields = rest.first() == Some(&b' ');
+        if can_end && (rest.is_empty() || lit.starts_with(rest) || other_fields) {
             for &r in &self.tail_roles {
                 if let Some(slot) = spans.get_mut(r) {
                     *slot = NONE;
@@ -307,13 +321,25 @@ fn check(has: &dyn Fn(Role) -> bool, spec: &ParserSpec, n: &Names<'_>) -> Result
     if !has(Role::Status) {
         return err("no $status variable: tokenwatch cannot tell accepted from rejected".into());
     }
-    if spec.token_field.is_some() && !has(Role::Token) {
+    // The default names are filled in for every nginx source; only a name the user chose
+    // must exist (`combined`, `common`, `traefik` have no token variable).
+    if spec
+        .token_field
+        .as_deref()
+        .is_some_and(|t| t.trim_start_matches('$') != "token_id")
+        && !has(Role::Token)
+    {
         return err(format!(
             "token_field ${} is not a variable of the log_format",
             n.token
         ));
     }
-    if spec.reason_field.is_some() && !has(Role::Reason) {
+    if spec
+        .reason_field
+        .as_deref()
+        .is_some_and(|r| r.trim_start_matches('$') != "auth_reason")
+        && !has(Role::Reason)
+    {
         return err(format!(
             "reason_field ${} is not a variable of the log_format",
             n.reason
@@ -514,8 +540,9 @@ fn closing_quote(b: &[u8]) -> Option<usize> {
     }
 }
 
-/// The first `"` or `\\` in `b`.
-fn find_quote_or_backslash(b: &[u8]) -> Option<usize> {
+/// The first `"` or `\\` in `b` (also used to unescape Docker's json-file entries, whose
+/// runs between escapes are as short).
+pub(crate) fn find_quote_or_backslash(b: &[u8]) -> Option<usize> {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
     let has = |x: u64| x.wrapping_sub(LO) & !x & HI;

@@ -126,10 +126,23 @@ fn auth_outcome(r: &str) -> Result<Outcome, ParseError> {
 /// for oauth2-proxy's own pages.
 fn request(rest: &str) -> Result<Option<u16>, ParseError> {
     let mut tail = rest.rsplitn(4, ' ');
-    let _duration = tail.next().ok_or(NO_MATCH)?;
-    let _size = tail.next().ok_or(NO_MATCH)?;
+    let duration = tail.next().ok_or(NO_MATCH)?;
+    let size = tail.next().ok_or(NO_MATCH)?;
     let status = parse_status(tail.next().ok_or(NO_MATCH)?.as_bytes())?;
     let front = tail.next().ok_or(NO_MATCH)?;
+    // `host METHOD upstream "`: a plain access line (`"GET / HTTP/1.1" 200 ...`) has none of
+    // this shape, and its last fields are no byte count and duration.
+    let mut words = front.splitn(4, ' ');
+    let (host, method, upstream) = (words.next(), words.next(), words.next());
+    let shaped = host.is_some_and(|h| !h.is_empty() && !h.starts_with('"'))
+        && method.is_some_and(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()))
+        && upstream.is_some_and(|u| !u.is_empty() && !u.starts_with('"'))
+        && words.next().is_some_and(|r| r.starts_with('"'))
+        && size.bytes().all(|b| b.is_ascii_digit())
+        && duration.parse::<f64>().is_ok_and(f64::is_finite);
+    if !shaped {
+        return Err(NO_MATCH);
+    }
     let q = front.find('"').ok_or(NO_MATCH)?;
     let uri = front[q + 1..].split('"').next().unwrap_or("");
     let path = uri.split('?').next().unwrap_or(uri);

@@ -63,6 +63,8 @@ pub struct Totals {
     pub malformed: u64,
     /// Malformed lines by reason label.
     pub malformed_by: Vec<(&'static str, u64)>,
+    /// Skipped lines recognised as not access lines (error logs...), by reason label.
+    pub skipped_by: Vec<(&'static str, u64)>,
 }
 
 /// Per-batch counts, flushed into Prometheus after the batch.
@@ -74,6 +76,7 @@ struct BatchCounts {
     skipped: u64,
     malformed: u64,
     malformed_by: Vec<(&'static str, u64)>,
+    skipped_by: Vec<(&'static str, u64)>,
     max_time: Option<EventTime>,
 }
 
@@ -118,7 +121,7 @@ impl Pipeline {
 
     /// Processes a batch and then acknowledges it (so its checkpoint may advance).
     pub fn process(&mut self, batch: LineBatch) {
-        self.process_lines(batch.source, &batch.buf);
+        self.process_stamped(batch.source, &batch.buf, &batch.stamps);
         if let Some(ack) = batch.ack {
             ack.ack();
         }
@@ -127,18 +130,28 @@ impl Pipeline {
     /// Processes complete `\n`-terminated lines of one source (a final unterminated line is
     /// processed too) and flushes counters.
     pub fn process_lines(&mut self, source: SourceIdx, buf: &[u8]) {
+        self.process_stamped(source, buf, &[]);
+    }
+
+    /// Like [`Self::process_lines`], with the container runtime's timestamp of each line
+    /// (`stamps[i]` for the i-th line; empty for files without a wrapper), used when a line
+    /// carries no time of its own.
+    pub fn process_stamped(&mut self, source: SourceIdx, buf: &[u8], stamps: &[EventTime]) {
         let Some(stage) = self.stages.get_mut(usize::from(source)) else {
             return;
         };
         let mut counts = std::mem::take(&mut self.counts);
         let mut start = 0;
+        let mut n = 0;
         while start < buf.len() {
             let end = memchr::memchr(b'\n', &buf[start..]).map_or(buf.len(), |i| start + i);
             let line = &buf[start..end];
             start = end + 1;
+            let stamp = stamps.get(n).copied();
+            n += 1;
             handle_line(
                 stage,
-                source,
+                (source, stamp),
                 line,
                 &self.fingerprinter,
                 &mut self.sink,
@@ -160,7 +173,7 @@ impl Pipeline {
 
 fn handle_line(
     stage: &mut SourceStage,
-    source: SourceIdx,
+    (source, stamp): (SourceIdx, Option<EventTime>),
     line: &[u8],
     fp: &Fingerprinter,
     sink: &mut Option<Box<dyn EventSink>>,
@@ -171,7 +184,8 @@ fn handle_line(
         return;
     }
     match stage.parser.parse(line) {
-        Ok(Parsed::Event(rec)) => {
+        Ok(Parsed::Event(mut rec)) => {
+            rec.time = rec.time.or(stamp);
             counts.parsed += 1;
             counts.checks += 1;
             if let Outcome::Rejected(r) = rec.outcome {
@@ -185,6 +199,10 @@ fn handle_line(
             }
         }
         Ok(Parsed::Skip) => counts.skipped += 1,
+        Ok(Parsed::NotAccess(why)) => {
+            counts.skipped += 1;
+            bump(&mut counts.skipped_by, why, 1);
+        }
         Err(e) => {
             counts.malformed += 1;
             bump(&mut counts.malformed_by, e.reason(), 1);
@@ -236,6 +254,10 @@ fn flush(
         m.malformed_reason(reason, n);
         bump(&mut totals.malformed_by, reason, n);
     }
+    for (reason, n) in c.skipped_by.drain(..) {
+        m.skipped_reason(reason, n);
+        bump(&mut totals.skipped_by, reason, n);
+    }
     if let (Some(h), Some(t)) = (lag, c.max_time) {
         h.observe((EventTime::now().as_millis() - t.as_millis()) as f64 / 1000.0);
     }
@@ -245,8 +267,10 @@ fn flush(
     totals.skipped += c.skipped;
     totals.malformed += c.malformed;
     let keep = std::mem::take(&mut c.malformed_by);
+    let keep_skipped = std::mem::take(&mut c.skipped_by);
     *c = BatchCounts {
         malformed_by: keep,
+        skipped_by: keep_skipped,
         ..BatchCounts::default()
     };
 }

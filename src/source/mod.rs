@@ -11,6 +11,7 @@ use crate::event::SourceIdx;
 pub mod file;
 pub mod replay;
 pub mod tail_metrics;
+pub mod wrapper;
 
 /// Complete lines read from one file, each terminated by `\n`. Over-long lines are dropped
 /// whole by the reader (and counted); a batch may be empty and still carry an ack, when only
@@ -21,6 +22,10 @@ pub struct LineBatch {
     pub source: SourceIdx,
     /// The bytes: whole lines, each ending in `\n`.
     pub buf: Vec<u8>,
+    /// The container runtime's time of each line, when the lines were unwrapped from a
+    /// Docker/CRI log (`stamps[i]` belongs to the i-th line); empty otherwise. The pipeline
+    /// uses it for lines that carry no time of their own.
+    pub stamps: Vec<crate::event::EventTime>,
     /// Acknowledge after processing so the checkpoint may advance past these lines.
     pub ack: Option<Ack>,
 }
@@ -86,6 +91,7 @@ mod tests {
         let b = LineBatch {
             source: 0,
             buf: b"a\nbb\n\nc\n".to_vec(),
+            stamps: Vec::new(),
             ack: None,
         };
         let v: Vec<&[u8]> = b.lines().collect();
@@ -93,6 +99,7 @@ mod tests {
         let e = LineBatch {
             source: 0,
             buf: Vec::new(),
+            stamps: Vec::new(),
             ack: None,
         };
         assert_eq!(e.lines().count(), 0);

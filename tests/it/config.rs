@@ -279,7 +279,8 @@ fn unknown_keys_get_a_suggestion_when_close() {
             "tw.toml:6:1: source[0].formta: unknown key \"formta\" (did you mean \"format\"?)",
             "tw.toml:7:1: source[0].zzzzzz: unknown key \"zzzzzz\" (expected one of name, path, include, \
              format, log_format, token_field, reason_field, client_ip, trusted_proxies, timezone, \
-             token_kind, start_at, watch, poll_interval_ms, max_line_bytes, pattern, time_format, fields)",
+             token_kind, start_at, watch, poll_interval_ms, max_line_bytes, pattern, time_format, fields, \
+             dialect, wrapper)",
             "tw.toml:9:12: detectors.rate_spik: unknown detector \"rate_spik\" (did you mean \"rate_spike\"?)",
             "tw.toml:13:1: detectors.brute_force.enable: unknown key \"enable\" (did you mean \"enabled\"?)",
         ]

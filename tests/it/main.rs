@@ -11,6 +11,7 @@ mod detect_ip;
 mod detect_token;
 mod e2e;
 mod faults;
+mod formats;
 mod geo;
 mod hostile;
 #[cfg(feature = "kafka")]

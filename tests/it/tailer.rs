@@ -793,3 +793,99 @@ fn symlinked_file_is_followed_through_its_target_directory() -> R {
     run.until_lines(2)?;
     Ok(())
 }
+
+/// Docker json-file entries for `lines`; a line longer than `split` is written in pieces
+/// without the trailing `\n`, as Docker does above 16 KiB.
+fn docker(lines: &[String], split: usize) -> String {
+    let mut out = String::new();
+    for l in lines {
+        let text = format!("{l}\n");
+        let bytes = text.as_bytes();
+        for piece in bytes.chunks(split) {
+            let log = serde_json::to_string(std::str::from_utf8(piece).unwrap()).unwrap();
+            out.push_str(&format!(
+                "{{\"log\":{log},\"stream\":\"stdout\",\"time\":\"2026-03-02T13:55:36.123456789Z\"}}\n"
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn docker_file_rotated_by_rename_loses_and_duplicates_nothing() -> R {
+    let dir = tempfile::tempdir()?;
+    let p = dir.path().join("c-json.log");
+    let first: Vec<String> = (0..200).map(|i| format!("a \"quoted\" line {i}")).collect();
+    let long = format!("long {}", "x".repeat(300));
+    let second: Vec<String> = (0..100).map(|i| format!("b line {i}")).collect();
+    fs::write(&p, "")?;
+    let cfg = config(
+        &dir.path().join("*-json.log*"),
+        StartAt::Beginning,
+        WatchMode::Notify,
+    );
+    let mut run = start(cfg, None, 16)?;
+    append(&p, &docker(&first, 64))?;
+    append(&p, &docker(std::slice::from_ref(&long), 64))?;
+    run.until_lines(150)?;
+    // Docker's rotation: rename to .1, a new file at the old name.
+    fs::rename(&p, dir.path().join("c-json.log.1"))?;
+    append(&p, &docker(&second, 64))?;
+    run.until_lines(301)?;
+    run.drain_for(Duration::from_millis(150));
+    let mut want = first.clone();
+    want.push(long);
+    want.extend(second);
+    assert_eq!(run.lines, want);
+    Ok(())
+}
+
+#[test]
+fn cri_partial_line_at_a_checkpoint_is_read_whole_after_restart() -> R {
+    let dir = tempfile::tempdir()?;
+    let ck = dir.path().join("state");
+    let p = dir.path().join("pod_ns_c-1.log");
+    let t = "2026-03-02T13:55:36.000000001Z";
+    let full: String = (0..20)
+        .map(|i| format!("{t} stdout F full {i}\n"))
+        .collect();
+    fs::write(&p, &full)?;
+    let mut cfg = config(&p, StartAt::Beginning, WatchMode::Notify);
+    cfg.wrapper = tokenwatch::source::wrapper::WrapperChoice::Cri;
+    let mut run = start(cfg.clone(), Some(&ck), 16)?;
+    append(&p, &format!("{t} stdout P joined "))?;
+    append(&p, &format!("1 \n{t} stderr F other\n"))?;
+    run.until_lines(21)?;
+    run.drain_for(Duration::from_millis(100));
+    run.stop()?;
+    assert_eq!(run.lines.last().map(String::as_str), Some("other"));
+    // The checkpoint stayed before the `P` piece: after a restart the line is read whole
+    // (and the stderr line after it once more: at-least-once, documented).
+    append(&p, &format!("{t} stdout F 2\n"))?;
+    let mut run2 = start(cfg, Some(&ck), 16)?;
+    run2.until_lines(2)?;
+    run2.drain_for(Duration::from_millis(100));
+    assert_eq!(run2.lines, vec!["other", "joined 1 2"]);
+    Ok(())
+}
+
+#[test]
+fn cri_file_of_only_partial_pieces_is_counted_and_bounded() -> R {
+    let dir = tempfile::tempdir()?;
+    let p = dir.path().join("pod_ns_c-1.log");
+    let piece = format!("2026-03-02T13:55:36Z stdout P {}\n", "y".repeat(16 * 1024));
+    let mut f = File::create(&p)?;
+    for _ in 0..200 {
+        f.write_all(piece.as_bytes())?; // 3.2 MB of one unfinished line
+    }
+    f.write_all(b"2026-03-02T13:55:36Z stdout F tail\n2026-03-02T13:55:37Z stdout F after\n")?;
+    drop(f);
+    let mut cfg = config(&p, StartAt::Beginning, WatchMode::Notify);
+    cfg.max_line_bytes = 64 * 1024;
+    let mut run = start(cfg, None, 16)?;
+    run.until_lines(1)?;
+    run.drain_for(Duration::from_millis(100));
+    assert_eq!(run.lines, vec!["after"]);
+    assert_eq!(get(&run.events.too_long), 1);
+    Ok(())
+}

@@ -71,6 +71,8 @@ pub struct TailConfig {
     pub poll_interval: Duration,
     /// Lines longer than this are dropped and counted.
     pub max_line_bytes: usize,
+    /// Container log wrapper of the files (joined lines are bounded by `max_line_bytes`).
+    pub wrapper: crate::source::wrapper::WrapperChoice,
 }
 
 impl TailConfig {
@@ -84,6 +86,7 @@ impl TailConfig {
             watch: WatchMode::Notify,
             poll_interval: Duration::from_millis(250),
             max_line_bytes: 102_400,
+            wrapper: crate::source::wrapper::WrapperChoice::Auto,
         }
     }
 }

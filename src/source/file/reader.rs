@@ -20,6 +20,7 @@ use super::sink::{Sink, Stopped};
 use super::tracked::{Opened, Tracked, BATCH_BYTES};
 use super::watch::DirWatcher;
 use super::{StartAt, TailConfig, WatchMode};
+use crate::source::wrapper::Unwrapper;
 
 /// A file no include path leads to any more is closed once idle this long.
 const ORPHAN_GRACE_MIN: Duration = Duration::from_secs(2);
@@ -224,6 +225,7 @@ impl Reader {
             file,
             id,
             fp,
+            unwrap: Unwrapper::new(src.cfg.wrapper, src.cfg.max_line_bytes),
         };
         let events = Arc::clone(&self.events);
         let mut t = Tracked::new(opened, split, Arc::clone(&self.registry), events);

@@ -13,13 +13,29 @@ use super::events::TailEvents;
 use super::identity::{fingerprint_file, fingerprint_of, DevIno};
 use super::lines::LineSplitter;
 use super::sink::{Sink, Stopped};
-use crate::event::SourceIdx;
+use crate::event::{EventTime, SourceIdx};
+use crate::source::wrapper::Unwrapper;
 use crate::source::{Ack, LineBatch};
 
 /// Lines per batch: a batch is flushed once it holds this many bytes.
 pub const BATCH_BYTES: usize = 64 * 1024;
 /// Batches read from one file per pass before the others get a turn.
 const BATCHES_PER_PASS: usize = 16;
+
+/// Lines on their way to the pipeline (and their container times, for wrapped files).
+struct Batch {
+    buf: Vec<u8>,
+    stamps: Vec<EventTime>,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Batch {
+            buf: Vec::with_capacity(BATCH_BYTES),
+            stamps: Vec::new(),
+        }
+    }
+}
 
 /// What one read pass over a file found.
 #[derive(Debug, Default)]
@@ -54,6 +70,10 @@ pub struct Tracked {
     last_size: u64,
     file: File,
     split: LineSplitter,
+    /// Container log wrapper state (pieces of a line being joined).
+    unwrap: Unwrapper,
+    /// Physical lines of a wrapped file, before unwrapping (reused).
+    phys: Vec<u8>,
     committed: Arc<AtomicU64>,
     sent_end: u64,
     source_name: Arc<str>,
@@ -77,6 +97,8 @@ pub struct Opened {
     pub id: DevIno,
     /// Its fingerprint.
     pub fp: Option<u64>,
+    /// Its container log wrapper (per file: detected from its own first line).
+    pub unwrap: Unwrapper,
 }
 
 impl Tracked {
@@ -100,6 +122,8 @@ impl Tracked {
             last_size: 0,
             file: o.file,
             split,
+            unwrap: o.unwrap,
+            phys: Vec::new(),
             committed: Arc::new(AtomicU64::new(start)),
             sent_end: start,
             source_name: o.source_name,
@@ -130,6 +154,7 @@ impl Tracked {
     /// Reads the file again from 0 (truncated or rewritten in place).
     pub fn restart(&mut self, max_line: usize) {
         self.split = LineSplitter::new(0, max_line);
+        self.unwrap.reset();
         // A fresh cell: acks of batches from before the truncation still in flight must not
         // push the new offset forward.
         self.committed = Arc::new(AtomicU64::new(0));
@@ -179,7 +204,7 @@ impl Tracked {
             self.restart(max_line);
             self.events.file_truncated(self.source, &self.path);
         }
-        let mut batch = Vec::with_capacity(BATCH_BYTES);
+        let mut batch = Batch::default();
         let mut sent = 0;
         loop {
             let n = self.file.read_at(scratch, self.split.next_offset())?;
@@ -202,10 +227,10 @@ impl Tracked {
             if self.fp.is_none() {
                 self.learn_fp(chunk)?;
             }
-            for _ in 0..self.split.feed(chunk, &mut batch) {
+            for _ in 0..self.feed(chunk, &mut batch) {
                 self.events.line_too_long(self.source);
             }
-            if batch.len() >= BATCH_BYTES {
+            if batch.buf.len() >= BATCH_BYTES {
                 if let Err(s) = self.flush(&mut batch, sink) {
                     return Ok(Err(s));
                 }
@@ -241,17 +266,38 @@ impl Tracked {
         Ok(())
     }
 
-    /// Sends the batch (possibly empty, to let dropped or skipped bytes be committed).
-    fn flush(&mut self, batch: &mut Vec<u8>, sink: &Sink) -> Result<(), Stopped> {
-        let end = self.split.line_end();
-        if batch.is_empty() && end == self.sent_end {
+    /// Splits a chunk into lines onto the batch, through the container wrapper unless the
+    /// file is plain (plain files take the direct, copy-once path). Returns how many lines
+    /// were dropped as too long.
+    fn feed(&mut self, chunk: &[u8], batch: &mut Batch) -> u32 {
+        if self.unwrap.is_plain() {
+            return self.split.feed(chunk, &mut batch.buf);
+        }
+        // Line starts are counted from the last line end; a dropped or NUL-skipped stretch
+        // in between only makes them earlier, so a checkpoint held at a piece's start is
+        // conservative (a line read twice, never one lost).
+        let base = self.split.line_end();
+        self.phys.clear();
+        let dropped = self.split.feed(chunk, &mut self.phys);
+        dropped
+            + self
+                .unwrap
+                .feed_buf(&self.phys, base, &mut batch.buf, &mut batch.stamps)
+    }
+
+    /// Sends the batch (possibly empty, to let dropped or skipped bytes be committed). The
+    /// offset never passes the first piece of a container line still being joined.
+    fn flush(&mut self, batch: &mut Batch, sink: &Sink) -> Result<(), Stopped> {
+        let end = self.unwrap.safe_end(self.split.line_end());
+        if batch.buf.is_empty() && end <= self.sent_end {
             return Ok(());
         }
-        let buf = std::mem::replace(batch, Vec::with_capacity(BATCH_BYTES));
+        let Batch { buf, stamps } = std::mem::take(batch);
         let ack = Ack::new(Arc::clone(&self.committed), end).with_file(self.fp.unwrap_or(0));
         sink.send(LineBatch {
             source: self.source,
             buf,
+            stamps,
             ack: Some(ack),
         })?;
         self.sent_end = end;
