@@ -168,6 +168,37 @@ fn outcome(error: Option<&str>, resolved: bool) -> Outcome {
 mod tests {
     use super::*;
 
+    fn parse_one(line: &str) -> Record<'_> {
+        let spec = ParserSpec {
+            preset: super::super::Preset::Vault,
+            ..ParserSpec::default()
+        };
+        match VaultParser::new(&spec).parse(line.as_bytes()) {
+            Ok(Parsed::Event(r)) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_client_token_is_the_id_and_the_accessor_is_linked() {
+        let ok = r#"{"time":"2026-03-02T13:55:36Z","type":"response","auth":{"client_token":"hmac-sha256:c1","accessor":"acc1"},"request":{"client_token":"hmac-sha256:c1","client_token_accessor":"acc1","remote_address":"192.0.2.1"}}"#;
+        let r = parse_one(ok);
+        assert_eq!(r.token.as_deref(), Some("hmac-sha256:c1"));
+        assert_eq!(r.alias.as_deref(), Some("acc1"));
+        assert_eq!(r.outcome, Outcome::Accepted);
+        // The same token after revocation: Vault resolves nothing, so no accessor; the id
+        // is the same, so the refusal is of a known token, not a guess.
+        let revoked = r#"{"time":"2026-03-02T13:56:36Z","type":"response","auth":{"token_type":"default"},"request":{"client_token":"hmac-sha256:c1","remote_address":"192.0.2.1"},"error":"1 error occurred:\n\t* permission denied\n\n"}"#;
+        let r = parse_one(revoked);
+        assert_eq!(r.token.as_deref(), Some("hmac-sha256:c1"));
+        assert_eq!(r.alias, None);
+        assert_eq!(r.outcome, Outcome::Rejected(Reason::Invalid));
+        // Only an accessor: it is the id.
+        let acc_only = r#"{"time":"2026-03-02T13:57:36Z","type":"response","auth":{"accessor":"acc2"},"request":{"remote_address":"192.0.2.1"}}"#;
+        let r = parse_one(acc_only);
+        assert_eq!((r.token.as_deref(), r.alias), (Some("acc2"), None));
+    }
+
     #[test]
     fn error_rules() {
         assert_eq!(outcome(None, true), Outcome::Accepted);
