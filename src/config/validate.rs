@@ -9,7 +9,7 @@ use toml::de::DeTable;
 use super::doc::{self, Seg};
 use super::error::Diag;
 use super::secret::{Secret, SecretSource};
-use super::source::{SourceConfig, TokenKind};
+use super::source::{SourceConfig, SourceKind, TokenKind};
 use super::Config;
 use crate::parse::{ClientIp, Preset};
 
@@ -142,7 +142,11 @@ fn check_source(c: &mut Checker<'_, '_, '_>, i: usize, s: &SourceConfig) {
             ),
         );
     }
-    check_paths(c, i, s);
+    match s.kind {
+        SourceKind::File => check_paths(c, i, s),
+        SourceKind::Syslog => check_syslog(c, i, s),
+        SourceKind::Journald => check_journald(c, i, s),
+    }
     if s.format == Preset::Regex && s.pattern.is_none() && !c.written(&source_key(i, "pattern")) {
         c.error(
             &[key("source"), Seg::Index(i)],
@@ -221,6 +225,45 @@ fn check_paths(c: &mut Checker<'_, '_, '_>, i: usize, s: &SourceConfig) {
         } else if let Err(e) = glob::Pattern::new(p) {
             c.error(&at, format!("invalid glob {p:?}: {}", e.msg));
         }
+    }
+}
+
+/// `kind = "syslog"`: a parsable listen address (a non-loopback one is allowed, with a
+/// warning: syslog has no authentication, so anyone who reaches the port can feed it lines).
+fn check_syslog(c: &mut Checker<'_, '_, '_>, i: usize, s: &SourceConfig) {
+    let Some(listen) = &s.listen else {
+        c.error(
+            &[key("source"), Seg::Index(i)],
+            "kind = \"syslog\" needs listen = \"udp://127.0.0.1:PORT\" or \"tcp://127.0.0.1:PORT\"".to_string(),
+        );
+        return;
+    };
+    match crate::source::syslog::Listen::parse(listen) {
+        Ok(l) if !l.addr().ip().is_loopback() => c.warning(
+            &source_key(i, "listen"),
+            format!("{listen} is not a loopback address: anyone who can reach it can send lines"),
+        ),
+        Ok(_) => {}
+        Err(e) => c.error(&source_key(i, "listen"), e),
+    }
+    for (k, v) in [
+        ("queue_messages", s.queue_messages),
+        ("max_connections", s.max_connections),
+        ("recv_buffer_bytes", s.recv_buffer_bytes),
+    ] {
+        if v == Some(0) {
+            c.error(&source_key(i, k), "must be at least 1".to_string());
+        }
+    }
+}
+
+/// `kind = "journald"`: at most one of `journal_dir` and `journal_file`.
+fn check_journald(c: &mut Checker<'_, '_, '_>, i: usize, s: &SourceConfig) {
+    if s.journal_dir.is_some() && s.journal_file.is_some() {
+        c.error(
+            &source_key(i, "journal_file"),
+            "set journal_dir or journal_file, not both".to_string(),
+        );
     }
 }
 

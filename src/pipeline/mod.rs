@@ -118,7 +118,7 @@ impl Pipeline {
 
     /// Processes a batch and then acknowledges it (so its checkpoint may advance).
     pub fn process(&mut self, batch: LineBatch) {
-        self.process_lines(batch.source, &batch.buf);
+        self.process_lines_timed(batch.source, &batch.buf, &batch.times);
         if let Some(ack) = batch.ack {
             ack.ack();
         }
@@ -127,11 +127,18 @@ impl Pipeline {
     /// Processes complete `\n`-terminated lines of one source (a final unterminated line is
     /// processed too) and flushes counters.
     pub fn process_lines(&mut self, source: SourceIdx, buf: &[u8]) {
+        self.process_lines_timed(source, buf, &[]);
+    }
+
+    /// Like [`process_lines`](Pipeline::process_lines), with `times[i]` the event time of
+    /// line `i` when the line has none of its own (lines past the end of `times` have none).
+    pub fn process_lines_timed(&mut self, source: SourceIdx, buf: &[u8], times: &[EventTime]) {
         let Some(stage) = self.stages.get_mut(usize::from(source)) else {
             return;
         };
         let mut counts = std::mem::take(&mut self.counts);
         let mut start = 0;
+        let mut times = times.iter();
         while start < buf.len() {
             let end = memchr::memchr(b'\n', &buf[start..]).map_or(buf.len(), |i| start + i);
             let line = &buf[start..end];
@@ -139,7 +146,7 @@ impl Pipeline {
             handle_line(
                 stage,
                 source,
-                line,
+                (line, times.next().copied()),
                 &self.fingerprinter,
                 &mut self.sink,
                 &mut counts,
@@ -161,7 +168,7 @@ impl Pipeline {
 fn handle_line(
     stage: &mut SourceStage,
     source: SourceIdx,
-    line: &[u8],
+    (line, fallback): (&[u8], Option<EventTime>),
     fp: &Fingerprinter,
     sink: &mut Option<Box<dyn EventSink>>,
     counts: &mut BatchCounts,
@@ -171,7 +178,8 @@ fn handle_line(
         return;
     }
     match stage.parser.parse(line) {
-        Ok(Parsed::Event(rec)) => {
+        Ok(Parsed::Event(mut rec)) => {
+            rec.time = rec.time.or(fallback);
             counts.parsed += 1;
             counts.checks += 1;
             if let Outcome::Rejected(r) = rec.outcome {

@@ -208,7 +208,12 @@ impl Edge {
 
     /// Runs one batch line by line, so each event knows its line's byte offset.
     fn process(&mut self, batch: LineBatch) {
-        let LineBatch { source, buf, ack } = batch;
+        let LineBatch {
+            source,
+            buf,
+            ack,
+            times,
+        } = batch;
         let (file, end) = ack
             .as_ref()
             .map_or((0, buf.len() as u64), |a| (a.file_id(), a.end_offset()));
@@ -219,6 +224,7 @@ impl Edge {
         self.cursor.batch.store(seq, Ordering::Relaxed);
         self.cursor.file.store(file, Ordering::Relaxed);
         let mut start = 0;
+        let mut line_no = 0;
         while start < buf.len() {
             let end = memchr::memchr(b'\n', buf.get(start..).unwrap_or_default())
                 .map_or(buf.len(), |i| start + i + 1);
@@ -226,7 +232,9 @@ impl Edge {
                 .offset
                 .store(base + start as u64, Ordering::Relaxed);
             let line = buf.get(start..end).unwrap_or_default();
-            self.pipeline.process_lines(source, line);
+            let time = times.get(line_no..=line_no).unwrap_or_default();
+            self.pipeline.process_lines_timed(source, line, time);
+            line_no += 1;
             start = end;
         }
         self.publisher.end_batch(seq);

@@ -6,10 +6,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::event::SourceIdx;
+use crate::event::{EventTime, SourceIdx};
 
 pub mod file;
+pub mod journald;
 pub mod replay;
+pub mod syslog;
 pub mod tail_metrics;
 
 /// Complete lines read from one file, each terminated by `\n`. Over-long lines are dropped
@@ -23,6 +25,10 @@ pub struct LineBatch {
     pub buf: Vec<u8>,
     /// Acknowledge after processing so the checkpoint may advance past these lines.
     pub ack: Option<Ack>,
+    /// Per line, the time its transport recorded (a syslog header, the journal's
+    /// `__REALTIME_TIMESTAMP`), used when the line itself carries none; empty when the
+    /// source has no such time (files).
+    pub times: Vec<EventTime>,
 }
 
 impl LineBatch {
@@ -87,6 +93,7 @@ mod tests {
             source: 0,
             buf: b"a\nbb\n\nc\n".to_vec(),
             ack: None,
+            times: Vec::new(),
         };
         let v: Vec<&[u8]> = b.lines().collect();
         assert_eq!(v, vec![&b"a"[..], b"bb", b"", b"c"]);
@@ -94,6 +101,7 @@ mod tests {
             source: 0,
             buf: Vec::new(),
             ack: None,
+            times: Vec::new(),
         };
         assert_eq!(e.lines().count(), 0);
     }

@@ -253,6 +253,7 @@ impl Tracked {
             source: self.source,
             buf,
             ack: Some(ack),
+            times: Vec::new(),
         })?;
         self.sent_end = end;
         Ok(())
