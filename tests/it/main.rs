@@ -24,4 +24,5 @@ mod prometheus;
 mod respond;
 mod secrets;
 mod support;
+mod syslog;
 mod tailer;

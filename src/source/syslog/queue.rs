@@ -89,6 +89,9 @@ fn forward(rx: Receiver<LineBatch>, out: SyncSender<LineBatch>, queued: Arc<Atom
 /// Collects messages into a batch for one producer.
 pub struct Batcher {
     source: SourceIdx,
+    /// Messages per batch: a quarter of the queue at most, so a small queue still takes
+    /// several batches instead of refusing each one whole.
+    limit: usize,
     buf: Vec<u8>,
     times: Vec<EventTime>,
     started: Option<Instant>,
@@ -100,6 +103,7 @@ impl Batcher {
     pub fn new(source: SourceIdx, queue: Queue) -> Self {
         Batcher {
             source,
+            limit: (queue.cap / 4).clamp(1, BATCH_MESSAGES),
             buf: Vec::with_capacity(BATCH_BYTES),
             times: Vec::with_capacity(BATCH_MESSAGES),
             started: None,
@@ -122,7 +126,7 @@ impl Batcher {
         self.buf.push(b'\n');
         self.times.push(time);
         self.started.get_or_insert_with(Instant::now);
-        if self.times.len() >= BATCH_MESSAGES || self.buf.len() >= BATCH_BYTES {
+        if self.times.len() >= self.limit || self.buf.len() >= BATCH_BYTES {
             self.flush();
         }
     }
