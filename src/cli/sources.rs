@@ -5,8 +5,8 @@ use std::sync::mpsc::SyncSender;
 
 use anyhow::Context;
 
-use crate::config::{SourceConfig, SourceKind};
 use crate::config::Config;
+use crate::config::{SourceConfig, SourceKind};
 use crate::metrics::{DropReason, Metrics};
 use crate::parse::time::Zone;
 use crate::source::journald::{self, Journald, JournaldConfig, JournaldHandle};
@@ -37,9 +37,8 @@ impl Listeners {
                     let c = syslog_config(s, idx)?;
                     let addr = c.listen;
                     let counters = syslog::Counters::new(metrics, &s.name);
-                    let h = Syslog::start(c, out.clone(), counters).with_context(|| {
-                        format!("source {:?}: listening on {addr:?}", s.name)
-                    })?;
+                    let h = Syslog::start(c, out.clone(), counters)
+                        .with_context(|| format!("source {:?}: listening on {addr:?}", s.name))?;
                     l.syslog.push(h);
                 }
                 SourceKind::Journald => {
@@ -88,7 +87,10 @@ pub fn finish(journald: Vec<JournaldHandle>) -> anyhow::Result<()> {
 }
 
 fn syslog_config(s: &SourceConfig, idx: u16) -> anyhow::Result<SyslogConfig> {
-    let listen = s.listen.as_deref().context("syslog source without listen")?;
+    let listen = s
+        .listen
+        .as_deref()
+        .context("syslog source without listen")?;
     Ok(SyslogConfig {
         source: idx,
         name: s.name.clone(),

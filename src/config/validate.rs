@@ -234,7 +234,8 @@ fn check_syslog(c: &mut Checker<'_, '_, '_>, i: usize, s: &SourceConfig) {
     let Some(listen) = &s.listen else {
         c.error(
             &[key("source"), Seg::Index(i)],
-            "kind = \"syslog\" needs listen = \"udp://127.0.0.1:PORT\" or \"tcp://127.0.0.1:PORT\"".to_string(),
+            "kind = \"syslog\" needs listen = \"udp://127.0.0.1:PORT\" or \"tcp://127.0.0.1:PORT\""
+                .to_string(),
         );
         return;
     };

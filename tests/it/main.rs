@@ -11,6 +11,7 @@ mod e2e;
 mod faults;
 mod geo;
 mod hostile;
+mod journald;
 #[cfg(feature = "kafka")]
 mod kafka;
 #[cfg(feature = "kafka")]

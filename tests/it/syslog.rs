@@ -137,7 +137,11 @@ http {{
 fn get(addr: &str, path: &str, key: &str) -> Option<u16> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\nX-Key-Id: {key}\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: x\r\nX-Key-Id: {key}\r\n\r\n"
+    )
+    .ok()?;
     let mut resp = String::new();
     s.read_to_string(&mut resp).ok()?;
     resp.get(9..12)?.parse().ok()
@@ -205,18 +209,30 @@ fn tcp_octet_counted_and_newline_frames_with_program_filter() {
     let mut out = Vec::new();
     for i in 0..10 {
         // RFC 5424, octet-counted (rsyslog's and syslog-ng's TCP output).
-        let m = format!("<190>1 2026-12-07T10:00:00Z gw nginx - - - {}", line(401, &format!("ak_{i}")));
+        let m = format!(
+            "<190>1 2026-12-07T10:00:00Z gw nginx - - - {}",
+            line(401, &format!("ak_{i}"))
+        );
         out.extend_from_slice(format!("{} {m}", m.len()).as_bytes());
         // RFC 3164, newline-framed (nginx-style).
-        let m = format!("<190>Dec  7 10:00:00 gw nginx: {}\n", line(200, &format!("ak_{i}")));
+        let m = format!(
+            "<190>Dec  7 10:00:00 gw nginx: {}\n",
+            line(200, &format!("ak_{i}"))
+        );
         out.extend_from_slice(m.as_bytes());
         // Another program: filtered out, counted as skipped.
-        out.extend_from_slice(format!("<13>Dec  7 10:00:00 gw sshd[7]: {}\n", line(401, "x")).as_bytes());
+        out.extend_from_slice(
+            format!("<13>Dec  7 10:00:00 gw sshd[7]: {}\n", line(401, "x")).as_bytes(),
+        );
     }
     s.write_all(&out).unwrap();
     wait_metric(&mut d, CHECKS, 20.0);
     wait_metric(&mut d, INVALID, 10.0);
-    wait_metric(&mut d, "tokenwatch_lines_total{result=\"skipped\",source=\"nginx\"}", 10.0);
+    wait_metric(
+        &mut d,
+        "tokenwatch_lines_total{result=\"skipped\",source=\"nginx\"}",
+        10.0,
+    );
     assert!(d.terminate().success());
 }
 
@@ -279,21 +295,32 @@ fn hostile_tcp_10mb_frame_closes_and_a_flood_beyond_the_queue_is_counted() {
     let _ = s.write_all(b"10485760 <190>1 - - nginx - - - ");
     let _ = s.write_all(&vec![b'A'; 10 << 20]);
     let mut buf = [0u8; 1];
-    assert!(matches!(s.read(&mut buf), Ok(0) | Err(_)), "connection left open");
+    assert!(
+        matches!(s.read(&mut buf), Ok(0) | Err(_)),
+        "connection left open"
+    );
     // 10 MB without a newline: refused once past the cap, the connection closed.
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let _ = s.write_all(b"<190>Dec  7 10:00:00 gw nginx: ");
     let _ = s.write_all(&vec![b'A'; 10 << 20]);
-    assert!(matches!(s.read(&mut buf), Ok(0) | Err(_)), "connection left open");
-    wait_for(30, "two too_long frames", || (dropped(&d, "too_long") == 2.0).then_some(()));
+    assert!(
+        matches!(s.read(&mut buf), Ok(0) | Err(_)),
+        "connection left open"
+    );
+    wait_for(30, "two too_long frames", || {
+        (dropped(&d, "too_long") == 2.0).then_some(())
+    });
 
     // A flood over TCP (no kernel loss): every message is either counted as a check or
     // as dropped because the 64-message queue was full.
     let sent = 200_000u64;
     let mut flood = Vec::new();
     for i in 0..sent {
-        let m = format!("<190>Dec  7 10:00:00 gw nginx: {}\n", line(200, &format!("ak_{}", i % 1000)));
+        let m = format!(
+            "<190>Dec  7 10:00:00 gw nginx: {}\n",
+            line(200, &format!("ak_{}", i % 1000))
+        );
         flood.extend_from_slice(m.as_bytes());
     }
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -311,7 +338,10 @@ fn hostile_tcp_10mb_frame_closes_and_a_flood_beyond_the_queue_is_counted() {
         .unwrap_or(0.0) as u64;
         (checks + full == sent).then_some((checks, full))
     });
-    assert!(dropped(&d, "queue_full") > 0.0, "the flood never filled the queue");
+    assert!(
+        dropped(&d, "queue_full") > 0.0,
+        "the flood never filled the queue"
+    );
     let rss_after = rss_kib(d.pid());
     assert!(
         rss_after < rss_before + 100 * 1024,

@@ -104,8 +104,19 @@ mod tests {
     fn refuses_junk() {
         assert_eq!(parse(b"not json"), Err(EntryError::Json));
         assert_eq!(parse(br#"{"MESSAGE":"no cursor"}"#), Err(EntryError::Json));
-        assert_eq!(parse(br#"{"__CURSOR":"c","MESSAGE":[1,300]}"#), Err(EntryError::Message));
-        assert_eq!(parse(br#"{"__CURSOR":"c","MESSAGE":{"a":1}}"#), Err(EntryError::Message));
-        assert_eq!(parse(br#"{"__CURSOR":"c","__REALTIME_TIMESTAMP":"-5","MESSAGE":"x"}"#).unwrap().time, None);
+        assert_eq!(
+            parse(br#"{"__CURSOR":"c","MESSAGE":[1,300]}"#),
+            Err(EntryError::Message)
+        );
+        assert_eq!(
+            parse(br#"{"__CURSOR":"c","MESSAGE":{"a":1}}"#),
+            Err(EntryError::Message)
+        );
+        assert_eq!(
+            parse(br#"{"__CURSOR":"c","__REALTIME_TIMESTAMP":"-5","MESSAGE":"x"}"#)
+                .unwrap()
+                .time,
+            None
+        );
     }
 }

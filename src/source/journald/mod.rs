@@ -73,7 +73,8 @@ pub struct JournaldConfig {
 impl JournaldConfig {
     /// The cursor file of this source.
     pub fn cursor_path(&self) -> PathBuf {
-        self.state_dir.join(format!("journald-{}.cursor", self.name))
+        self.state_dir
+            .join(format!("journald-{}.cursor", self.name))
     }
 
     /// journalctl's arguments, resuming after `cursor` when there is one.
@@ -330,7 +331,11 @@ impl Follower {
         };
         let mut r = BufReader::with_capacity(256 * 1024, stdout);
         // A JSON line is longer than its message (escapes, other fields): room for both.
-        let cap = self.cfg.max_message_bytes.saturating_mul(6).saturating_add(64 * 1024);
+        let cap = self
+            .cfg
+            .max_message_bytes
+            .saturating_mul(6)
+            .saturating_add(64 * 1024);
         let mut line = Vec::new();
         let mut batch = Pending::default();
         loop {

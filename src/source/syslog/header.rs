@@ -240,8 +240,14 @@ mod tests {
     #[test]
     fn refuses_without_pri_and_never_panics_on_junk() {
         let now = utc("2026-03-02T14:00:00Z");
-        assert_eq!(parse(b"hello", &Zone::default(), now), Err(HeaderError::Pri));
-        assert_eq!(parse(b"<192>x", &Zone::default(), now), Err(HeaderError::Pri));
+        assert_eq!(
+            parse(b"hello", &Zone::default(), now),
+            Err(HeaderError::Pri)
+        );
+        assert_eq!(
+            parse(b"<192>x", &Zone::default(), now),
+            Err(HeaderError::Pri)
+        );
         assert_eq!(parse(b"<>x", &Zone::default(), now), Err(HeaderError::Pri));
         for junk in [
             &b"<1>"[..],

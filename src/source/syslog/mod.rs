@@ -46,8 +46,11 @@ pub enum Listen {
 impl Listen {
     /// Parses `udp://IP:PORT` or `tcp://IP:PORT` (IPv6 as `[::1]:PORT`).
     pub fn parse(s: &str) -> Result<Listen, String> {
-        let bad = |why: &str| format!("invalid listen {s:?}: {why} (e.g. \"udp://127.0.0.1:5514\")");
-        let (scheme, addr) = s.split_once("://").ok_or_else(|| bad("no udp:// or tcp://"))?;
+        let bad =
+            |why: &str| format!("invalid listen {s:?}: {why} (e.g. \"udp://127.0.0.1:5514\")");
+        let (scheme, addr) = s
+            .split_once("://")
+            .ok_or_else(|| bad("no udp:// or tcp://"))?;
         let addr: SocketAddr = addr.parse().map_err(|_| bad("not IP:PORT"))?;
         match scheme {
             "udp" => Ok(Listen::Udp(addr)),
@@ -170,11 +173,8 @@ impl Syslog {
             tracing::warn!(source = %cfg.name, listen = %cfg.listen.addr(),
                 "syslog listens on a non-loopback address: anyone who can reach it can send lines");
         }
-        let (queue, forwarder) = queue::Queue::start(
-            cfg.queue_messages,
-            out,
-            counters.queue_full.clone(),
-        )?;
+        let (queue, forwarder) =
+            queue::Queue::start(cfg.queue_messages, out, counters.queue_full.clone())?;
         let stop = Arc::new(AtomicBool::new(false));
         let shared = Shared {
             cfg: Arc::new(cfg.clone()),

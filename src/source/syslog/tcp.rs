@@ -220,7 +220,10 @@ mod tests {
     #[tokio::test]
     async fn both_framings_on_one_stream() {
         let (got, err) = frames(b"11 <13>1 - - x<13>hello\n5 <1>ab<1>tail", 100).await;
-        assert_eq!(got, vec![&b"<13>1 - - x"[..], b"<13>hello", b"<1>ab", b"<1>tail"]);
+        assert_eq!(
+            got,
+            vec![&b"<13>1 - - x"[..], b"<13>hello", b"<1>ab", b"<1>tail"]
+        );
         assert_eq!(err, None);
     }
 
@@ -228,7 +231,10 @@ mod tests {
     async fn over_long_frames_and_bad_lengths_close() {
         assert_eq!(frames(b"999 <1>x", 100).await.1, Some(FrameError::TooLong));
         assert_eq!(frames(&[b'<'; 300], 100).await.1, Some(FrameError::TooLong));
-        assert_eq!(frames(b"12345678901234 x", 100).await.1, Some(FrameError::BadLength));
+        assert_eq!(
+            frames(b"12345678901234 x", 100).await.1,
+            Some(FrameError::BadLength)
+        );
         assert_eq!(frames(b"12x", 100).await.1, Some(FrameError::BadLength));
         // Exactly at the cap is fine.
         let (got, err) = frames(b"<1>456789\n", 9).await;

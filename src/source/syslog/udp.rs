@@ -40,7 +40,11 @@ fn bind(addr: SocketAddr, recv_buffer: Option<usize>) -> std::io::Result<UdpSock
     s.bind(&addr.into())?;
     let got = s.recv_buffer_size()?;
     if got < size {
-        tracing::warn!(asked = size, got, "syslog: SO_RCVBUF capped by net.core.rmem_max");
+        tracing::warn!(
+            asked = size,
+            got,
+            "syslog: SO_RCVBUF capped by net.core.rmem_max"
+        );
     }
     Ok(s.into())
 }
