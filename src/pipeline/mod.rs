@@ -257,3 +257,51 @@ fn flush(
         ..BatchCounts::default()
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::{build, ParserSpec, Preset};
+
+    /// Collects events.
+    struct Keep(std::sync::Arc<std::sync::Mutex<Vec<AuthEvent>>>);
+
+    impl EventSink for Keep {
+        fn event(&mut self, ev: AuthEvent) {
+            self.0.lock().unwrap().push(ev);
+        }
+    }
+
+    #[test]
+    fn a_transport_time_fills_in_only_for_lines_without_one() {
+        let spec = ParserSpec {
+            preset: Preset::Regex,
+            pattern: Some(r"^(?P<token>\S+) (?P<status>\d+)(?: (?P<ts>\S+))?$".into()),
+            ..ParserSpec::default()
+        };
+        let m = crate::metrics::Metrics::new();
+        let stage = SourceStage {
+            name: "s".into(),
+            parser: build(&spec).unwrap(),
+            token_kind: TokenKind::Id,
+            metrics: m.source("s"),
+        };
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let fp = Fingerprinter::new(b"0123456789abcdef0123456789abcdef");
+        let mut p = Pipeline::new(vec![stage], fp, Some(Box::new(Keep(got.clone()))));
+        let t = EventTime::from_millis(1_000_000);
+        p.process(LineBatch {
+            source: 0,
+            buf: b"a 200\nb 200 1970-01-01T00:00:05Z\n".to_vec(),
+            ack: None,
+            times: vec![t, t],
+        });
+        let times: Vec<i64> = got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.time.as_millis())
+            .collect();
+        assert_eq!(times, vec![1_000_000, 5_000]);
+    }
+}
