@@ -31,7 +31,7 @@ use tokio::process::{Child, Command};
 use crate::durable::{read_state, write_state, Loaded};
 use crate::event::{EventTime, SourceIdx};
 use crate::source::file::StartAt;
-use crate::source::syslog::queue::{BATCH_BYTES, BATCH_MESSAGES};
+use crate::source::syslog::queue::{Stream, BATCH_BYTES, BATCH_MESSAGES};
 use crate::source::{Ack, LineBatch};
 
 pub mod entry;
@@ -115,7 +115,7 @@ pub struct Counters {
     pub skipped: IntCounter,
 }
 
-/// Acked progress: batch sequence numbers and the cursor each batch ends at.
+/// Acked progress: batch end positions and the cursor each batch ends at.
 #[derive(Default)]
 struct Progress {
     /// The highest acked batch end (published by [`Ack`]).
@@ -187,7 +187,7 @@ impl Journald {
             stop: Arc::clone(&stop),
             ready: Arc::clone(&ready),
             cursor,
-            seq: 0,
+            stream: Stream::new(),
         };
         let follow = rt.spawn(follower.run());
         let (p, file) = (Arc::clone(&progress), path.clone());
@@ -262,8 +262,8 @@ struct Follower {
     ready: Arc<AtomicBool>,
     /// The cursor of the last entry read (sent or not): where a restart resumes.
     cursor: Option<String>,
-    /// Entries read, the sequence that acks publish.
-    seq: u64,
+    /// Bytes sent: the position acks publish (and the Kafka edge's event offsets).
+    stream: Stream,
 }
 
 /// Why reading stopped.
@@ -388,12 +388,14 @@ impl Follower {
         let Some(cursor) = batch.cursor.take() else {
             return Ok(());
         };
-        self.seq += batch.entries;
-        let end = self.seq;
+        // A batch of entries without messages has no bytes: its end equals the previous
+        // one, which acks in order just the same.
+        let end = self.stream.advance(batch.buf.len());
+        let ack = Ack::new(Arc::clone(&self.progress.committed), end).with_file(self.stream.id());
         let mut lb = LineBatch {
             source: self.cfg.source,
             buf: std::mem::take(&mut batch.buf),
-            ack: Some(Ack::new(Arc::clone(&self.progress.committed), end)),
+            ack: Some(ack),
             times: std::mem::take(&mut batch.times),
         };
         batch.entries = 0;

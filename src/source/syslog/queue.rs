@@ -49,7 +49,7 @@ impl Queue {
         let fwd = Arc::clone(&queued);
         let handle = thread::Builder::new()
             .name("syslog-forward".into())
-            .spawn(move || forward(rx, out, fwd))?;
+            .spawn(move || forward(rx, out, fwd, Stream::new()))?;
         let q = Queue {
             tx,
             queued,
@@ -77,9 +77,71 @@ impl Queue {
     }
 }
 
-fn forward(rx: Receiver<LineBatch>, out: SyncSender<LineBatch>, queued: Arc<AtomicUsize>) {
-    while let Ok(batch) = rx.recv() {
+/// Positions for a stream that has no file offsets (syslog, journald).
+///
+/// The Kafka edge names each event by (edge, file id, byte offset) and workers drop an
+/// event at or below the highest offset seen for that file as a duplicate. A stream gets a
+/// file id of its own for this process's life and counts its bytes, so its events keep
+/// distinct, increasing ids (an ack on such a batch commits nothing: nothing to resume).
+pub struct Stream {
+    id: u64,
+    bytes: u64,
+    committed: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Stream {
+    /// A new stream with an id unique to this process run.
+    pub fn new() -> Stream {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        h.write_u32(std::process::id());
+        Stream {
+            id: h.finish() | 1,
+            bytes: 0,
+            committed: Arc::default(),
+        }
+    }
+
+    /// The stream id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Counts `len` more bytes: the offset just past them.
+    pub fn advance(&mut self, len: usize) -> u64 {
+        self.bytes += len as u64;
+        self.bytes
+    }
+
+    /// An ack naming the stream and the offset after `batch` (which it counts).
+    fn stamp(&mut self, batch: &mut LineBatch) {
+        let end = self.advance(batch.buf.len());
+        batch.ack =
+            Some(crate::source::Ack::new(Arc::clone(&self.committed), end).with_file(self.id));
+    }
+}
+
+impl Default for Stream {
+    fn default() -> Self {
+        Stream::new()
+    }
+}
+
+/// Moves batches on in the order they were queued, stamping their position.
+fn forward(
+    rx: Receiver<LineBatch>,
+    out: SyncSender<LineBatch>,
+    queued: Arc<AtomicUsize>,
+    mut stream: Stream,
+) {
+    while let Ok(mut batch) = rx.recv() {
         queued.fetch_sub(batch.times.len(), Ordering::AcqRel);
+        stream.stamp(&mut batch);
         if out.send(batch).is_err() {
             return; // the pipeline is gone (shutting down)
         }
