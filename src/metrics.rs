@@ -259,7 +259,7 @@ impl Metrics {
             dropped: counter_vec(
                 &r,
                 "tokenwatch_source_dropped_total",
-                "Messages a network source (syslog) dropped before parsing, by reason (connection_limit counts connections).",
+                "Messages a syslog or journald source dropped before parsing, by reason (connection_limit counts TCP connections).",
                 &["source", "reason"],
             ),
             checkpoint_last_success: reg(
