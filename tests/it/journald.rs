@@ -186,3 +186,32 @@ token_kind = "id"
     );
     assert!(d.terminate().success());
 }
+
+#[test]
+fn journalctl_failing_is_logged_and_restarted_until_the_journal_appears() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("later.journal");
+    let cfg = dir.path().join("tokenwatch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = \"{}\"\n[[source]]\nname = \"journal\"\n\
+             kind = \"journald\"\njournal_file = \"{}\"\nstart_at = \"beginning\"\ntoken_kind = \"id\"\n",
+            dir.path().join("state").display(),
+            journal.display()
+        ),
+    )
+    .unwrap();
+    let mut d = Daemon::start(&cfg, dir.path(), &[]);
+    // journalctl exits at once (no such file): its stderr is logged and it is restarted.
+    wait_for(30, "journalctl's error logged twice", || {
+        d.assert_running();
+        let log = d.log();
+        (log.matches("journalctl exited; restarting").count() >= 2
+            && log.contains("journalctl: Failed to open files"))
+        .then_some(())
+    });
+    append(&journal, &nginx_entries(0, 6));
+    wait_metric(&mut d, CHECKS, 6);
+    assert!(d.terminate().success());
+}
