@@ -5,16 +5,19 @@
 # COUNT datagrams, then /metrics until the counters stop moving. Reports the messages
 # tokenwatch counted (auth_token_check_total), its own drops (queue_full), the kernel's
 # drops on the socket (/proc/net/udp), and the counted rate (counted / time from the first
-# datagram sent until the last one was counted).
+# datagram sent until the last one was counted), and tokenwatch's CPU time for the run
+# (user + system from /proc/PID/stat, all its threads): counted / CPU-s is what one core
+# sustains, whatever else the machine was doing. On loopback part of the receive path (the
+# kernel delivering the datagram to the socket) runs in the *sender's* system time.
 # Usage: bench/syslog.sh                    # RATES="0 300000 200000 100000 50000" COUNT=1000000
 # Environment: RATES (0 = as fast as the sender can), COUNT, RCVBUF (recv_buffer_bytes;
-# empty = the kernel default), CARGO_TARGET_DIR, BENCH_DIR.
+# unset = tokenwatch's default, 0 = the kernel's), CARGO_TARGET_DIR, BENCH_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RATES=${RATES:-"0 300000 200000 100000 50000"}
 COUNT=${COUNT:-1000000}
-RCVBUF=${RCVBUF-8388608}
+RCVBUF=${RCVBUF-}
 DIR=${BENCH_DIR:-${TMPDIR:-/tmp}/tokenwatch-syslog-bench}
 TARGET=${CARGO_TARGET_DIR:-target}
 rm -rf "$DIR" && mkdir -p "$DIR"
@@ -33,8 +36,11 @@ metric() { # metric SERIES: its value from /metrics, 0 when absent
 
 now() { date +%s.%N; }
 
-printf '| rate asked (msg/s) | sent | sender rate | counted | queue_full | kernel drops | lost | counted msg/s |\n'
-printf '|---|---|---|---|---|---|---|---|\n'
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+TICK=$(getconf CLK_TCK)
+
+printf '| rate asked (msg/s) | sent | sender rate | counted | queue_full | kernel drops | lost | counted msg/s | tokenwatch CPU-s | msg per CPU-s |\n'
+printf '|---|---|---|---|---|---|---|---|---|---|\n'
 for RATE in $RATES; do
   PORT=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   rm -rf "$DIR/state" "$DIR/addr"
@@ -48,6 +54,7 @@ for RATE in $RATES; do
   for _ in $(seq 300); do [ -s "$DIR/addr" ] && break; sleep 0.05; done
   ADDR=$(cat "$DIR/addr")
   for _ in $(seq 300); do curl -sf "http://$ADDR/readyz" >/dev/null && break; sleep 0.05; done
+  CPU0=$(cpu_ticks "$PID")
   T0=$(now)
   SENT_LINE=$(taskset -c 0 "$SEND" "127.0.0.1:$PORT" "$COUNT" "$RATE")
   # Wait until the count stops moving for 1 s; the time of the last change ends the run.
@@ -61,6 +68,7 @@ for RATE in $RATES; do
     fi
     sleep 0.05
   done
+  CPU1=$(cpu_ticks "$PID")
   FULL=$(metric 'tokenwatch_source_dropped_total{reason="queue_full",source="syslog"}')
   HEXPORT=$(printf '%04X' "$PORT")
   KDROPS=$(awk -v p=":$HEXPORT" '$2 ~ p"$" { print $NF }' /proc/net/udp | head -1)
@@ -70,5 +78,7 @@ for RATE in $RATES; do
   # The last change is seen up to one poll (50 ms) late: the rate is slightly pessimistic.
   SECS=$(echo "$TLAST - $T0" | bc)
   RATE_OUT=$(echo "$LAST / $SECS" | bc)
-  printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "${RATE/#0/max}" "$SENT" "$SRATE" "$LAST" "$FULL" "${KDROPS:-?}" "$((SENT - ${LAST%.*}))" "$RATE_OUT"
+  CPUS=$(echo "scale=2; ($CPU1 - $CPU0) / $TICK" | bc)
+  PER_CPU=$(echo "$LAST * $TICK / ($CPU1 - $CPU0)" | bc)
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${RATE/#0/max}" "$SENT" "$SRATE" "$LAST" "$FULL" "${KDROPS:-?}" "$((SENT - ${LAST%.*}))" "$RATE_OUT" "$CPUS" "$PER_CPU"
 done

@@ -99,7 +99,7 @@ fn syslog_config(s: &SourceConfig, idx: u16) -> anyhow::Result<SyslogConfig> {
         max_message_bytes: s.max_line_bytes,
         queue_messages: s.queue_messages.unwrap_or(syslog::DEFAULT_QUEUE_MESSAGES),
         max_connections: s.max_connections.unwrap_or(syslog::DEFAULT_MAX_CONNECTIONS),
-        recv_buffer_bytes: s.recv_buffer_bytes,
+        recv_buffer_bytes: s.recv_buffer_bytes.unwrap_or(syslog::DEFAULT_RECV_BUFFER),
         zone: Zone::new(Some(s.timezone.time_zone())),
     })
 }

@@ -259,8 +259,8 @@ pub struct SourceConfig {
     /// syslog over TCP: simultaneous connections; more are closed at once (default 256).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,
-    /// syslog over UDP: the socket's receive buffer (`SO_RCVBUF`) in bytes (default: the
-    /// kernel's, `net.core.rmem_default`; capped by `net.core.rmem_max`).
+    /// syslog over UDP: the socket's receive buffer (`SO_RCVBUF`) in bytes, capped by
+    /// `net.core.rmem_max` (default 4194304; 0 leaves the kernel's `net.core.rmem_default`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recv_buffer_bytes: Option<usize>,
     /// journald: only these systemd units (`journalctl --unit`; default: all).

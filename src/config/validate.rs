@@ -250,7 +250,6 @@ fn check_syslog(c: &mut Checker<'_, '_, '_>, i: usize, s: &SourceConfig) {
     for (k, v) in [
         ("queue_messages", s.queue_messages),
         ("max_connections", s.max_connections),
-        ("recv_buffer_bytes", s.recv_buffer_bytes),
     ] {
         if v == Some(0) {
             c.error(&source_key(i, k), "must be at least 1".to_string());

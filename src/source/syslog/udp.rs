@@ -28,12 +28,12 @@ pub(super) fn start(
     Ok((local, handle))
 }
 
-/// A UDP socket on `addr`, with `SO_RCVBUF` set when asked (the kernel caps it at
-/// `net.core.rmem_max` and doubles it for bookkeeping; the effective size is logged).
-fn bind(addr: SocketAddr, recv_buffer: Option<usize>) -> std::io::Result<UdpSocket> {
-    let Some(size) = recv_buffer else {
+/// A UDP socket on `addr`, with `SO_RCVBUF` set unless `size` is 0 (the kernel caps it
+/// at `net.core.rmem_max` and doubles it for bookkeeping).
+fn bind(addr: SocketAddr, size: usize) -> std::io::Result<UdpSocket> {
+    if size == 0 {
         return UdpSocket::bind(addr);
-    };
+    }
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     s.set_recv_buffer_size(size)?;
