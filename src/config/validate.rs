@@ -175,6 +175,36 @@ fn check_source(c: &mut Checker<'_, '_, '_>, i: usize, s: &SourceConfig) {
         );
     }
     warn_unused_keys(c, i, s.format);
+    warn_other_kinds_keys(c, i, s.kind);
+}
+
+/// Keys of another `kind` of source: ignored, likely a mistake.
+fn warn_other_kinds_keys(c: &mut Checker<'_, '_, '_>, i: usize, kind: SourceKind) {
+    use SourceKind::{File, Journald, Syslog};
+    let used_by: [(&str, &[SourceKind]); 14] = [
+        ("path", &[File]),
+        ("include", &[File]),
+        ("watch", &[File]),
+        ("poll_interval_ms", &[File]),
+        ("start_at", &[File, Journald]),
+        ("listen", &[Syslog]),
+        ("program", &[Syslog]),
+        ("queue_messages", &[Syslog]),
+        ("max_connections", &[Syslog]),
+        ("recv_buffer_bytes", &[Syslog]),
+        ("units", &[Journald]),
+        ("identifiers", &[Journald]),
+        ("journal_dir", &[Journald]),
+        ("journal_file", &[Journald]),
+    ];
+    for (k, kinds) in used_by {
+        if !kinds.contains(&kind) && c.has(&source_key(i, k)) {
+            c.warning(
+                &source_key(i, k),
+                format!("{k} is not used by kind = \"{}\"; ignored", kind.name()),
+            );
+        }
+    }
 }
 
 /// The named captures the regex preset reads.

@@ -728,3 +728,22 @@ kind = "sockets"
         assert!(all.contains(want), "{want:?} missing in:\n{all}");
     }
 }
+
+#[test]
+fn keys_of_another_source_kind_warn() {
+    let c = load(
+        "[[source]]\nkind = \"syslog\"\nlisten = \"udp://127.0.0.1:5514\"\npath = \"/x\"\nunits = [\"a\"]\nstart_at = \"beginning\"\n",
+    )
+    .unwrap();
+    let w: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
+    let w = w.join("\n");
+    for k in ["path", "units", "start_at"] {
+        assert!(
+            w.contains(&format!("{k} is not used by kind = \"syslog\"")),
+            "{w}"
+        );
+    }
+    let c = load("[[source]]\npath = \"/x\"\nlisten = \"udp://127.0.0.1:1\"\n").unwrap();
+    let w: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
+    assert!(w.join("\n").contains("listen is not used by kind = \"file\""));
+}
