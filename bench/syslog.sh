@@ -37,10 +37,16 @@ metric() { # metric SERIES: its value from /metrics, 0 when absent
 now() { date +%s.%N; }
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# The receiver thread alone (the syslog source itself: recv, header split, batching).
+udp_ticks() {
+  for t in /proc/"$1"/task/*; do
+    if [ "$(cat "$t/comm" 2>/dev/null)" = syslog-udp ]; then awk '{ print $14 + $15 }' "$t/stat"; fi
+  done
+}
 TICK=$(getconf CLK_TCK)
 
-printf '| rate asked (msg/s) | sent | sender rate | counted | queue_full | kernel drops | lost | counted msg/s | tokenwatch CPU-s | msg per CPU-s |\n'
-printf '|---|---|---|---|---|---|---|---|---|---|\n'
+printf '| rate asked (msg/s) | sent | sender rate | counted | queue_full | kernel drops | lost | counted msg/s | tokenwatch CPU-s | msg per CPU-s | receiver thread CPU-s | msg per receiver CPU-s |\n'
+printf '|---|---|---|---|---|---|---|---|---|---|---|---|\n'
 for RATE in $RATES; do
   PORT=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   rm -rf "$DIR/state" "$DIR/addr"
@@ -54,7 +60,7 @@ for RATE in $RATES; do
   for _ in $(seq 300); do [ -s "$DIR/addr" ] && break; sleep 0.05; done
   ADDR=$(cat "$DIR/addr")
   for _ in $(seq 300); do curl -sf "http://$ADDR/readyz" >/dev/null && break; sleep 0.05; done
-  CPU0=$(cpu_ticks "$PID")
+  CPU0=$(cpu_ticks "$PID"); UDP0=$(udp_ticks "$PID")
   T0=$(now)
   SENT_LINE=$(taskset -c 0 "$SEND" "127.0.0.1:$PORT" "$COUNT" "$RATE")
   # Wait until the count stops moving for 1 s; the time of the last change ends the run.
@@ -68,7 +74,7 @@ for RATE in $RATES; do
     fi
     sleep 0.05
   done
-  CPU1=$(cpu_ticks "$PID")
+  CPU1=$(cpu_ticks "$PID"); UDP1=$(udp_ticks "$PID")
   FULL=$(metric 'tokenwatch_source_dropped_total{reason="queue_full",source="syslog"}')
   HEXPORT=$(printf '%04X' "$PORT")
   KDROPS=$(awk -v p=":$HEXPORT" '$2 ~ p"$" { print $NF }' /proc/net/udp | head -1)
@@ -80,5 +86,7 @@ for RATE in $RATES; do
   RATE_OUT=$(echo "$LAST / $SECS" | bc)
   CPUS=$(echo "scale=2; ($CPU1 - $CPU0) / $TICK" | bc)
   PER_CPU=$(echo "$LAST * $TICK / ($CPU1 - $CPU0)" | bc)
-  printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${RATE/#0/max}" "$SENT" "$SRATE" "$LAST" "$FULL" "${KDROPS:-?}" "$((SENT - ${LAST%.*}))" "$RATE_OUT" "$CPUS" "$PER_CPU"
+  UDPS=$(echo "scale=2; ($UDP1 - $UDP0) / $TICK" | bc)
+  PER_UDP=$(echo "$LAST * $TICK / ($UDP1 - $UDP0)" | bc)
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${RATE/#0/max}" "$SENT" "$SRATE" "$LAST" "$FULL" "${KDROPS:-?}" "$((SENT - ${LAST%.*}))" "$RATE_OUT" "$CPUS" "$PER_CPU" "$UDPS" "$PER_UDP"
 done
