@@ -312,6 +312,9 @@ pub struct AuthEvent {
     pub source: SourceIdx,
     /// The token, if the line carried one.
     pub token: Option<TokenId>,
+    /// Another non-secret handle of the same token the line links to it (Vault's accessor,
+    /// which revoke APIs take), when the format has one.
+    pub alias: Option<TokenId>,
     /// The client address (after trusted-proxy resolution).
     pub ip: Option<IpAddr>,
     /// The user the log names, if any.

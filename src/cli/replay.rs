@@ -35,7 +35,8 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub detections: Option<PathBuf>,
     /// GeoIP database (.mmdb, MaxMind City or ip-location-db schema); repeatable; adds to
-    /// `[geo] mmdb`.
+    /// `[geo] mmdb`. `--geoip builtin:gen` locates `tokenwatch gen` addresses with the
+    /// generator's own table (for backtests; no database needed).
     #[arg(long = "geoip", value_name = "MMDB")]
     pub geoip: Vec<PathBuf>,
     /// Call the configured revoke hooks (through the journal in the state directory); by
@@ -192,7 +193,10 @@ pub(crate) fn build_engine(
 ) -> anyhow::Result<Box<dyn crate::pipeline::EventSink>> {
     use crate::detect::{Engine, JsonlSink};
     let mut engine = Engine::for_config(cfg, metrics).with_policy(policy);
-    if let Some(g) = super::build::open_geo(cfg, geoip)? {
+    let builtin = |p: &PathBuf| p.as_os_str() == "builtin:gen";
+    if geoip.iter().any(builtin) {
+        engine = engine.with_geo(std::sync::Arc::new(crate::enrich::geo::BuiltinGeo));
+    } else if let Some(g) = super::build::open_geo(cfg, geoip)? {
         engine = engine.with_geo(g);
     }
     match out {

@@ -228,8 +228,8 @@ impl Default for HookConfig {
 }
 
 /// Placeholders a body, URL or argument template may use.
-pub const PLACEHOLDERS: [&str; 8] = [
-    "token", "user", "id", "ip", "detector", "severity", "event", "reason",
+pub const PLACEHOLDERS: [&str; 9] = [
+    "token", "accessor", "user", "id", "ip", "detector", "severity", "event", "reason",
 ];
 
 /// A finding about one hook: key (relative to the table), message, and whether it is an error.

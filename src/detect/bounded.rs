@@ -88,6 +88,11 @@ impl<K: Hash + Eq, V: Aged> BoundedMap<K, V> {
     }
 
     /// The entry at a position from [`index_of`](Self::index_of).
+    pub fn at(&self, i: usize) -> Option<&V> {
+        self.map.get_index(i).map(|(_, v)| v)
+    }
+
+    /// The entry at a position from [`index_of`](Self::index_of), mutable.
     pub fn at_mut(&mut self, i: usize) -> Option<&mut V> {
         self.map.get_index_mut(i).map(|(_, v)| v)
     }

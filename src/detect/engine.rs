@@ -62,6 +62,9 @@ pub trait Decide: Send {
 pub struct TokenState {
     /// Last event seen.
     pub last_seen: EventTime,
+    /// Last accepted check (older snapshots lack it: the last event stands in).
+    #[serde(default)]
+    pub last_accepted: EventTime,
     /// `rate_spike`'s part.
     pub rate: <RateSpike as TokenDetector>::State,
     /// `off_hours`'s part.
@@ -75,6 +78,19 @@ pub struct TokenState {
 impl Aged for TokenState {
     fn last_seen(&self) -> EventTime {
         self.last_seen
+    }
+}
+
+/// A token's linked second handle (Vault's accessor) and when the link was last seen.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Alias {
+    alias: TokenId,
+    seen: EventTime,
+}
+
+impl Aged for Alias {
+    fn last_seen(&self) -> EventTime {
+        self.seen
     }
 }
 
@@ -130,6 +146,7 @@ pub struct Engine {
     settings: EngineSettings,
     sources: Vec<String>,
     tokens: BoundedMap<TokenId, TokenState>,
+    aliases: BoundedMap<TokenId, Alias>,
     token_detectors: TokenDetectors,
     others: Vec<Box<dyn Detector>>,
     geo: Option<Arc<dyn GeoLookup>>,
@@ -185,6 +202,7 @@ impl Engine {
         }));
         Engine {
             tokens: BoundedMap::new(settings.max_tokens),
+            aliases: BoundedMap::new(settings.max_tokens),
             token_detectors: TokenDetectors {
                 rate: enabled(&cfg.rate_spike, RateSpike::new),
                 hours: enabled(&cfg.off_hours, OffHours::new),
@@ -323,15 +341,22 @@ impl Engine {
         // between touches the token map).
         let token_at = ev.token.as_ref().and_then(|t| self.tokens.index_of(t));
         let token_known = token_at.is_some();
+        let last_accepted = token_at
+            .and_then(|i| self.tokens.at(i))
+            .map(|st| st.last_accepted);
         let obs = Obs {
             ev,
             source,
             ip_key,
             token_known,
+            last_accepted,
             location: location.as_ref(),
         };
         for d in &mut self.others {
             d.observe(&obs, &mut self.findings);
+        }
+        if let (Some(tok), Some(alias)) = (&ev.token, &ev.alias) {
+            link(&mut self.aliases, tok, alias, ev.time);
         }
         if let Some(tok) = &ev.token {
             observe_token(
@@ -375,9 +400,9 @@ impl Engine {
         // comes at an arbitrary event) expires exactly what an uninterrupted one did.
         if new_hour {
             let on_the_hour = hour(now).saturating_mul(TOKEN_EXPIRY_EVERY_MS);
-            self.tokens.expire(EventTime::from_millis(
-                on_the_hour.saturating_sub(TOKEN_IDLE_MS),
-            ));
+            let idle = EventTime::from_millis(on_the_hour.saturating_sub(TOKEN_IDLE_MS));
+            self.tokens.expire(idle);
+            self.aliases.expire(idle);
         }
         self.cooldowns.expire(now);
         self.emit_findings(u16::MAX);
@@ -406,7 +431,16 @@ impl Engine {
                     .inc();
             }
             let src = self.sources.get(usize::from(source)).map(String::as_str);
+            let alias = f
+                .token
+                .as_ref()
+                .and_then(|t| self.aliases.get(t))
+                .map(|a| a.alias.as_str().to_string());
             let mut d = Detection::from_finding(f, src);
+            // The handle a revoke API takes (Vault's accessor), for hooks' `{{accessor}}`.
+            if let (Some(a), Some(ev)) = (alias, d.evidence.as_object_mut()) {
+                ev.insert("accessor".into(), serde_json::Value::String(a));
+            }
             if let Some(p) = &mut self.policy {
                 p.decide(&mut d);
             }
@@ -417,6 +451,22 @@ impl Engine {
             }
         }
     }
+}
+
+/// Remembers that `alias` (an accessor) names the same token as `tok`.
+fn link(aliases: &mut BoundedMap<TokenId, Alias>, tok: &TokenId, alias: &TokenId, t: EventTime) {
+    let e = aliases.entry(
+        tok,
+        || tok.clone(),
+        || Alias {
+            alias: alias.clone(),
+            seen: t,
+        },
+    );
+    if e.alias != *alias {
+        e.alias = alias.clone();
+    }
+    e.seen = e.seen.max(t);
 }
 
 /// Runs the token detectors on `tok`'s state; a token gets state only once it has been
@@ -438,6 +488,7 @@ fn observe_token(
             || tok.clone(),
             || TokenState {
                 last_seen: t,
+                last_accepted: t,
                 ..TokenState::default()
             },
         ))
@@ -447,6 +498,9 @@ fn observe_token(
     let Some(st) = st else { return };
     if t > st.last_seen {
         st.last_seen = t;
+    }
+    if obs.ev.outcome == Outcome::Accepted && t > st.last_accepted {
+        st.last_accepted = t;
     }
     if let Some(x) = &mut d.rate {
         x.observe(&mut st.rate, obs, out);
@@ -476,6 +530,7 @@ struct SnapshotRef<'a> {
     version: u32,
     watermark: EventTime,
     tokens: Pairs<'a>,
+    aliases: AliasesRef<'a>,
     cooldowns: CooldownsRef<'a>,
     detectors: BTreeMap<String, serde_json::Value>,
 }
@@ -484,6 +539,15 @@ struct SnapshotRef<'a> {
 struct Pairs<'a>(&'a BoundedMap<TokenId, TokenState>);
 
 impl Serialize for Pairs<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter())
+    }
+}
+
+/// Token links as `[token, alias]` pairs (a link's age is its token's).
+struct AliasesRef<'a>(&'a BoundedMap<TokenId, Alias>);
+
+impl Serialize for AliasesRef<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(self.0.iter())
     }
@@ -504,6 +568,8 @@ struct Snapshot {
     version: u32,
     watermark: EventTime,
     tokens: Vec<(TokenId, TokenState)>,
+    #[serde(default)]
+    aliases: Vec<(TokenId, Alias)>,
     cooldowns: Vec<(String, String, EventTime)>,
     detectors: BTreeMap<String, serde_json::Value>,
 }
@@ -525,6 +591,7 @@ impl Engine {
             version: SNAPSHOT_VERSION,
             watermark: self.watermark,
             tokens: Pairs(&self.tokens),
+            aliases: AliasesRef(&self.aliases),
             cooldowns: CooldownsRef(&self.cooldowns),
             detectors: self
                 .others
@@ -552,6 +619,9 @@ impl Engine {
         self.watermark = snap.watermark;
         for (k, v) in snap.tokens {
             self.tokens.insert(k, v);
+        }
+        for (k, v) in snap.aliases {
+            self.aliases.insert(k, v);
         }
         for (d, k, until) in snap.cooldowns {
             if let Some(name) = crate::metrics::DETECTORS.iter().find(|n| **n == d) {

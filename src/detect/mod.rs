@@ -21,7 +21,7 @@ pub use sink::{DetectionSink, JsonlSink, Ring, VecSink};
 use std::net::IpAddr;
 
 use crate::enrich::geo::Location;
-use crate::event::AuthEvent;
+use crate::event::{AuthEvent, EventTime};
 
 /// What every detector sees for one event.
 pub struct Obs<'a> {
@@ -34,6 +34,10 @@ pub struct Obs<'a> {
     /// True if the token had an accepted check before this event (it has a profile);
     /// "never-seen" tokens are the spray detectors' signal.
     pub token_known: bool,
+    /// When the token was last accepted before this event (`None`: never, as far as the
+    /// engine remembers). `revoked_reuse` tells "refused on every use since" from "still
+    /// accepted, sporadically refused" with it.
+    pub last_accepted: Option<EventTime>,
     /// The client's location, if a GeoIP database knows it.
     pub location: Option<&'a Location>,
 }

@@ -47,8 +47,11 @@ fn matches(l: &Label, d: &Detection, grace_ms: i64) -> bool {
     if t < l.start_ms || t > l.end_ms + grace_ms {
         return false;
     }
+    // A token label may name the token's id or its linked accessor (Vault labels name the
+    // accessor; the vault preset keys by the HMAC'd client token and links the accessor).
     l.key == "global"
         || d.token.as_deref() == Some(l.key.as_str())
+        || d.evidence["accessor"].as_str() == Some(l.key.as_str())
         || d.ip.is_some_and(|ip| ip.to_string() == l.key)
 }
 

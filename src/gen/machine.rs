@@ -42,6 +42,14 @@ pub(crate) struct Machine {
     end: i64,
     burst_left: u32,
     hard_case: Option<&'static str>,
+    /// Refused as expired now and then while still accepted (a client refreshing its
+    /// access token): `revoked_reuse` must stay quiet on it.
+    sporadic_expiry: bool,
+    /// Expired refusals still to send in the current refresh burst.
+    expired_left: u32,
+    /// Accepted requests to go before the next burst may start (a refreshed token is
+    /// valid for a while).
+    fresh_for: u32,
 }
 
 impl Machine {
@@ -68,6 +76,41 @@ impl Machine {
             end,
             burst_left: 0,
             hard_case,
+            sporadic_expiry: false,
+            expired_left: 0,
+            fresh_for: 0,
+        }
+    }
+
+    /// Makes the machine's token expire now and then: one to four requests in a row are
+    /// refused as `expired`, retried within a second or two, then the refreshed token is
+    /// accepted again (about one burst per 150 requests).
+    pub(crate) fn with_sporadic_expiry(mut self) -> Machine {
+        self.sporadic_expiry = true;
+        self
+    }
+
+    /// The next refusal of a refresh burst, right after the previous request.
+    fn next_expired(&mut self) -> Option<Ev> {
+        if !self.sporadic_expiry || self.expired_left == 0 {
+            return None;
+        }
+        self.expired_left -= 1;
+        self.cursor += self.rng.range(200, 1500);
+        if self.cursor >= self.end {
+            return None;
+        }
+        let req = SERVICE_REQS[self.rng.index(SERVICE_REQS.len())];
+        let ip = self.egress();
+        let ev = Ev::ok(self.cursor, Some(self.id.token), ip, self.id.user, req, self.ua);
+        Some(ev.rejected(crate::event::Reason::Expired))
+    }
+
+    /// The address a request leaves from (one of the pool for a NAT pool).
+    fn egress(&mut self) -> IpAddr {
+        match &self.mode {
+            Mode::Nat { ips } if !ips.is_empty() => ips[self.rng.index(ips.len())],
+            _ => self.id.ip,
         }
     }
 
@@ -125,17 +168,24 @@ impl Machine {
 
 impl Actor for Machine {
     fn next(&mut self) -> Option<Ev> {
+        if let Some(ev) = self.next_expired() {
+            return Some(ev);
+        }
         let (t, reqs) = match self.mode {
             Mode::Batch => (self.next_batch()?, BATCH_REQS),
             _ => (self.next_steady()?, SERVICE_REQS),
         };
-        let ip = match &self.mode {
-            Mode::Nat { ips } if !ips.is_empty() => ips[self.rng.index(ips.len())],
-            _ => self.id.ip,
-        };
+        let ip = self.egress();
         let req = reqs[self.rng.index(reqs.len())];
         let mut ev = Ev::ok(t, Some(self.id.token), ip, self.id.user, req, self.ua);
         ev.bytes = self.rng.range(200, 3000) as u32;
+        if self.sporadic_expiry && self.fresh_for == 0 && self.rng.chance(1.0 / 150.0) {
+            // This request already carries the expired token; a few retries follow.
+            self.expired_left = self.rng.range(0, 4) as u32;
+            self.fresh_for = 20;
+            return Some(ev.rejected(crate::event::Reason::Expired));
+        }
+        self.fresh_for = self.fresh_for.saturating_sub(1);
         Some(ev)
     }
 
@@ -148,6 +198,9 @@ impl Actor for Machine {
             _ => Truth::hard(name, "rate_spike", key, self.start, self.end),
         };
         out.push(truth);
+        if self.sporadic_expiry {
+            out.push(Truth::hard(name, "revoked_reuse", token_string(self.id.token), self.start, self.end));
+        }
     }
 }
 

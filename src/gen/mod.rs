@@ -20,6 +20,7 @@ mod person;
 mod plan;
 mod population;
 mod rng;
+mod scanner;
 mod scenario;
 #[cfg(test)]
 mod tests;

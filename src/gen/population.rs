@@ -79,10 +79,11 @@ enum Kind {
     Roaming,
     Expired,
     Rotated,
+    Busy,
 }
 
 /// Kinds with their weight in a large population.
-const MIX: [(Kind, u32); 9] = [
+const MIX: [(Kind, u32); 10] = [
     (Kind::Office, 55),
     (Kind::Service, 15),
     (Kind::Batch, 5),
@@ -92,6 +93,7 @@ const MIX: [(Kind, u32); 9] = [
     (Kind::Roaming, 6),
     (Kind::Expired, 6),
     (Kind::Rotated, 4),
+    (Kind::Busy, 1),
 ];
 
 const TRIPS: [(&str, &str); 5] = [
@@ -148,6 +150,8 @@ impl<'a> Builder<'a> {
             };
             self.add(kind);
         }
+        let scanner = super::scanner::Scanner::new(self.plan, Rng::stream(self.seed, 999));
+        self.actors.push(Box::new(scanner));
         Population {
             actors: self.actors,
             victims,
@@ -202,7 +206,12 @@ impl<'a> Builder<'a> {
                 let rate = 0.03 * 20f64.powf(self.pick.f64());
                 self.machine(Mode::Steady, rate, "service", true);
             }
-            Kind::Batch => self.machine(Mode::Batch, 0.0, "daily_batch", false),
+            // Batch jobs and busy services see a refresh burst of `401 expired` now and then.
+            Kind::Batch => self.machine_with(Mode::Batch, 0.0, "daily_batch", false, true),
+            Kind::Busy => {
+                let rate = self.pick.range(2, 7) as f64;
+                self.machine_with(Mode::Steady, rate, "busy_sporadic_expiry", false, true);
+            }
             Kind::Growth => {
                 let from = self.plan.start + DAY + self.pick.range(0, DAY);
                 let rate = self.pick.range(10, 50) as f64 / 100.0;
@@ -245,19 +254,44 @@ impl<'a> Builder<'a> {
     }
 
     fn push_machine(&mut self, id: Ident, mode: Mode, rate: f64, hard: Option<&'static str>) {
+        self.push_machine_with(id, mode, rate, hard, false);
+    }
+
+    fn push_machine_with(
+        &mut self,
+        id: Ident,
+        mode: Mode,
+        rate: f64,
+        hard: Option<&'static str>,
+        sporadic_expiry: bool,
+    ) {
         let ua = SERVICE_UAS[self.pick.index(SERVICE_UAS.len())];
         let (start, end) = (self.plan.start, self.plan.horizon);
-        let m = Machine::new(self.rng(), id, mode, rate, ua, start, end, hard);
+        let mut m = Machine::new(self.rng(), id, mode, rate, ua, start, end, hard);
+        if sporadic_expiry {
+            m = m.with_sporadic_expiry();
+        }
         self.actors.push(Box::new(m));
     }
 
     fn machine(&mut self, mode: Mode, rate: f64, hard: &'static str, crowd: bool) {
+        self.machine_with(mode, rate, hard, crowd, false);
+    }
+
+    fn machine_with(
+        &mut self,
+        mode: Mode,
+        rate: f64,
+        hard: &'static str,
+        crowd: bool,
+        sporadic_expiry: bool,
+    ) {
         let loc = self.clouds[self.pick.index(self.clouds.len())];
         let id = self.ident(loc);
         if crowd {
             self.crowd.push(id);
         }
-        self.push_machine(id, mode, rate, Some(hard));
+        self.push_machine_with(id, mode, rate, Some(hard), sporadic_expiry);
     }
 
     fn office_worker(&mut self, expired_refresh: bool, hard: &'static str) {
@@ -297,7 +331,7 @@ impl<'a> Builder<'a> {
             }
         }
         let rate = self.pick.range(30, 100) as f64 / 100.0;
-        self.push_machine(id, Mode::Nat { ips }, rate, Some("nat_pool"));
+        self.push_machine_with(id, Mode::Nat { ips }, rate, Some("nat_pool"), true);
     }
 
     fn traveller(&mut self) {

@@ -128,23 +128,33 @@ impl LineWriter {
     fn vault(&mut self, ev: &Ev) {
         let r = request(ev);
         let mount = r.vault_path.split('/').next().unwrap_or("secret");
+        // What Vault writes: a token it resolved (accepted, or refused by policy) comes with
+        // its accessor, display name and policies; a token it could not resolve (unknown,
+        // revoked, expired) leaves only the HMAC'd client token on the request.
+        let resolved = !matches!(
+            ev.reason,
+            Some(Reason::Invalid | Reason::Revoked | Reason::Expired | Reason::Other)
+        );
         self.buf.extend_from_slice(b"{\"time\":\"");
         self.push_rfc3339(ev.t);
         self.buf
             .extend_from_slice(b"\",\"type\":\"response\",\"auth\":{");
-        if let Some(tok) = ev.token {
-            self.buf.extend_from_slice(b"\"client_token\":\"");
-            push_hmac(&mut self.buf, tok);
-            self.buf.extend_from_slice(b"\",\"accessor\":\"");
-            push_token(&mut self.buf, tok);
-            self.buf.extend_from_slice(b"\",\"display_name\":\"token");
-            if ev.user != 0 {
-                self.buf.push(b'-');
-                push_user(&mut self.buf, ev.user);
+        match ev.token {
+            Some(tok) if resolved => {
+                self.buf.extend_from_slice(b"\"client_token\":\"");
+                push_hmac(&mut self.buf, tok);
+                self.buf.extend_from_slice(b"\",\"accessor\":\"");
+                push_token(&mut self.buf, tok);
+                self.buf.extend_from_slice(b"\",\"display_name\":\"token");
+                if ev.user != 0 {
+                    self.buf.push(b'-');
+                    push_user(&mut self.buf, ev.user);
+                }
+                self.buf.extend_from_slice(
+                    b"\",\"policies\":[\"default\",\"app\"],\"token_policies\":[\"default\",\"app\"],\"token_type\":\"service\"",
+                );
             }
-            self.buf.extend_from_slice(
-                b"\",\"policies\":[\"default\",\"app\"],\"token_policies\":[\"default\",\"app\"],\"token_type\":\"service\"",
-            );
+            _ => self.buf.extend_from_slice(b"\"token_type\":\"default\""),
         }
         self.buf.extend_from_slice(b"},\"request\":{\"id\":\"");
         self.push_uuid();
@@ -155,9 +165,11 @@ impl LineWriter {
         if let Some(tok) = ev.token {
             self.buf.extend_from_slice(b"\",\"client_token\":\"");
             push_hmac(&mut self.buf, tok);
-            self.buf
-                .extend_from_slice(b"\",\"client_token_accessor\":\"");
-            push_token(&mut self.buf, tok);
+            if resolved {
+                self.buf
+                    .extend_from_slice(b"\",\"client_token_accessor\":\"");
+                push_token(&mut self.buf, tok);
+            }
         }
         self.buf
             .extend_from_slice(b"\",\"namespace\":{\"id\":\"root\"},\"path\":\"");

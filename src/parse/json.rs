@@ -268,6 +268,7 @@ impl Parser for JsonParser {
             .resolver
             .resolve(peer, v[XFF].as_str().map(str::as_bytes));
         Ok(Parsed::Event(Record {
+            alias: None,
             time: Some(time),
             token: take_str(&mut v[TOKEN]),
             ip,

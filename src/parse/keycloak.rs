@@ -257,6 +257,7 @@ fn event(msg: &str, t: EventTime) -> Parsed<'_> {
         (None, None) => None,
     };
     Parsed::Event(Record {
+        alias: None,
         time: Some(t),
         token,
         ip: f.ip.and_then(|s| super::client::parse_addr(s.as_bytes())),

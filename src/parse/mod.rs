@@ -24,6 +24,8 @@ pub struct Record<'a> {
     pub time: Option<EventTime>,
     /// The token text as found (may be a raw secret: the caller fingerprints it at once).
     pub token: Option<Cow<'a, str>>,
+    /// A non-secret second handle of the same token (Vault's accessor), when the line has one.
+    pub alias: Option<Cow<'a, str>>,
     /// Client address, after `client_ip` / `trusted_proxies` resolution.
     pub ip: Option<IpAddr>,
     /// User name or id, when the log names one.
@@ -321,6 +323,7 @@ fn parse_lossy<'l>(
 /// Detaches a record from its line (for the rare formats that had to unescape into a copy).
 fn into_owned(r: Record<'_>) -> Record<'static> {
     Record {
+        alias: None,
         time: r.time,
         token: r.token.map(|t| Cow::Owned(t.into_owned())),
         ip: r.ip,

@@ -249,6 +249,7 @@ impl NginxParser {
             self.resolver.resolve(peer, field(line, s, Role::Xff))
         };
         Ok(Record {
+            alias: None,
             time: self.time(line, s)?,
             token: text(line, s, Role::Token)?.map(Cow::Borrowed),
             ip,

@@ -73,6 +73,7 @@ impl OAuth2ProxyParser {
             },
         };
         Ok(Parsed::Event(Record {
+            alias: None,
             time: Some(t),
             token: None,
             ip: parse_addr(client.as_bytes()),

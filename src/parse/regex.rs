@@ -154,6 +154,7 @@ impl Parser for RegexParser {
         let peer = self.get(line, "ip").and_then(parse_addr);
         let ip = self.resolver.resolve(peer, self.get(line, "xff"));
         Ok(Parsed::Event(Record {
+            alias: None,
             time,
             token: self.text(line, "token")?.map(Cow::Borrowed),
             ip,

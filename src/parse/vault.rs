@@ -13,9 +13,15 @@
 //! password`) are rejected with `Reason::classify`; any other error (`invalid request`, bad
 //! input, internal errors) means the credential check passed.
 //!
-//! Token id: `auth.accessor`, else `request.client_token_accessor`, else `auth.client_token`,
-//! else `request.client_token` (the HMAC'd strings, shown as they are: stable per token, so
-//! unresolvable tokens can still be told apart).
+//! Token id: the HMAC'd `auth.client_token`, else `request.client_token` (strings
+//! `hmac-sha256:…`, shown as they are). Vault writes the client token on every request,
+//! failed or not, while the accessor appears only when the token resolved: a revoked or
+//! expired token's refusals carry no accessor. Keying by the accessor made a known token's
+//! failures look like guesses of a never-seen one; keying by the client token keeps one
+//! identity. The accessor (`auth.accessor`, else `request.client_token_accessor`) is linked
+//! to it as the event's alias: revoke hooks need it (`vault token revoke -accessor`), and
+//! detection records carry it as `accessor`. A line with an accessor and no client token
+//! (audit devices with `hmac_accessor = false` and a redacted token) keys by the accessor.
 
 use std::borrow::Cow;
 
@@ -87,11 +93,18 @@ impl Parser for VaultParser {
         let resolved = str_of(&v[ACCESSOR]).is_some();
         let outcome = outcome(str_of(&v[ERROR]), resolved);
         let ip = str_of(&v[REMOTE]).and_then(|s| parse_addr(s.as_bytes()));
-        let token = [ACCESSOR, REQ_ACCESSOR, CLIENT_TOKEN, REQ_CLIENT_TOKEN]
+        let mut token = [CLIENT_TOKEN, REQ_CLIENT_TOKEN]
             .into_iter()
             .find_map(|i| take(&mut v[i]));
+        let mut alias = [ACCESSOR, REQ_ACCESSOR]
+            .into_iter()
+            .find_map(|i| take(&mut v[i]));
+        if token.is_none() {
+            token = alias.take();
+        }
         let user = take(&mut v[DISPLAY_NAME]).or_else(|| take(&mut v[USERNAME]));
         Ok(Parsed::Event(Record {
+            alias,
             time: Some(t),
             token,
             ip,

@@ -215,6 +215,7 @@ fn to_event(rec: Record<'_>, source: SourceIdx, kind: TokenKind, fp: &Fingerprin
         time: rec.time.unwrap_or_default(),
         source,
         token: rec.token.as_deref().and_then(|t| identify(t, kind, fp)),
+        alias: rec.alias.as_deref().and_then(|t| identify(t, kind, fp)),
         ip: rec.ip,
         user: rec.user.map(|u| u.into_owned().into_boxed_str()),
         outcome: rec.outcome,

@@ -7,9 +7,12 @@
 //! u8 version (1) | u8 flags | u8 outcome | i64 time_ms | u16 source_idx
 //! | u8 len + source name | u8 len + edge id | u64 file id | varint byte offset
 //! | [u16 status] | [varint len + token id] | [4 or 16 bytes ip] | [u8 len + user]
+//! | [varint len + alias]
 //! ```
 //!
-//! `flags` says which optional fields follow (bits: status, token, ip, ipv6, user);
+//! `flags` says which optional fields follow (bits: status, token, ip, ipv6, user, alias;
+//! the alias bit, Vault's accessor, is only ever set on events that carry one, so records of
+//! every other preset are byte-identical to the first version's);
 //! `outcome` is 0 for accepted, 1 + the index in [`Reason::ALL`] for a rejection. A typical
 //! nginx event with a fingerprint and an IPv4 client is 65–75 bytes. The token is always
 //! the id or fingerprint the event carries: the raw secret never exists past the parser.
@@ -33,7 +36,8 @@ const F_TOKEN: u8 = 2;
 const F_IP: u8 = 4;
 const F_IPV6: u8 = 8;
 const F_USER: u8 = 16;
-const F_KNOWN: u8 = F_STATUS | F_TOKEN | F_IP | F_IPV6 | F_USER;
+const F_ALIAS: u8 = 32;
+const F_KNOWN: u8 = F_STATUS | F_TOKEN | F_IP | F_IPV6 | F_USER | F_ALIAS;
 
 /// Where an event came from: edge id + file id (the tailer's head fingerprint) + byte offset
 /// of the line. Stable across restarts, so a line read twice has one id.
@@ -128,6 +132,7 @@ pub fn encode(ev: &AuthEvent, source_name: &str, id: IdRef<'_>, out: &mut Vec<u8
         None => 0,
     };
     flags |= if ev.user.is_some() { F_USER } else { 0 };
+    flags |= if ev.alias.is_some() { F_ALIAS } else { 0 };
     out.extend_from_slice(&[VERSION, flags, outcome_byte(ev.outcome)]);
     out.extend_from_slice(&ev.time.as_millis().to_le_bytes());
     out.extend_from_slice(&ev.source.to_le_bytes());
@@ -149,6 +154,10 @@ pub fn encode(ev: &AuthEvent, source_name: &str, id: IdRef<'_>, out: &mut Vec<u8
     }
     if let Some(u) = &ev.user {
         short_str(out, cap_user(u));
+    }
+    if let Some(a) = &ev.alias {
+        varint(out, a.as_str().len() as u64);
+        out.extend_from_slice(a.as_str().as_bytes());
     }
 }
 
@@ -218,10 +227,12 @@ pub fn decode(bytes: &[u8]) -> Result<WireEvent, WireError> {
     let user = (flags & F_USER != 0)
         .then(|| r.short_str("user"))
         .transpose()?;
+    let alias = (flags & F_ALIAS != 0).then(|| r.token()).transpose()?;
     if !r.b.is_empty() {
         return Err(WireError::Trailing(r.b.len()));
     }
     let event = AuthEvent {
+        alias,
         time,
         source,
         token,

@@ -890,6 +890,7 @@ mod tests {
     fn wire_event(edge: &str, offset: u64, secs: i64) -> wire::WireEvent {
         use crate::event::{AuthEvent, EventTime, Outcome, TokenId};
         let event = AuthEvent {
+            alias: None,
             time: EventTime::from_secs(1_772_409_600 + secs),
             source: 0,
             token: Some(TokenId::new("tok_a")),

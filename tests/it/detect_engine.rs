@@ -181,6 +181,7 @@ fn spray_memory_is_bounded() {
             (x >> 32) as u8,
         ]);
         eng.event(AuthEvent {
+            alias: None,
             time: EventTime::from_millis(t0 + (i / 100) as i64),
             source: 0,
             token: Some(TokenId::new(format!("sk-{x:016x}"))),

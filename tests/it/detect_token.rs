@@ -176,6 +176,7 @@ fn tracked_token_bytes() {
     let mut eng = Engine::new(&cfg, settings, vec!["t".into()]);
     let t0 = 20_514 * 86_400_000i64;
     let ev = |i: u64| AuthEvent {
+        alias: None,
         time: EventTime::from_millis(t0 + i as i64),
         source: 0,
         token: Some(TokenId::new(format!(

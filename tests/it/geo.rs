@@ -154,6 +154,7 @@ fn files_without_coordinates_are_skipped_and_alone_are_an_error() {
 
 fn use_at(secs: i64, addr: &str) -> AuthEvent {
     AuthEvent {
+        alias: None,
         time: EventTime::from_secs(1_772_409_600 + secs),
         source: 0,
         token: Some(TokenId::new("ak_stolen")),

@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod crash;
 mod detect_engine;
+mod detect_formats;
 mod detect_ip;
 mod detect_token;
 mod e2e;

@@ -2,6 +2,17 @@
 //! few never-seen tokens, over a long window. Each address alone stays under `brute_force`
 //! and `token_spray`; together they are one incident (key `global`).
 //!
+//! A campaign stands out from the background scanning every public API sees (random tokens
+//! from random addresses, one each, a few an hour and now and then a busier hour) in one of
+//! two ways, and either fires:
+//! - **several tokens per address**: at least `min_ips` addresses each tried at least
+//!   `min_tokens_per_ip` distinct never-seen tokens (a botnet working through a list gives
+//!   each member a few; a scanner tries one), with at least `min_tokens` such tokens, above
+//!   mean + `sigmas` σ of this statistic's hourly history;
+//! - **sheer width**: at least `wide_min_ips` addresses and `wide_min_tokens` tokens of any
+//!   shape, above mean + `sigmas` σ of the total's hourly history — a one-token-per-address
+//!   campaign must be clearly wider than a busy hour of background.
+//!
 //! What it must not confuse with a spray:
 //! - users mistyping keys: each retries the same wrong value, so there are about as many
 //!   tokens as addresses; a spray needs `min_tokens` distinct tokens, and the count must
@@ -46,6 +57,14 @@ pub struct Settings {
     /// Distinct addresses with few failing never-seen tokens, at least (default 10; Elastic
     /// wants ≥ 5 per 15 m, doubled for the 4× longer window).
     pub min_ips: usize,
+    /// An address counts towards the several-tokens-per-address rule once it tried this many
+    /// distinct never-seen tokens (default 2: "a few"; background scanners try one).
+    pub min_tokens_per_ip: usize,
+    /// The width rule: addresses of any shape, at least (default 20, twice `min_ips`).
+    pub wide_min_ips: usize,
+    /// The width rule: distinct never-seen tokens, at least (default 60, three times
+    /// `min_tokens`: a busy hour of background scanning reaches 20–30).
+    pub wide_min_tokens: usize,
     /// Distinct never-seen tokens tried by those addresses, at least (default 20; Elastic
     /// wants ≥ 8 identities and ≥ 25 attempts per 15 m; 20 distinct tokens is above what a
     /// few mistyping users produce — one wrong value each — and below a spray's volume).
@@ -74,6 +93,9 @@ impl Default for Settings {
             window_secs: 3600,
             min_ips: 10,
             min_tokens: 20,
+            min_tokens_per_ip: 2,
+            wide_min_ips: 20,
+            wide_min_tokens: 60,
             max_attempts_per_ip: 5,
             sigmas: 3.0,
             learning_hours: 6,
@@ -109,37 +131,53 @@ struct Tally {
     ips: Vec<(u64, IpAddr, usize)>,
     tokens: usize,
     attempts: u64,
+    /// Addresses with at least `min_tokens_per_ip` tokens, and their tokens.
+    multi_ips: usize,
+    multi_tokens: usize,
 }
 
-/// Hourly samples of the token count (the baseline).
+/// Hourly samples of both token counts (the baselines).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct History {
+    /// All qualifying addresses' tokens.
     samples: Vec<u32>,
+    /// Tokens of addresses with several (older snapshots lack it).
+    #[serde(default)]
+    multi: Vec<u32>,
     next: EventTime,
 }
 
+/// Mean and standard deviation of hourly samples.
+fn stats(samples: &[u32]) -> Option<(f64, f64)> {
+    if samples.is_empty() {
+        return None;
+    }
+    let n = samples.len() as f64;
+    let mean = samples.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
+    let var = samples
+        .iter()
+        .map(|&x| (f64::from(x) - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    Some((mean, var.sqrt()))
+}
+
+fn push_sample(v: &mut Vec<u32>, x: usize) {
+    if v.len() >= SAMPLES {
+        v.remove(0);
+    }
+    v.push(u32::try_from(x).unwrap_or(u32::MAX));
+}
+
 impl History {
-    /// Mean and standard deviation.
+    /// Mean and standard deviation of the total.
     fn stats(&self) -> Option<(f64, f64)> {
-        if self.samples.is_empty() {
-            return None;
-        }
-        let n = self.samples.len() as f64;
-        let mean = self.samples.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
-        let var = self
-            .samples
-            .iter()
-            .map(|&x| (f64::from(x) - mean).powi(2))
-            .sum::<f64>()
-            / n;
-        Some((mean, var.sqrt()))
+        stats(&self.samples)
     }
 
-    fn push(&mut self, x: usize) {
-        if self.samples.len() >= SAMPLES {
-            self.samples.remove(0);
-        }
-        self.samples.push(u32::try_from(x).unwrap_or(u32::MAX));
+    fn push(&mut self, t: &Tally) {
+        push_sample(&mut self.samples, t.tokens);
+        push_sample(&mut self.multi, t.multi_tokens);
     }
 }
 
@@ -188,39 +226,54 @@ impl DistributedSpray {
             .filter(|(n, _, toks)| *n > 0 && *n <= max && *toks > 0)
             .collect();
         ips.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let per_ip = self.settings.min_tokens_per_ip.max(1);
+        let multi = ips.iter().filter(|x| x.2 >= per_ip);
         Tally {
             tokens: ips.iter().map(|x| x.2).sum(),
             attempts: ips.iter().map(|x| x.0).sum(),
+            multi_ips: multi.clone().count(),
+            multi_tokens: multi.map(|x| x.2).sum(),
             ips,
         }
     }
 
-    /// The token count needed now: the fixed minimum, or more if history says so.
-    fn token_threshold(&self) -> f64 {
-        let min = self.settings.min_tokens as f64;
-        match self.history.stats() {
+    /// A token count needed now: `min`, or more if the history of that count says so.
+    fn threshold(&self, min: usize, samples: &[u32]) -> f64 {
+        let min = min as f64;
+        match stats(samples) {
             Some((mean, sd)) => min.max(mean + self.settings.sigmas * sd),
             None => min,
         }
     }
 
+    /// Which rule the tally breaches, with the token threshold it beat.
+    fn breach(&self, tally: &Tally) -> Option<(&'static str, f64)> {
+        let s = &self.settings;
+        let multi = self.threshold(s.min_tokens, &self.history.multi);
+        if tally.multi_ips >= s.min_ips && tally.multi_tokens as f64 >= multi {
+            return Some(("several_tokens_per_ip", multi));
+        }
+        let wide = self.threshold(s.wide_min_tokens, &self.history.samples);
+        (tally.ips.len() >= s.wide_min_ips && tally.tokens as f64 >= wide).then_some(("wide", wide))
+    }
+
     fn evaluate(&mut self, now: EventTime) -> Option<Finding> {
         let tally = self.tally(now);
-        let threshold = self.token_threshold();
-        let breached = tally.ips.len() >= self.settings.min_ips && tally.tokens as f64 >= threshold;
+        let breach = self.breach(&tally);
+        let breached = breach.is_some();
         let warm = self.history.samples.len() >= self.settings.learning_hours.min(SAMPLES);
         if now >= self.history.next {
             // Learning takes every hour; after that an incident is not history (a spray
             // must not raise the bar for the next one).
             if !(warm && breached) {
-                self.history.push(tally.tokens);
+                self.history.push(&tally);
             }
             self.history.next = EventTime::from_millis(now.as_millis().saturating_add(3_600_000));
         }
-        if !breached {
+        let Some((rule, threshold)) = breach else {
             self.armed = true;
             return None;
-        }
+        };
         // One record per incident: re-armed only once the count falls back below.
         if !warm || !self.armed || now < self.quiet_until || self.guard.outage(now) {
             return None;
@@ -230,10 +283,10 @@ impl DistributedSpray {
             now.as_millis()
                 .saturating_add(ms(self.settings.cooldown_secs)),
         );
-        Some(self.finding(&tally, threshold, now))
+        Some(self.finding(&tally, rule, threshold, now))
     }
 
-    fn finding(&self, tally: &Tally, threshold: f64, now: EventTime) -> Finding {
+    fn finding(&self, tally: &Tally, rule: &str, threshold: f64, now: EventTime) -> Finding {
         let s = &self.settings;
         let top: Vec<_> = tally
             .ips
@@ -242,8 +295,11 @@ impl DistributedSpray {
             .map(|(n, ip, toks)| json!({"ip": ip.to_string(), "attempts": n, "tokens": toks}))
             .collect();
         let evidence = json!({
+            "rule": rule,
             "distinct_ips": tally.ips.len(),
             "distinct_tokens": tally.tokens,
+            "ips_with_several_tokens": tally.multi_ips,
+            "tokens_of_those_ips": tally.multi_tokens,
             "attempts": tally.attempts,
             "min_ips": s.min_ips,
             "token_threshold": (threshold * 10.0).round() / 10.0,
@@ -311,6 +367,7 @@ impl Detector for DistributedSpray {
     fn restore(&mut self, v: serde_json::Value) -> Result<(), String> {
         let mut h: History = serde_json::from_value(v).map_err(|e| e.to_string())?;
         h.samples.truncate(SAMPLES);
+        h.multi.truncate(SAMPLES);
         self.history = h;
         Ok(())
     }
@@ -422,10 +479,47 @@ mod tests {
     }
 
     #[test]
+    fn background_scanning_with_a_busy_hour_is_not_a_campaign() {
+        // All day: one random token from a random address every 20 minutes; at hour 9 a busy
+        // hour of 21 addresses and 29 tokens (8 addresses try two).
+        let got = run(12, |s| {
+            let mut v = Vec::new();
+            if s % 1200 == 0 {
+                v.push((format!("100.64.{}.{}", s % 200, s % 250), format!("bg{s}"), false));
+            }
+            let t = s - 9 * HOUR;
+            if (0..21 * 150).contains(&t) && t % 150 == 0 {
+                let k = t / 150;
+                v.push((format!("203.0.113.{}", 10 + k), format!("burst{k}a"), false));
+                if k < 8 {
+                    v.push((format!("203.0.113.{}", 10 + k), format!("burst{k}b"), false));
+                }
+            }
+            v
+        });
+        assert!(got.is_empty(), "{got:?}");
+    }
+
+    #[test]
+    fn a_wide_one_token_per_address_campaign_fires() {
+        // 70 addresses, one never-seen token each, in 40 minutes from hour 10.
+        let got = run(12, |s| {
+            let t = s - 10 * HOUR;
+            if (0..70 * 30).contains(&t) && t % 30 == 0 {
+                let k = t / 30;
+                vec![(format!("198.18.{}.{}", k / 200, k % 200 + 1), format!("w{k}"), false)]
+            } else {
+                Vec::new()
+            }
+        });
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].evidence["rule"], "wide");
+    }
+
+    #[test]
     fn history_survives_a_restart() {
         let mut d = DistributedSpray::new(&Settings::default());
-        d.history.push(7);
-        d.history.push(9);
+        d.history.samples = vec![7, 9];
         let mut e = DistributedSpray::new(&Settings::default());
         assert_eq!(e.restore(d.snapshot()), Ok(()));
         assert_eq!(e.history.samples, vec![7, 9]);

@@ -16,6 +16,7 @@ fn ip(s: &str) -> IpAddr {
 
 fn ev(ms: i64, addr: IpAddr) -> AuthEvent {
     AuthEvent {
+        alias: None,
         time: EventTime::from_millis(ms),
         source: 0,
         token: Some(TokenId::new("ak_leak")),
@@ -60,6 +61,7 @@ impl Run {
             source: "t",
             ip_key: e.ip,
             token_known: true,
+            last_accepted: None,
             location: l.as_ref(),
         };
         let mut out = Findings::default();

@@ -10,6 +10,7 @@ const MON: i64 = 20_514 * D;
 
 fn ev(ms: i64) -> AuthEvent {
     AuthEvent {
+        alias: None,
         time: EventTime::from_millis(ms),
         source: 0,
         token: Some(TokenId::new("ak_night")),
@@ -42,6 +43,7 @@ impl Run {
             source: "t",
             ip_key: e.ip,
             token_known: true,
+            last_accepted: None,
             location: None,
         };
         let mut out = Findings::default();
@@ -188,6 +190,7 @@ fn rejected_revoked_checks_are_not_use() {
             source: "t",
             ip_key: e.ip,
             token_known: true,
+            last_accepted: None,
             location: None,
         };
         let mut out = Findings::default();
@@ -203,6 +206,7 @@ fn rejected_revoked_checks_are_not_use() {
             source: "t",
             ip_key: e.ip,
             token_known: true,
+            last_accepted: None,
             location: None,
         };
         let mut out = Findings::default();

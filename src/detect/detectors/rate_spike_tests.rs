@@ -61,6 +61,7 @@ fn run(times: &[i64]) -> (State, Vec<Finding>) {
     sorted.sort_unstable();
     for &ms in &sorted {
         let e = AuthEvent {
+            alias: None,
             time: EventTime::from_millis(ms),
             source: 0,
             token: Some(TokenId::new("ak_svc")),
@@ -74,6 +75,7 @@ fn run(times: &[i64]) -> (State, Vec<Finding>) {
             source: "t",
             ip_key: e.ip,
             token_known: true,
+            last_accepted: None,
             location: None,
         };
         let mut out = Findings::default();

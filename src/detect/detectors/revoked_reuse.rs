@@ -1,17 +1,31 @@
-//! `revoked_reuse` (DESIGN §6): a token rejected as revoked or expired, used again and
-//! again — an old key still deployed after a rotation, or a stolen one being replayed.
+//! `revoked_reuse` (DESIGN §6): a token that worked, now refused on every use, and used
+//! again and again — an old key still deployed after a rotation, or a stolen one replayed.
 //!
-//! One or two such rejections are normal (a client whose access token expired refreshes;
-//! a rotated key is tried once more by a straggler), so it takes `min_uses` in the window.
-//! The tokens here may never have been accepted (the engine's per-token state only holds
-//! accepted tokens), so the detector keeps its own capped map.
+//! Behaviour first, the log's reason word only as a hint: most gateways log a bare 401/403
+//! (nginx's `main`, combined + a token variable) and Vault says `permission denied` for a
+//! revoked token, so "revoked" is recognised from what the token does, not what the line
+//! says. A token fires when
+//! - it has an accepted history (the engine remembers when it was last accepted), and every
+//!   use since its first refusal in this streak was refused — whatever the reason; or it was
+//!   never accepted as far as the engine knows but the log says `revoked`/`expired` (a key
+//!   revoked before tokenwatch started watching);
+//! - at least `min_uses` such refusals fall in the window.
+//!
+//! What it must not confuse with reuse:
+//! - a busy token with sporadic refusals (a `401 expired` now and then while its client
+//!   refreshes): any accepted use ends the streak;
+//! - rotation stragglers: one or two uses of the old key (`min_uses`);
+//! - an auth outage, where every known token is refused for minutes: while most known
+//!   tokens fail ([`OutageGuard`]) the detector waits (a streak that outlasts the outage
+//!   still fires);
+//! - never-seen tokens refused as invalid: guesses, the spray detectors' business.
 
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::token_spray_kit::{before, ms};
+use super::token_spray_kit::{before, ms, OutageGuard, QuickOutageGuard, ReasonCounts};
 use super::{Common, Detector};
 use crate::detect::bounded::{Aged, BoundedMap};
 use crate::detect::window::Window;
@@ -29,7 +43,8 @@ const IPS: usize = 5;
 pub struct Settings {
     /// Whether the detector runs (default true).
     pub enabled: bool,
-    /// Revoked/expired rejections of one token in the window to fire (default 5). Panther's
+    /// Refusals of one token in its current streak (no accepted use since the first) within
+    /// the window to fire (default 5). Panther's
     /// Auth0 rule fires on any refresh-token reuse, but there a reuse is itself proof of
     /// theft; an API key or access token is legitimately retried once or twice after it
     /// expires or is rotated, while five in ten minutes is a client (or thief) that keeps
@@ -37,6 +52,10 @@ pub struct Settings {
     pub min_uses: u64,
     /// Sliding window (default 600 s).
     pub window_secs: u64,
+    /// The streak must have lasted this long (default 60 s): a client whose token expired
+    /// fails a handful of parallel requests and recovers within seconds; a revoked key
+    /// still deployed keeps failing for minutes.
+    pub min_streak_secs: u64,
     /// No second record for the same token within this (default 3600 s, Panther's 60 m
     /// dedupe).
     pub cooldown_secs: u64,
@@ -50,6 +69,7 @@ impl Default for Settings {
             enabled: true,
             min_uses: 5,
             window_secs: 600,
+            min_streak_secs: 60,
             cooldown_secs: 3600,
             max_tokens: 50_000,
         }
@@ -62,15 +82,17 @@ impl Common for Settings {
     }
 }
 
-/// One revoked or expired token's recent uses.
+/// One token's current streak of refusals.
 #[derive(Debug, Clone, Default)]
 struct TokenUses {
     uses: Window<BUCKETS>,
-    revoked: u32,
-    expired: u32,
+    reasons: ReasonCounts,
     ips: [Option<IpAddr>; IPS],
+    /// The first refusal of the streak.
     first: EventTime,
     last: EventTime,
+    /// When the token was last accepted before the streak (`None`: never, as far as known).
+    accepted_until: Option<EventTime>,
     quiet_until: EventTime,
 }
 
@@ -96,6 +118,8 @@ impl TokenUses {
 pub struct RevokedReuse {
     settings: Settings,
     tokens: BoundedMap<TokenId, TokenUses>,
+    guard: OutageGuard,
+    quick: QuickOutageGuard,
 }
 
 impl RevokedReuse {
@@ -104,6 +128,8 @@ impl RevokedReuse {
         RevokedReuse {
             settings: settings.clone(),
             tokens: BoundedMap::new(settings.max_tokens),
+            guard: OutageGuard::default(),
+            quick: QuickOutageGuard::default(),
         }
     }
 
@@ -114,8 +140,11 @@ impl RevokedReuse {
             "uses": n,
             "threshold": self.settings.min_uses,
             "window_secs": self.settings.window_secs,
-            "revoked": st.revoked,
-            "expired": st.expired,
+            "revoked": st.reasons.get(Reason::Revoked),
+            "expired": st.reasons.get(Reason::Expired),
+            "reasons": st.reasons.top(5),
+            "accepted_until": st.accepted_until.map(|t| t.to_string()),
+            "refused_since": st.first.to_string(),
             "ips": ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "first": st.first.to_string(),
             "last": st.last.to_string(),
@@ -137,17 +166,27 @@ impl Detector for RevokedReuse {
     }
 
     fn observe(&mut self, obs: &Obs<'_>, out: &mut Findings) {
-        let reason = match obs.ev.outcome {
-            Outcome::Rejected(r @ (Reason::Revoked | Reason::Expired)) => r,
-            _ => return,
+        self.guard.observe(obs);
+        self.quick.observe(obs);
+        let Outcome::Rejected(reason) = obs.ev.outcome else {
+            return;
         };
         let Some(tok) = &obs.ev.token else { return };
+        let said = matches!(reason, Reason::Revoked | Reason::Expired);
+        // A never-accepted token refused as invalid is a guess, not reuse.
+        if obs.last_accepted.is_none() && !said {
+            return;
+        }
         let t = obs.ev.time;
         let width = ms(self.settings.window_secs) / BUCKETS as i64;
         let st = self.tokens.entry(tok, || tok.clone(), TokenUses::default);
-        if st.uses.sum_at(t, width) == 0 {
+        // A new streak when the window emptied or the token was accepted since this one
+        // began (still in use: sporadic refusals are not reuse).
+        let accepted_since = obs.last_accepted.is_some_and(|a| a >= st.first);
+        if st.uses.sum_at(t, width) == 0 || accepted_since {
             *st = TokenUses {
                 first: t,
+                accepted_until: obs.last_accepted,
                 quiet_until: st.quiet_until,
                 ..TokenUses::default()
             };
@@ -156,13 +195,16 @@ impl Detector for RevokedReuse {
             return;
         }
         st.last = st.last.max(t);
-        match reason {
-            Reason::Revoked => st.revoked = st.revoked.saturating_add(1),
-            _ => st.expired = st.expired.saturating_add(1),
-        }
+        st.reasons.add(reason, 1);
         st.note_ip(obs.ev.ip);
         let n = st.uses.sum_at(t, width);
-        if n < self.settings.min_uses || t < st.quiet_until {
+        let span = t.as_millis().saturating_sub(st.first.as_millis());
+        if n < self.settings.min_uses
+            || span < ms(self.settings.min_streak_secs)
+            || t < st.quiet_until
+            || self.guard.outage(t)
+            || self.quick.outage(t)
+        {
             return;
         }
         st.quiet_until = EventTime::from_millis(
@@ -189,93 +231,149 @@ impl Detector for RevokedReuse {
 
 #[cfg(test)]
 mod tests {
-    use super::super::token_spray_kit::test_util::{ev, obs, take};
+    use std::collections::HashMap;
+
+    use super::super::token_spray_kit::test_util::{ev, take};
     use super::*;
 
-    fn use_(d: &mut RevokedReuse, f: &mut Findings, secs: i64, ip: &str, tok: &str, r: Reason) {
-        let e = ev(secs, ip, Some(tok), Outcome::Rejected(r));
-        d.observe(&obs(&e, true), f);
-        if secs % 10 == 0 {
-            d.tick(EventTime::from_secs(secs), f);
-        }
+    /// Drives the detector the way the engine does: remembers when each token was last
+    /// accepted and hands that over with every event.
+    #[derive(Default)]
+    struct Drive {
+        accepted: HashMap<String, EventTime>,
+        got: Vec<Finding>,
     }
 
-    #[test]
-    fn fires_on_an_old_key_still_in_use() {
-        let mut d = RevokedReuse::new(&Settings::default());
-        let mut f = Findings::default();
-        let mut got = Vec::new();
-        for i in 0..20i64 {
-            let ip = format!("192.0.2.{}", 50 + i % 7);
-            use_(&mut d, &mut f, i * 28, &ip, "ak_old", Reason::Revoked);
-            got.extend(take(&mut f));
-        }
-        assert_eq!(got.len(), 1, "{got:?}");
-        let g = &got[0];
-        assert_eq!(
-            (g.key.as_str(), g.ts),
-            ("ak_old", EventTime::from_secs(4 * 28))
-        );
-        assert_eq!(g.token.as_ref().map(TokenId::as_str), Some("ak_old"));
-        assert_eq!(g.evidence["uses"], 5);
-        assert_eq!(
-            g.evidence["ips"],
-            json!([
-                "192.0.2.50",
-                "192.0.2.51",
-                "192.0.2.52",
-                "192.0.2.53",
-                "192.0.2.54"
-            ])
-        );
-        assert_eq!(g.cooldown_ms, 3_600_000);
-    }
-
-    #[test]
-    fn quiet_on_expired_refresh_and_rotation_stragglers() {
-        let mut d = RevokedReuse::new(&Settings::default());
-        let mut f = Findings::default();
-        for day in 0..30i64 {
-            // Each morning the access token has expired once, then is refreshed.
-            use_(
-                &mut d,
-                &mut f,
-                day * 86_400,
-                "10.0.0.1",
-                "ak_a",
-                Reason::Expired,
-            );
-            // A rotated key tried again twice, 10-50 minutes apart.
-            let tok = format!("ak_rot{day}");
-            use_(
-                &mut d,
-                &mut f,
-                day * 86_400 + 5,
-                "10.0.0.2",
-                &tok,
-                Reason::Revoked,
-            );
-            use_(
-                &mut d,
-                &mut f,
-                day * 86_400 + 1800,
-                "10.0.0.2",
-                &tok,
-                Reason::Revoked,
-            );
-            // Other rejections of a token are not this detector's.
-            for k in 0..10 {
-                use_(
-                    &mut d,
-                    &mut f,
-                    day * 86_400 + k,
-                    "10.0.0.3",
-                    "ak_b",
-                    Reason::Invalid,
-                );
+    impl Drive {
+        fn at(&mut self, d: &mut RevokedReuse, secs: i64, ip: &str, tok: &str, o: Outcome) {
+            let e = ev(secs, ip, Some(tok), o);
+            let last = self.accepted.get(tok).copied();
+            let o2 = Obs {
+                ev: &e,
+                source: "gw",
+                ip_key: e.ip,
+                token_known: last.is_some(),
+                last_accepted: last,
+                location: None,
+            };
+            let mut f = Findings::default();
+            d.observe(&o2, &mut f);
+            if secs % 10 == 0 {
+                d.tick(EventTime::from_secs(secs), &mut f);
+            }
+            self.got.extend(take(&mut f));
+            if o == Outcome::Accepted {
+                self.accepted.insert(tok.to_string(), e.time);
             }
         }
-        assert!(take(&mut f).is_empty());
+    }
+
+    const OK: Outcome = Outcome::Accepted;
+
+    #[test]
+    fn fires_on_an_old_key_still_in_use_whatever_the_log_says() {
+        for reason in [Reason::Revoked, Reason::Invalid, Reason::Forbidden, Reason::Other] {
+            let mut d = RevokedReuse::new(&Settings::default());
+            let mut r = Drive::default();
+            r.at(&mut d, 0, "10.0.0.1", "ak_old", OK);
+            r.at(&mut d, 100, "10.0.0.1", "ak_old", OK);
+            for i in 0..20i64 {
+                let ip = format!("192.0.2.{}", 50 + i % 7);
+                r.at(&mut d, 1000 + i * 28, &ip, "ak_old", Outcome::Rejected(reason));
+            }
+            assert_eq!(r.got.len(), 1, "{reason:?}: {:?}", r.got);
+            let g = &r.got[0];
+            assert_eq!(
+                (g.key.as_str(), g.ts),
+                ("ak_old", EventTime::from_secs(1000 + 4 * 28))
+            );
+            assert_eq!(g.token.as_ref().map(TokenId::as_str), Some("ak_old"));
+            assert_eq!(g.evidence["uses"], 5);
+            assert_eq!(g.evidence["accepted_until"], "1970-01-01T00:01:40.000Z");
+            assert_eq!(g.evidence["refused_since"], "1970-01-01T00:16:40.000Z");
+            assert_eq!(g.evidence["reasons"][0]["reason"], reason.as_str());
+            assert_eq!(
+                g.evidence["ips"],
+                json!([
+                    "192.0.2.50",
+                    "192.0.2.51",
+                    "192.0.2.52",
+                    "192.0.2.53",
+                    "192.0.2.54"
+                ])
+            );
+            assert_eq!(g.cooldown_ms, 3_600_000);
+        }
+    }
+
+    #[test]
+    fn a_revoked_word_is_enough_without_history() {
+        let mut d = RevokedReuse::new(&Settings::default());
+        let mut r = Drive::default();
+        for i in 0..6i64 {
+            r.at(&mut d, i * 30, "10.0.0.9", "ak_gone", Outcome::Rejected(Reason::Revoked));
+        }
+        assert_eq!(r.got.len(), 1, "{:?}", r.got);
+        assert_eq!(r.got[0].evidence["accepted_until"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn quiet_on_busy_tokens_stragglers_guesses_and_outages() {
+        let mut d = RevokedReuse::new(&Settings::default());
+        let mut r = Drive::default();
+        for day in 0..30i64 {
+            let t0 = day * 86_400;
+            // A busy token, accepted every 10 s, refused as expired now and then (its client
+            // refreshes) — a handful of refusals in ten minutes, but never a streak.
+            for k in 0..60 {
+                let t = t0 + k * 10;
+                r.at(&mut d, t, "10.0.0.1", "ak_busy", OK);
+                if k % 8 == 3 {
+                    let o = Outcome::Rejected(Reason::Expired);
+                    r.at(&mut d, t + 1, "10.0.0.1", "ak_busy", o);
+                    r.at(&mut d, t + 2, "10.0.0.1", "ak_busy", o);
+                }
+            }
+            // A rotated key tried again twice, 10-50 minutes apart.
+            let tok = format!("ak_rot{day}");
+            r.at(&mut d, t0 + 700, "10.0.0.2", &tok, OK);
+            r.at(&mut d, t0 + 705, "10.0.0.2", &tok, Outcome::Rejected(Reason::Revoked));
+            r.at(&mut d, t0 + 2500, "10.0.0.2", &tok, Outcome::Rejected(Reason::Revoked));
+            // Never-seen tokens refused as invalid are guesses.
+            for k in 0..10 {
+                let o = Outcome::Rejected(Reason::Invalid);
+                r.at(&mut d, t0 + 3000 + k, "10.0.0.3", "ak_guess", o);
+            }
+        }
+        assert!(r.got.is_empty(), "{:?}", r.got);
+    }
+
+    #[test]
+    fn waits_out_an_outage_and_fires_if_the_streak_outlasts_it() {
+        let mut d = RevokedReuse::new(&Settings::default());
+        let mut r = Drive::default();
+        let known: Vec<String> = (0..30).map(|k| format!("ak_{k}")).collect();
+        for tok in &known {
+            r.at(&mut d, 0, "10.0.0.1", tok, OK);
+        }
+        // Five minutes of outage: every known token refused, several times each.
+        for s in 0..300i64 {
+            let tok = &known[(s % 30) as usize];
+            r.at(&mut d, 60 + s, "10.0.0.1", tok, Outcome::Rejected(Reason::Invalid));
+        }
+        // Recovery: all accepted again, except ak_0 which was revoked meanwhile.
+        for s in 0..600i64 {
+            let k = (s % 30) as usize;
+            let o = if k == 0 {
+                Outcome::Rejected(Reason::Invalid)
+            } else {
+                OK
+            };
+            r.at(&mut d, 360 + s, "10.0.0.1", &known[k], o);
+        }
+        assert_eq!(r.got.len(), 1, "{:?}", r.got);
+        assert_eq!(r.got[0].key, "ak_0");
+        assert!(r.got[0].ts > EventTime::from_secs(360));
     }
 
     #[test]
@@ -294,7 +392,8 @@ mod tests {
                 Some(&tok),
                 Outcome::Rejected(Reason::Revoked),
             );
-            d.observe(&obs(&e, false), &mut f);
+            let o = super::super::token_spray_kit::test_util::obs(&e, false);
+            d.observe(&o, &mut f);
         }
         assert!(d.tracked() <= 10_000);
         assert!(d.evictions() >= 990_000);

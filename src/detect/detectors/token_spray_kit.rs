@@ -20,13 +20,13 @@ pub(crate) fn token_hash(t: &TokenId) -> u64 {
 }
 
 /// True if the event is a guessing attempt: a rejection for an invalid (or unclassified)
-/// credential whose token never had an accepted check, or any token rejected as invalid.
-/// Expired and revoked tokens were real once (`revoked_reuse`'s job) and a 403 means the
-/// token was valid, so neither is a guess.
+/// credential whose token never had an accepted check under any of its identities. A known
+/// token that fails is not a guess whatever the log says (an outage, a rotation, a revoked
+/// key: `rejection_ratio`'s and `revoked_reuse`'s business); expired and revoked tokens were
+/// real once, and a 403 means the token was valid, so neither is a guess either.
 pub(crate) fn is_spray_attempt(obs: &Obs<'_>) -> bool {
     match obs.ev.outcome {
-        Outcome::Rejected(Reason::Invalid) => true,
-        Outcome::Rejected(Reason::Other) => !obs.token_known,
+        Outcome::Rejected(Reason::Invalid | Reason::Other) => !obs.token_known,
         _ => false,
     }
 }
@@ -139,6 +139,37 @@ impl OutageGuard {
     }
 }
 
+/// [`OutageGuard`]'s quick twin: known tokens' checks over the last minute only, so an
+/// outage is recognised within a minute of its start (the 5-minute guard still counts the
+/// good minutes before it), for detectors that would otherwise fire inside that minute.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct QuickOutageGuard {
+    checked: Window<6>,
+    rejected: Window<6>,
+}
+
+/// The quick guard's window: 1 minute in 10 s buckets.
+const QUICK_WIDTH_MS: i64 = 10_000;
+
+impl QuickOutageGuard {
+    /// Counts a check of a known token.
+    pub(crate) fn observe(&mut self, obs: &Obs<'_>) {
+        if !obs.token_known {
+            return;
+        }
+        self.checked.add(obs.ev.time, QUICK_WIDTH_MS, 1);
+        if obs.ev.outcome.is_rejected() {
+            self.rejected.add(obs.ev.time, QUICK_WIDTH_MS, 1);
+        }
+    }
+
+    /// True if more than half of at least 20 known-token checks in the last minute failed.
+    pub(crate) fn outage(&self, now: EventTime) -> bool {
+        let c = self.checked.sum_at(now, QUICK_WIDTH_MS);
+        c >= GUARD_MIN_CHECKS && self.rejected.sum_at(now, QUICK_WIDTH_MS) * 2 > c
+    }
+}
+
 /// Seconds to milliseconds, saturating (the one helper lives beside `Finding`).
 pub(crate) use crate::detect::record::secs_to_ms as ms;
 
@@ -159,6 +190,7 @@ pub(crate) mod test_util {
     /// An event at `secs` from `ip` with `token`.
     pub(crate) fn ev(secs: i64, ip: &str, token: Option<&str>, outcome: Outcome) -> AuthEvent {
         AuthEvent {
+            alias: None,
             time: EventTime::from_secs(secs),
             source: 0,
             token: token.map(TokenId::new),
@@ -176,6 +208,7 @@ pub(crate) mod test_util {
             source: "gw",
             ip_key: ev.ip,
             token_known: known,
+            last_accepted: known.then_some(EventTime::from_millis(0)),
             location: None,
         }
     }

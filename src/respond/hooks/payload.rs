@@ -29,6 +29,10 @@ pub fn value(job: &Job, name: &str) -> String {
     let d = &job.detection;
     match name {
         "token" => d.token.clone().unwrap_or_default(),
+        "accessor" => d.evidence["accessor"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_default(),
         "user" => d.user.clone().unwrap_or_default(),
         "id" => d.id.clone(),
         "ip" => d.ip.map(|i| i.to_string()).unwrap_or_default(),

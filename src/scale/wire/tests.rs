@@ -6,6 +6,7 @@ use super::*;
 
 fn sample() -> (AuthEvent, EventId) {
     let ev = AuthEvent {
+        alias: None,
         time: EventTime::from_millis(1_772_459_736_120),
         source: 0,
         token: Some(TokenId::new("fp:9f2c4e1a0b3d5c7e")),
@@ -33,6 +34,21 @@ fn typical_record_is_small_and_round_trips() {
     assert_eq!(&*back.source_name, "gateway");
     assert_eq!(back.id, id);
     assert_eq!(id.to_string(), "gw-1/123456789abcdef0/123456");
+}
+
+#[test]
+fn a_vault_accessor_travels_as_the_alias() {
+    let (mut ev, id) = sample();
+    ev.token = Some(TokenId::new(
+        "hmac-sha256:5b9141d10910a63ad8decbb52463642402be8ee760ee27ecde02011021719a90",
+    ));
+    ev.alias = Some(TokenId::new("ak_4ce00c08d0bb"));
+    let mut buf = Vec::new();
+    encode(&ev, "vault", id.id_ref(), &mut buf);
+    assert_eq!(decode(&buf).unwrap().event, ev);
+    for n in 0..buf.len() {
+        assert!(decode(&buf[..n]).is_err(), "{n}");
+    }
 }
 
 #[test]
@@ -105,6 +121,7 @@ proptest! {
         offset in any::<u64>(),
     ) {
         let ev = AuthEvent {
+            alias: None,
             time: EventTime::from_millis(time),
             source,
             token: token.map(TokenId::new),

@@ -49,6 +49,7 @@ fn us_country_only() -> Location {
 
 fn event(secs: i64, ip: &str, outcome: Outcome) -> AuthEvent {
     AuthEvent {
+        alias: None,
         time: EventTime::from_secs(T0 + secs),
         source: 0,
         token: Some(TokenId::new("ak_travel")),
@@ -70,6 +71,7 @@ fn run(d: &mut ImpossibleTravel, uses: &[(i64, &str, Location)]) -> Vec<Finding>
             source: "gw",
             ip_key: ev.ip,
             token_known: true,
+            last_accepted: None,
             location: Some(loc),
         };
         d.observe(&mut st, &obs, &mut out);
@@ -245,6 +247,7 @@ fn unlocated_rejected_and_out_of_order_uses_are_ignored() {
             source: "gw",
             ip_key: ev.ip,
             token_known: true,
+            last_accepted: None,
             location: loc,
         };
         d.observe(&mut st, &obs, &mut out);
@@ -307,6 +310,7 @@ fn the_place_table_is_bounded_under_a_flood() {
             source: "gw",
             ip_key: ev.ip,
             token_known: true,
+            last_accepted: None,
             location: Some(&loc),
         };
         d.observe(&mut st, &obs, &mut out);
