@@ -745,5 +745,7 @@ fn keys_of_another_source_kind_warn() {
     }
     let c = load("[[source]]\npath = \"/x\"\nlisten = \"udp://127.0.0.1:1\"\n").unwrap();
     let w: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
-    assert!(w.join("\n").contains("listen is not used by kind = \"file\""));
+    assert!(w
+        .join("\n")
+        .contains("listen is not used by kind = \"file\""));
 }
