@@ -233,6 +233,11 @@ fn tcp_octet_counted_and_newline_frames_with_program_filter() {
         "tokenwatch_lines_total{result=\"skipped\",source=\"nginx\"}",
         10.0,
     );
+    // tokenwatch_source_dropped_total passes the exposition-format lint.
+    let (_, body) = http_get(&d.addr, "/metrics").unwrap();
+    let zero = "tokenwatch_source_dropped_total{reason=\"queue_full\",source=\"nginx\"} 0";
+    assert!(body.contains(zero), "{body}");
+    crate::e2e::promtool_check(&body);
     assert!(d.terminate().success());
 }
 
