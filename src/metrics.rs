@@ -33,6 +33,39 @@ impl LineResult {
     }
 }
 
+/// Reason label of `tokenwatch_source_dropped_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The queue between the socket and the pipeline was full (the pipeline is behind).
+    QueueFull,
+    /// Over `max_line_bytes` (a datagram, or a TCP frame, which also closes the connection).
+    TooLong,
+    /// Not syslog (no `<PRI>`), or a broken TCP frame header.
+    Malformed,
+    /// A TCP connection over `max_connections`, closed at once (counts connections).
+    ConnectionLimit,
+}
+
+impl DropReason {
+    /// Every reason, for the zero-valued series.
+    pub const ALL: [DropReason; 4] = [
+        DropReason::QueueFull,
+        DropReason::TooLong,
+        DropReason::Malformed,
+        DropReason::ConnectionLimit,
+    ];
+
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DropReason::QueueFull => "queue_full",
+            DropReason::TooLong => "too_long",
+            DropReason::Malformed => "malformed",
+            DropReason::ConnectionLimit => "connection_limit",
+        }
+    }
+}
+
 /// Every metric family tokenwatch exports.
 #[derive(Clone)]
 pub struct Metrics {
@@ -47,6 +80,7 @@ pub struct Metrics {
     rotations: IntCounterVec,
     files_opened: IntCounterVec,
     read_errors: IntCounterVec,
+    dropped: IntCounterVec,
     /// Unix time of the last successful checkpoint write.
     pub checkpoint_last_success: IntGauge,
     /// Failed checkpoint writes.
@@ -228,6 +262,12 @@ impl Metrics {
                 "tokenwatch_read_errors_total",
                 "I/O errors reading a source's files.",
                 &["source"],
+            ),
+            dropped: counter_vec(
+                &r,
+                "tokenwatch_source_dropped_total",
+                "Messages a syslog or journald source dropped before parsing, by reason (connection_limit counts TCP connections).",
+                &["source", "reason"],
             ),
             checkpoint_last_success: reg(
                 &r,
@@ -439,6 +479,11 @@ impl Metrics {
             files_opened: self.files_opened.with_label_values(&[name]),
             read_errors: self.read_errors.with_label_values(&[name]),
         }
+    }
+
+    /// `tokenwatch_source_dropped_total{source,reason}` for one source and reason.
+    pub fn source_dropped(&self, source: &str, reason: DropReason) -> IntCounter {
+        self.dropped.with_label_values(&[source, reason.as_str()])
     }
 
     /// Counts a config reload attempt.

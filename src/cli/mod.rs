@@ -12,6 +12,7 @@ pub mod gen;
 pub mod parse;
 pub mod replay;
 pub mod run;
+mod sources;
 
 pub use build::{load_config, Built};
 

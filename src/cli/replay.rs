@@ -326,7 +326,7 @@ impl Unwrapped {
         self.out.clear();
         self.stamps.clear();
         self.too_long += u64::from(self.unwrap.feed_buf(c, 0, &mut self.out, &mut self.stamps));
-        p.process_stamped(0, &self.out, &self.stamps);
+        p.process_lines_timed(0, &self.out, &self.stamps);
     }
 }
 

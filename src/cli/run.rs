@@ -45,6 +45,7 @@ use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::build::{build_stages, fingerprint_key, load_config};
+use super::sources::{self, Listeners};
 use super::CliError;
 use crate::config::Config;
 use crate::detect::Ring;
@@ -88,9 +89,10 @@ enum Stop {
     Reload,
 }
 
-/// A running tailer + pipeline pair for one config.
+/// A running tailer + pipeline pair for one config, with its syslog/journald sources.
 struct Running {
     tailer: TailerHandle,
+    listeners: Listeners,
     pipeline: JoinHandle<()>,
 }
 
@@ -180,7 +182,7 @@ async fn daemon(mut cfg: Config, args: RunArgs) -> Result<(), CliError> {
             ring: ring.clone(),
         };
         let running = start(&cfg, &metrics, &fp, outputs)?;
-        wait_ready(&running.tailer, gate.as_ref(), &ready).await;
+        wait_ready(&running, gate.as_ref(), &ready).await;
         let what = signals.next().await;
         ready.store(false, Ordering::Release);
         stop(running).await?;
@@ -358,8 +360,11 @@ fn start(
         .sources
         .iter()
         .enumerate()
+        .filter(|(_, s)| s.kind == crate::config::SourceKind::File)
         .map(|(i, s)| s.tail_config(i as u16))
         .collect();
+    // Bound before anyone is told we are ready; they feed the same channel as the tailer.
+    let listeners = Listeners::start(cfg, metrics, &tx)?;
     let start_tailer = move || {
         Tailer::start(tail_cfgs, Some(cfg.state.dir.clone()), tx, events)
             .context("starting the file tailer")
@@ -370,7 +375,11 @@ fn start(
         let tailer = start_tailer()?;
         let pipeline = crate::scale::edge::spawn(cfg, stages, fp.clone(), metrics, rx)
             .context("starting the Kafka edge")?;
-        return Ok(Running { tailer, pipeline });
+        return Ok(Running {
+            tailer,
+            listeners,
+            pipeline,
+        });
     }
     let (engine, resume) = build_live_engine(cfg, metrics, outputs)?;
     prepare_checkpoints(&cfg.state.dir, resume, metrics);
@@ -416,7 +425,11 @@ fn start(
             snap.save(&mut pipeline);
         })
         .context("starting the pipeline thread")?;
-    Ok(Running { tailer, pipeline })
+    Ok(Running {
+        tailer,
+        listeners,
+        pipeline,
+    })
 }
 
 /// Learned detector state in the state directory.
@@ -632,11 +645,14 @@ async fn probe_state_dir(dir: PathBuf, metrics: Metrics) {
     }
 }
 
-/// Polls the tailer's readiness latch (and, on an edge enforcing freezes, the frozen set's
+/// Polls the sources' readiness latches (and, on an edge enforcing freezes, the frozen set's
 /// load from the topic) into the `/readyz` flag.
-async fn wait_ready(tailer: &TailerHandle, frozen: Option<&FrozenView>, ready: &AtomicBool) {
+async fn wait_ready(running: &Running, frozen: Option<&FrozenView>, ready: &AtomicBool) {
     for _ in 0..3000 {
-        if tailer.is_ready() && frozen.is_none_or(FrozenView::is_loaded) {
+        if running.tailer.is_ready()
+            && running.listeners.is_ready()
+            && frozen.is_none_or(FrozenView::is_loaded)
+        {
             ready.store(true, Ordering::Release);
             return;
         }
@@ -648,7 +664,14 @@ async fn wait_ready(tailer: &TailerHandle, frozen: Option<&FrozenView>, ready: &
 /// Stop order matters: stop reading, let the pipeline drain what was read (acking it), then
 /// write the final checkpoint so a restart neither loses nor repeats lines.
 async fn stop(running: Running) -> Result<(), CliError> {
-    let Running { tailer, pipeline } = running;
+    let Running {
+        tailer,
+        listeners,
+        pipeline,
+    } = running;
+    // Network and journal sources first: they drop their senders, so the pipeline can see
+    // the channel's end once the tailer stops too.
+    let journald = listeners.stop_reading().await;
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         tailer.stop_reading();
         pipeline
@@ -656,7 +679,8 @@ async fn stop(running: Running) -> Result<(), CliError> {
             .map_err(|_| anyhow::anyhow!("pipeline thread panicked"))?;
         tailer.write_checkpoints().context("final checkpoint")?;
         tailer.join().context("stopping the tailer")?;
-        Ok(())
+        // Every acked entry is in: write the journald cursors.
+        sources::finish(journald)
     })
     .await
     .context("joining shutdown task")??;

@@ -88,7 +88,7 @@ pub use secret::{
     MIN_FINGERPRINT_KEY_BYTES,
 };
 pub use server::ServerConfig;
-pub use source::{FieldsConfig, SourceConfig, TokenKind};
+pub use source::{FieldsConfig, SourceConfig, SourceKind, TokenKind};
 pub use state::{FingerprintConfig, StateConfig};
 pub use values::Zone;
 

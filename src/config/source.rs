@@ -1,6 +1,7 @@
 //! `[[source]]`: one log to tail, how to parse it, and how to turn it into runtime settings.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -77,6 +78,55 @@ impl From<TokenKind> for String {
     }
 }
 
+/// Where a source's lines come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum SourceKind {
+    /// Files tailed through rotation (`path` / `include`).
+    #[default]
+    File,
+    /// A syslog listener (`listen`).
+    Syslog,
+    /// The systemd journal, through `journalctl`.
+    Journald,
+}
+
+impl SourceKind {
+    /// Every kind with its config name.
+    pub const ALL: [(SourceKind, &'static str); 3] = [
+        (SourceKind::File, "file"),
+        (SourceKind::Syslog, "syslog"),
+        (SourceKind::Journald, "journald"),
+    ];
+
+    /// The config name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceKind::File => "file",
+            SourceKind::Syslog => "syslog",
+            SourceKind::Journald => "journald",
+        }
+    }
+}
+
+impl TryFrom<String> for SourceKind {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        SourceKind::ALL
+            .iter()
+            .find(|(_, n)| *n == s)
+            .map(|(k, _)| *k)
+            .ok_or_else(|| unknown_choice("kind", &s, &SourceKind::ALL.map(|(_, n)| n)))
+    }
+}
+
+impl From<SourceKind> for String {
+    fn from(k: SourceKind) -> String {
+        k.name().to_string()
+    }
+}
+
 /// `[source.fields]`: JSON keys for the `json` preset (dotted paths such as `request.ip` allowed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -143,6 +193,8 @@ pub struct SourceConfig {
     /// Unique name, used as the `source` metric label: `[a-zA-Z0-9_.-]{1,64}` (default
     /// `source<N>`, N being the 0-based position among the `[[source]]` tables).
     pub name: String,
+    /// Where lines come from: `file` (default) | `syslog` | `journald`.
+    pub kind: SourceKind,
     /// One file path or glob (may be combined with `include`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
@@ -203,6 +255,35 @@ pub struct SourceConfig {
     /// Container log wrapper: `auto` (default, detected per file) | `none` | `docker` | `cri`.
     #[serde(with = "values::wrapper")]
     pub wrapper: WrapperChoice,
+    /// syslog: `udp://IP:PORT` or `tcp://IP:PORT` (required for `kind = "syslog"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// syslog: keep only messages whose tag/APP-NAME is this program (default: all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
+    /// syslog: messages held between the socket and the pipeline; beyond it they are
+    /// dropped and counted (default 65536).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_messages: Option<usize>,
+    /// syslog over TCP: simultaneous connections; more are closed at once (default 256).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// syslog over UDP: the socket's receive buffer (`SO_RCVBUF`) in bytes, capped by
+    /// `net.core.rmem_max` (default 4194304; 0 leaves the kernel's `net.core.rmem_default`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recv_buffer_bytes: Option<usize>,
+    /// journald: only these systemd units (`journalctl --unit`; default: all).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<String>,
+    /// journald: only these syslog identifiers (`journalctl --identifier`; default: all).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub identifiers: Vec<String>,
+    /// journald: read the journal files in this directory instead of the system journal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal_dir: Option<PathBuf>,
+    /// journald: read this journal file instead of the system journal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal_file: Option<PathBuf>,
 }
 
 impl Default for SourceConfig {
@@ -228,6 +309,16 @@ impl Default for SourceConfig {
             fields: None,
             dialect: None,
             wrapper: WrapperChoice::Auto,
+            kind: SourceKind::File,
+            listen: None,
+            program: None,
+            queue_messages: None,
+            max_connections: None,
+            recv_buffer_bytes: None,
+            units: Vec::new(),
+            identifiers: Vec::new(),
+            journal_dir: None,
+            journal_file: None,
         }
     }
 }

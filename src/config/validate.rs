@@ -9,7 +9,7 @@ use toml::de::DeTable;
 use super::doc::{self, Seg};
 use super::error::Diag;
 use super::secret::{Secret, SecretSource};
-use super::source::{SourceConfig, TokenKind};
+use super::source::{SourceConfig, SourceKind, TokenKind};
 use super::Config;
 use crate::parse::{ClientIp, Preset};
 
@@ -145,7 +145,11 @@ fn check_source(c: &mut Checker<'_, '_, '_>, i: usize, s: &SourceConfig) {
             ),
         );
     }
-    check_paths(c, i, s);
+    match s.kind {
+        SourceKind::File => check_paths(c, i, s),
+        SourceKind::Syslog => check_syslog(c, i, s),
+        SourceKind::Journald => check_journald(c, i, s),
+    }
     if s.format == Preset::Regex && s.pattern.is_none() && !c.written(&source_key(i, "pattern")) {
         c.error(
             &[key("source"), Seg::Index(i)],
@@ -174,6 +178,36 @@ fn check_source(c: &mut Checker<'_, '_, '_>, i: usize, s: &SourceConfig) {
         );
     }
     warn_unused_keys(c, i, s.format);
+    warn_other_kinds_keys(c, i, s.kind);
+}
+
+/// Keys of another `kind` of source: ignored, likely a mistake.
+fn warn_other_kinds_keys(c: &mut Checker<'_, '_, '_>, i: usize, kind: SourceKind) {
+    use SourceKind::{File, Journald, Syslog};
+    let used_by: [(&str, &[SourceKind]); 14] = [
+        ("path", &[File]),
+        ("include", &[File]),
+        ("watch", &[File]),
+        ("poll_interval_ms", &[File]),
+        ("start_at", &[File, Journald]),
+        ("listen", &[Syslog]),
+        ("program", &[Syslog]),
+        ("queue_messages", &[Syslog]),
+        ("max_connections", &[Syslog]),
+        ("recv_buffer_bytes", &[Syslog]),
+        ("units", &[Journald]),
+        ("identifiers", &[Journald]),
+        ("journal_dir", &[Journald]),
+        ("journal_file", &[Journald]),
+    ];
+    for (k, kinds) in used_by {
+        if !kinds.contains(&kind) && c.has(&source_key(i, k)) {
+            c.warning(
+                &source_key(i, k),
+                format!("{k} is not used by kind = \"{}\"; ignored", kind.name()),
+            );
+        }
+    }
 }
 
 /// The named captures the regex preset reads.
@@ -224,6 +258,45 @@ fn check_paths(c: &mut Checker<'_, '_, '_>, i: usize, s: &SourceConfig) {
         } else if let Err(e) = glob::Pattern::new(p) {
             c.error(&at, format!("invalid glob {p:?}: {}", e.msg));
         }
+    }
+}
+
+/// `kind = "syslog"`: a parsable listen address (a non-loopback one is allowed, with a
+/// warning: syslog has no authentication, so anyone who reaches the port can feed it lines).
+fn check_syslog(c: &mut Checker<'_, '_, '_>, i: usize, s: &SourceConfig) {
+    let Some(listen) = &s.listen else {
+        c.error(
+            &[key("source"), Seg::Index(i)],
+            "kind = \"syslog\" needs listen = \"udp://127.0.0.1:PORT\" or \"tcp://127.0.0.1:PORT\""
+                .to_string(),
+        );
+        return;
+    };
+    match crate::source::syslog::Listen::parse(listen) {
+        Ok(l) if !l.addr().ip().is_loopback() => c.warning(
+            &source_key(i, "listen"),
+            format!("{listen} is not a loopback address: anyone who can reach it can send lines"),
+        ),
+        Ok(_) => {}
+        Err(e) => c.error(&source_key(i, "listen"), e),
+    }
+    for (k, v) in [
+        ("queue_messages", s.queue_messages),
+        ("max_connections", s.max_connections),
+    ] {
+        if v == Some(0) {
+            c.error(&source_key(i, k), "must be at least 1".to_string());
+        }
+    }
+}
+
+/// `kind = "journald"`: at most one of `journal_dir` and `journal_file`.
+fn check_journald(c: &mut Checker<'_, '_, '_>, i: usize, s: &SourceConfig) {
+    if s.journal_dir.is_some() && s.journal_file.is_some() {
+        c.error(
+            &source_key(i, "journal_file"),
+            "set journal_dir or journal_file, not both".to_string(),
+        );
     }
 }
 

@@ -121,7 +121,7 @@ impl Pipeline {
 
     /// Processes a batch and then acknowledges it (so its checkpoint may advance).
     pub fn process(&mut self, batch: LineBatch) {
-        self.process_stamped(batch.source, &batch.buf, &batch.stamps);
+        self.process_lines_timed(batch.source, &batch.buf, &batch.times);
         if let Some(ack) = batch.ack {
             ack.ack();
         }
@@ -130,29 +130,26 @@ impl Pipeline {
     /// Processes complete `\n`-terminated lines of one source (a final unterminated line is
     /// processed too) and flushes counters.
     pub fn process_lines(&mut self, source: SourceIdx, buf: &[u8]) {
-        self.process_stamped(source, buf, &[]);
+        self.process_lines_timed(source, buf, &[]);
     }
 
-    /// Like [`Self::process_lines`], with the container runtime's timestamp of each line
-    /// (`stamps[i]` for the i-th line; empty for files without a wrapper), used when a line
-    /// carries no time of its own.
-    pub fn process_stamped(&mut self, source: SourceIdx, buf: &[u8], stamps: &[EventTime]) {
+    /// Like [`process_lines`](Pipeline::process_lines), with `times[i]` the event time of
+    /// line `i` when the line has none of its own (lines past the end of `times` have none).
+    pub fn process_lines_timed(&mut self, source: SourceIdx, buf: &[u8], times: &[EventTime]) {
         let Some(stage) = self.stages.get_mut(usize::from(source)) else {
             return;
         };
         let mut counts = std::mem::take(&mut self.counts);
         let mut start = 0;
-        let mut n = 0;
+        let mut times = times.iter();
         while start < buf.len() {
             let end = memchr::memchr(b'\n', &buf[start..]).map_or(buf.len(), |i| start + i);
             let line = &buf[start..end];
             start = end + 1;
-            let stamp = stamps.get(n).copied();
-            n += 1;
             handle_line(
                 stage,
-                (source, stamp),
-                line,
+                source,
+                (line, times.next().copied()),
                 &self.fingerprinter,
                 &mut self.sink,
                 &mut counts,
@@ -173,8 +170,8 @@ impl Pipeline {
 
 fn handle_line(
     stage: &mut SourceStage,
-    (source, stamp): (SourceIdx, Option<EventTime>),
-    line: &[u8],
+    source: SourceIdx,
+    (line, fallback): (&[u8], Option<EventTime>),
     fp: &Fingerprinter,
     sink: &mut Option<Box<dyn EventSink>>,
     counts: &mut BatchCounts,
@@ -185,7 +182,7 @@ fn handle_line(
     }
     match stage.parser.parse(line) {
         Ok(Parsed::Event(mut rec)) => {
-            rec.time = rec.time.or(stamp);
+            rec.time = rec.time.or(fallback);
             counts.parsed += 1;
             counts.checks += 1;
             if let Outcome::Rejected(r) = rec.outcome {
@@ -273,4 +270,52 @@ fn flush(
         skipped_by: keep_skipped,
         ..BatchCounts::default()
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::{build, ParserSpec, Preset};
+
+    /// Collects events.
+    struct Keep(std::sync::Arc<std::sync::Mutex<Vec<AuthEvent>>>);
+
+    impl EventSink for Keep {
+        fn event(&mut self, ev: AuthEvent) {
+            self.0.lock().unwrap().push(ev);
+        }
+    }
+
+    #[test]
+    fn a_transport_time_fills_in_only_for_lines_without_one() {
+        let spec = ParserSpec {
+            preset: Preset::Regex,
+            pattern: Some(r"^(?P<token>\S+) (?P<status>\d+)(?: (?P<ts>\S+))?$".into()),
+            ..ParserSpec::default()
+        };
+        let m = crate::metrics::Metrics::new();
+        let stage = SourceStage {
+            name: "s".into(),
+            parser: build(&spec).unwrap(),
+            token_kind: TokenKind::Id,
+            metrics: m.source("s"),
+        };
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let fp = Fingerprinter::new(b"0123456789abcdef0123456789abcdef");
+        let mut p = Pipeline::new(vec![stage], fp, Some(Box::new(Keep(got.clone()))));
+        let t = EventTime::from_millis(1_000_000);
+        p.process(LineBatch {
+            source: 0,
+            buf: b"a 200\nb 200 1970-01-01T00:00:05Z\n".to_vec(),
+            ack: None,
+            times: vec![t, t],
+        });
+        let times: Vec<i64> = got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.time.as_millis())
+            .collect();
+        assert_eq!(times, vec![1_000_000, 5_000]);
+    }
 }

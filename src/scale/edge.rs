@@ -211,8 +211,8 @@ impl Edge {
         let LineBatch {
             source,
             buf,
-            stamps,
             ack,
+            times,
         } = batch;
         let (file, end) = ack
             .as_ref()
@@ -224,7 +224,7 @@ impl Edge {
         self.cursor.batch.store(seq, Ordering::Relaxed);
         self.cursor.file.store(file, Ordering::Relaxed);
         let mut start = 0;
-        let mut n = 0;
+        let mut line_no = 0;
         while start < buf.len() {
             let end = memchr::memchr(b'\n', buf.get(start..).unwrap_or_default())
                 .map_or(buf.len(), |i| start + i + 1);
@@ -232,10 +232,10 @@ impl Edge {
                 .offset
                 .store(base + start as u64, Ordering::Relaxed);
             let line = buf.get(start..end).unwrap_or_default();
-            let stamp = stamps.get(n..=n).unwrap_or_default();
-            self.pipeline.process_stamped(source, line, stamp);
+            let time = times.get(line_no..=line_no).unwrap_or_default();
+            self.pipeline.process_lines_timed(source, line, time);
+            line_no += 1;
             start = end;
-            n += 1;
         }
         self.publisher.end_batch(seq);
     }

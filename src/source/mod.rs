@@ -6,10 +6,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::event::SourceIdx;
+use crate::event::{EventTime, SourceIdx};
 
 pub mod file;
+pub mod journald;
 pub mod replay;
+pub mod syslog;
 pub mod tail_metrics;
 pub mod wrapper;
 
@@ -22,12 +24,12 @@ pub struct LineBatch {
     pub source: SourceIdx,
     /// The bytes: whole lines, each ending in `\n`.
     pub buf: Vec<u8>,
-    /// The container runtime's time of each line, when the lines were unwrapped from a
-    /// Docker/CRI log (`stamps[i]` belongs to the i-th line); empty otherwise. The pipeline
-    /// uses it for lines that carry no time of their own.
-    pub stamps: Vec<crate::event::EventTime>,
     /// Acknowledge after processing so the checkpoint may advance past these lines.
     pub ack: Option<Ack>,
+    /// Per line, the time its transport recorded (a syslog header, the journal's
+    /// `__REALTIME_TIMESTAMP`, the container runtime's time of a Docker/CRI line), used when
+    /// the line itself carries none; empty when the source has no such time (plain files).
+    pub times: Vec<EventTime>,
 }
 
 impl LineBatch {
@@ -91,16 +93,16 @@ mod tests {
         let b = LineBatch {
             source: 0,
             buf: b"a\nbb\n\nc\n".to_vec(),
-            stamps: Vec::new(),
             ack: None,
+            times: Vec::new(),
         };
         let v: Vec<&[u8]> = b.lines().collect();
         assert_eq!(v, vec![&b"a"[..], b"bb", b"", b"c"]);
         let e = LineBatch {
             source: 0,
             buf: Vec::new(),
-            stamps: Vec::new(),
             ack: None,
+            times: Vec::new(),
         };
         assert_eq!(e.lines().count(), 0);
     }

@@ -277,10 +277,11 @@ fn unknown_keys_get_a_suggestion_when_close() {
         [
             "tw.toml:2:1: server.listen_addr: unknown key \"listen_addr\" (did you mean \"listen\"?)",
             "tw.toml:6:1: source[0].formta: unknown key \"formta\" (did you mean \"format\"?)",
-            "tw.toml:7:1: source[0].zzzzzz: unknown key \"zzzzzz\" (expected one of name, path, include, \
-             format, log_format, token_field, reason_field, client_ip, trusted_proxies, timezone, \
-             token_kind, start_at, watch, poll_interval_ms, max_line_bytes, pattern, time_format, fields, \
-             dialect, wrapper)",
+            "tw.toml:7:1: source[0].zzzzzz: unknown key \"zzzzzz\" (expected one of name, kind, path, \
+             include, format, log_format, token_field, reason_field, client_ip, trusted_proxies, \
+             timezone, token_kind, start_at, watch, poll_interval_ms, max_line_bytes, pattern, \
+             time_format, fields, dialect, wrapper, listen, program, queue_messages, \
+             max_connections, recv_buffer_bytes, units, identifiers, journal_dir, journal_file)",
             "tw.toml:9:12: detectors.rate_spik: unknown detector \"rate_spik\" (did you mean \"rate_spike\"?)",
             "tw.toml:13:1: detectors.brute_force.enable: unknown key \"enable\" (did you mean \"enabled\"?)",
         ]
@@ -677,4 +678,74 @@ fn regex_without_known_captures_warns() {
         .starts_with("tw.toml:4:11: source[0].pattern: pattern has none of the named captures"));
     let ok = load("[[source]]\npath = \"/a\"\nformat = \"regex\"\npattern = '^(?P<ip>\\S+) (?P<status>\\d+)$'\n").unwrap();
     assert!(ok.warnings.is_empty(), "{:?}", ok.warnings);
+}
+
+#[test]
+fn syslog_and_journald_sources_need_no_path_and_are_checked() {
+    let c = load(
+        r#"
+[[source]]
+name = "sys"
+kind = "syslog"
+listen = "tcp://127.0.0.1:5514"
+program = "nginx"
+[[source]]
+name = "jd"
+kind = "journald"
+units = ["nginx.service"]
+"#,
+    )
+    .unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert_eq!(c.sources[1].units, vec!["nginx.service".to_string()]);
+    // A public listen address works, with a warning.
+    let c = load("[[source]]\nkind = \"syslog\"\nlisten = \"udp://0.0.0.0:514\"\n").unwrap();
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    let errs = errors(
+        r#"
+[[source]]
+kind = "syslog"
+[[source]]
+kind = "syslog"
+listen = "127.0.0.1:514"
+queue_messages = 0
+[[source]]
+kind = "journald"
+journal_dir = "/a"
+journal_file = "/b"
+[[source]]
+kind = "sockets"
+"#,
+    );
+    let all = errs.join("\n");
+    for want in [
+        "needs listen",
+        "no udp:// or tcp://",
+        "queue_messages",
+        "not both",
+        "kind",
+    ] {
+        assert!(all.contains(want), "{want:?} missing in:\n{all}");
+    }
+}
+
+#[test]
+fn keys_of_another_source_kind_warn() {
+    let c = load(
+        "[[source]]\nkind = \"syslog\"\nlisten = \"udp://127.0.0.1:5514\"\npath = \"/x\"\nunits = [\"a\"]\nstart_at = \"beginning\"\n",
+    )
+    .unwrap();
+    let w: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
+    let w = w.join("\n");
+    for k in ["path", "units", "start_at"] {
+        assert!(
+            w.contains(&format!("{k} is not used by kind = \"syslog\"")),
+            "{w}"
+        );
+    }
+    let c = load("[[source]]\npath = \"/x\"\nlisten = \"udp://127.0.0.1:1\"\n").unwrap();
+    let w: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
+    assert!(w
+        .join("\n")
+        .contains("listen is not used by kind = \"file\""));
 }

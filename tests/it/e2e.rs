@@ -123,7 +123,7 @@ fn run_counts_scrapes_and_resumes_after_restart() {
 }
 
 /// `promtool check metrics` on the scrape; required in CI, skipped locally without promtool.
-fn promtool_check(body: &str) {
+pub(crate) fn promtool_check(body: &str) {
     let Ok(mut child) = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

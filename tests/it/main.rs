@@ -14,6 +14,7 @@ mod faults;
 mod formats;
 mod geo;
 mod hostile;
+mod journald;
 #[cfg(feature = "kafka")]
 mod kafka;
 #[cfg(feature = "kafka")]
@@ -29,4 +30,5 @@ mod prometheus;
 mod respond;
 mod secrets;
 mod support;
+mod syslog;
 mod tailer;

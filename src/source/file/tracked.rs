@@ -297,8 +297,8 @@ impl Tracked {
         sink.send(LineBatch {
             source: self.source,
             buf,
-            stamps,
             ack: Some(ack),
+            times: stamps,
         })?;
         self.sent_end = end;
         Ok(())
