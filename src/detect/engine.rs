@@ -328,7 +328,11 @@ impl Engine {
         if ev.time > self.watermark {
             self.watermark = ev.time;
         }
-        if self.watermark.as_millis() >= self.last_tick.as_millis().saturating_add(TICK_MS) {
+        // Ticks fall on a fixed grid of event time (the first event past each boundary), so a
+        // restored engine ticks where an uninterrupted one did and windows close alike.
+        if self.watermark.as_millis().div_euclid(TICK_MS)
+            != self.last_tick.as_millis().div_euclid(TICK_MS)
+        {
             self.tick(self.watermark);
         }
         let ip_key = ev.ip.map(|ip| group_ip(ip, self.settings.ipv6_prefix));
@@ -617,6 +621,8 @@ impl Engine {
             ));
         }
         self.watermark = snap.watermark;
+        // The last tick was in the watermark's grid cell: the next falls where it would have.
+        self.last_tick = snap.watermark;
         for (k, v) in snap.tokens {
             self.tokens.insert(k, v);
         }

@@ -156,6 +156,7 @@ snapshot_interval_secs = 1
 
 [detectors.revoked_reuse]
 min_uses = 1
+min_streak_secs = 0
 
 [response]
 mode = "enforce"

@@ -61,12 +61,13 @@ impl Setup {
         d
     }
 
-    /// Appends `USES` revoked rejections of each token, at increasing event times.
+    /// Appends `USES` revoked rejections of each token, 16 s apart (a streak must last
+    /// `revoked_reuse`'s `min_streak_secs`, 60 s, to fire).
     fn attack(&self, tokens: &[String], clock: &mut u32) {
         let mut text = String::new();
         for t in tokens {
             for _ in 0..USES {
-                *clock += 1;
+                *clock += 16;
                 text.push_str(&revoked_line(t, *clock));
             }
         }

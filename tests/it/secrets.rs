@@ -200,6 +200,10 @@ start_at = "beginning"
 [source.fields]
 token = "api_key"
 
+# The lines come seconds apart: a streak this short is enough here (the default wants 60 s).
+[detectors.revoked_reuse]
+min_streak_secs = 0
+
 [response]
 mode = "enforce"
 freeze_detectors = ["revoked_reuse", "brute_force", "token_spray"]

@@ -112,7 +112,7 @@ impl Common for Settings {
 }
 
 /// One address's failing never-seen tokens.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct IpState {
     attempts: Window<BUCKETS>,
     tokens: TokenSet,
@@ -179,6 +179,24 @@ impl History {
         push_sample(&mut self.samples, t.tokens);
         push_sample(&mut self.multi, t.multi_tokens);
     }
+}
+
+/// The persisted state, as written (borrowing).
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    history: &'a History,
+    ips: Vec<(&'a IpAddr, &'a IpState)>,
+    next_eval: EventTime,
+}
+
+/// The persisted state, as read back.
+#[derive(Deserialize)]
+struct Snapshot {
+    history: History,
+    #[serde(default)]
+    ips: Vec<(IpAddr, IpState)>,
+    #[serde(default)]
+    next_eval: Option<EventTime>,
 }
 
 /// The detector.
@@ -349,7 +367,11 @@ impl Detector for DistributedSpray {
         if now < self.next_eval {
             return;
         }
-        self.next_eval = EventTime::from_millis(now.as_millis().saturating_add(EVAL_MS));
+        // On the minute grid of event time, and kept in the snapshot: a restored detector
+        // evaluates (and samples its baseline) at the very ticks an uninterrupted one did.
+        self.next_eval = EventTime::from_millis(
+            (now.as_millis().div_euclid(EVAL_MS) + 1).saturating_mul(EVAL_MS),
+        );
         self.ips.expire(before(now, ms(self.settings.window_secs)));
         if let Some(f) = self.evaluate(now) {
             out.push(f);
@@ -360,15 +382,37 @@ impl Detector for DistributedSpray {
         self.ips.len()
     }
 
+    /// The baseline and the addresses in the window, so a restart neither forgets a spray
+    /// under way nor samples a thinner hour into the baseline than an uninterrupted run.
     fn snapshot(&self) -> serde_json::Value {
-        serde_json::to_value(&self.history).unwrap_or_default()
+        let snap = SnapshotRef {
+            history: &self.history,
+            ips: self.ips.iter().collect(),
+            next_eval: self.next_eval,
+        };
+        serde_json::to_value(&snap).unwrap_or_default()
     }
 
     fn restore(&mut self, v: serde_json::Value) -> Result<(), String> {
-        let mut h: History = serde_json::from_value(v).map_err(|e| e.to_string())?;
+        // Older snapshots hold the history alone.
+        let snap = match serde_json::from_value::<Snapshot>(v.clone()) {
+            Ok(s) => s,
+            Err(_) => Snapshot {
+                history: serde_json::from_value(v).map_err(|e| e.to_string())?,
+                ips: Vec::new(),
+                next_eval: None,
+            },
+        };
+        if let Some(t) = snap.next_eval {
+            self.next_eval = t;
+        }
+        let mut h = snap.history;
         h.samples.truncate(SAMPLES);
         h.multi.truncate(SAMPLES);
         self.history = h;
+        for (ip, st) in snap.ips {
+            self.ips.insert(ip, st);
+        }
         Ok(())
     }
 
@@ -531,6 +575,11 @@ mod tests {
         let mut e = DistributedSpray::new(&Settings::default());
         assert_eq!(e.restore(d.snapshot()), Ok(()));
         assert_eq!(e.history.samples, vec![7, 9]);
+        // An older snapshot: the history alone.
+        let mut old = DistributedSpray::new(&Settings::default());
+        let v = serde_json::json!({"samples": [3, 4], "next": 0});
+        assert_eq!(old.restore(v), Ok(()));
+        assert_eq!(old.history.samples, vec![3, 4]);
         assert!(e.restore(serde_json::json!("junk")).is_err());
     }
 

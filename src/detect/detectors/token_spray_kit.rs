@@ -33,7 +33,8 @@ pub(crate) fn is_spray_attempt(obs: &Obs<'_>) -> bool {
 
 /// Distinct token hashes with the time each was last presented; at most `cap` are kept
 /// (the detectors only need exact counts up to their threshold, DETECTORS.md).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub(crate) struct TokenSet {
     items: Vec<(u64, EventTime)>,
 }
