@@ -17,7 +17,7 @@ use tokenwatch::enrich::Fingerprinter;
 use tokenwatch::gen::{generate, GenFormat, GenOptions, Label};
 use tokenwatch::metrics::Metrics;
 use tokenwatch::parse::Preset;
-use tokenwatch::pipeline::{Pipeline, SourceStage};
+use tokenwatch::pipeline::Pipeline;
 
 /// One rendering: how to generate it, how to read it.
 struct Rendering {
@@ -99,12 +99,7 @@ fn run(r: &Rendering, seed: u64, tokens: u32) -> Vec<String> {
     src.format = r.preset;
     src.token_kind = TokenKind::default_for(r.preset);
     let metrics = Metrics::new();
-    let stage = SourceStage {
-        name: src.name.clone(),
-        parser: tokenwatch::parse::build(&src.parser_spec()).expect("parser"),
-        token_kind: src.token_kind(),
-        metrics: metrics.source(&src.name),
-    };
+    let stage = crate::support::source_stage(&src, &metrics);
     let sink = VecSink::default();
     let settings = EngineSettings::from_config(&cfg.detectors, cfg.geo.ipv6_prefix);
     let engine = Engine::new(&cfg.detectors, settings, vec![src.name.clone()])

@@ -9,7 +9,7 @@ use tokenwatch::detect::{Detection, Engine, EngineSettings, VecSink};
 use tokenwatch::enrich::Fingerprinter;
 use tokenwatch::gen::{generate, Expect, GenOptions, Label};
 use tokenwatch::metrics::Metrics;
-use tokenwatch::pipeline::{Pipeline, SourceStage};
+use tokenwatch::pipeline::Pipeline;
 
 const MINE: [&str; 5] = [
     "rejection_ratio",
@@ -37,12 +37,7 @@ fn run(opts: &GenOptions) -> (Vec<Detection>, Vec<Label>) {
     d.ip_fanout.enabled = false;
     let src = cfg.sources.first().expect("a default source").clone();
     let metrics = Metrics::new();
-    let stage = SourceStage {
-        name: src.name.clone(),
-        parser: tokenwatch::parse::build(&src.parser_spec()).expect("parser"),
-        token_kind: src.token_kind(),
-        metrics: metrics.source(&src.name),
-    };
+    let stage = crate::support::source_stage(&src, &metrics);
     let sink = VecSink::default();
     let settings = EngineSettings::from_config(&cfg.detectors, cfg.geo.ipv6_prefix);
     let engine = Engine::new(&cfg.detectors, settings, vec![src.name.clone()])

@@ -10,7 +10,7 @@ use tokenwatch::enrich::geo::BuiltinGeo;
 use tokenwatch::enrich::Fingerprinter;
 use tokenwatch::gen::{generate, Expect, GenOptions, Label};
 use tokenwatch::metrics::Metrics;
-use tokenwatch::pipeline::{Pipeline, SourceStage};
+use tokenwatch::pipeline::Pipeline;
 
 const MINE: [&str; 3] = ["rate_spike", "off_hours", "ip_fanout"];
 /// A detection may come this long after the labelled window ends.
@@ -24,12 +24,7 @@ fn replay(opts: &GenOptions) -> (Vec<Label>, Vec<Detection>) {
     let cfg = Config::embedded_default();
     let src = cfg.sources.first().cloned().unwrap_or_default();
     let metrics = Metrics::new();
-    let stage = SourceStage {
-        name: src.name.clone(),
-        parser: tokenwatch::parse::build(&src.parser_spec()).expect("parser"),
-        token_kind: src.token_kind(),
-        metrics: metrics.source(&src.name),
-    };
+    let stage = crate::support::source_stage(&src, &metrics);
     let sink = VecSink::default();
     let engine = Engine::new(
         &cfg.detectors,

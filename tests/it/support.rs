@@ -412,3 +412,16 @@ pub fn http_huge(
     let _ = writer.join();
     answer
 }
+
+/// The pipeline stage that reads `src` (its parser and token kind), reporting into `metrics`.
+pub fn source_stage(
+    src: &tokenwatch::config::SourceConfig,
+    metrics: &tokenwatch::metrics::Metrics,
+) -> tokenwatch::pipeline::SourceStage {
+    tokenwatch::pipeline::SourceStage {
+        name: src.name.clone(),
+        parser: tokenwatch::parse::build(&src.parser_spec()).expect("parser"),
+        token_kind: src.token_kind(),
+        metrics: metrics.source(&src.name),
+    }
+}
