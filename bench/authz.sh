@@ -94,10 +94,16 @@ http {
   # Without the check: the same proxying, no auth_request.
   server { listen 127.0.0.1:18082; location / { proxy_http_version 1.1; proxy_set_header Connection ""; proxy_pass http://backend; } }
   include $NG/recipe.conf;
+  include $NG/recipe-cached.conf;
 }
 NGINX
 # The recipe proxies without upstream keepalive; give both the same upstream for fairness.
 sed -i -e "s#proxy_pass http://127.0.0.1:18080;#proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_pass http://backend;#" "$NG/recipe.conf"
+# The same recipe with its optional 1 s cache of allow answers on (the "# cache:" lines).
+mkdir -p "$NG/cache"
+sed -e 's/# cache: //' -e "s#/run/nginx-tokenwatch#$NG/cache#" -e 's/tokenwatch_authz/tokenwatch_authz_c/g' \
+  -e 's/127.0.0.1:18081;/127.0.0.1:18083;/' -e 's/@tokenwatch_down/@tokenwatch_down_c/g' \
+  "$NG/recipe.conf" > "$NG/recipe-cached.conf"
 /usr/sbin/nginx -e stderr -c "$NG/nginx.conf" -g 'daemon off;' > "$NG/out.log" 2>&1 &
 PIDS+=($!)
 until curl -fs -o /dev/null http://127.0.0.1:18082/; do sleep 0.05; done
@@ -106,3 +112,6 @@ taskset -c 1 wrk -t1 -c"$CONNS" -d"$DURATION" --latency http://127.0.0.1:18082/
 echo "-- with auth_request to /authz ($N frozen)"
 taskset -c 1 wrk -t1 -c"$CONNS" -d"$DURATION" --latency \
   -H "Authorization: Bearer sk-bench-miss-0000000001" http://127.0.0.1:18081/
+echo "-- with auth_request to /authz ($N frozen) and the recipe's 1 s cache of allow answers"
+taskset -c 1 wrk -t1 -c"$CONNS" -d"$DURATION" --latency \
+  -H "Authorization: Bearer sk-bench-miss-0000000001" http://127.0.0.1:18083/
