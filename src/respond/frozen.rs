@@ -45,6 +45,15 @@ pub struct FrozenSet {
     rejected: Option<crate::durable::Rejected>,
     /// Mirror of the entries for `/authz`, the deny file and the `frozen` topic.
     view: Option<super::view::FrozenView>,
+    /// No entry expires before this (a lower bound; `None`: none has a TTL). The ticker asks
+    /// every second: walking a million entries each time stalled the runtime's core (and
+    /// `/authz` answers with it) for milliseconds.
+    next_expiry: Option<i64>,
+}
+
+/// The earliest TTL end among `entries`.
+fn earliest(entries: &BTreeMap<String, FrozenEntry>) -> Option<i64> {
+    entries.values().filter_map(|e| e.until_ms).min()
 }
 
 impl FrozenSet {
@@ -65,8 +74,10 @@ impl FrozenSet {
             },
             Loaded::Rejected(r) => (Vec::new(), Some(r)),
         };
+        let entries = entries.into_iter().map(|e| (e.token.clone(), e)).collect();
         Ok(FrozenSet {
-            entries: entries.into_iter().map(|e| (e.token.clone(), e)).collect(),
+            next_expiry: earliest(&entries),
+            entries,
             path: Some(path.to_path_buf()),
             rejected,
             view: None,
@@ -119,6 +130,9 @@ impl FrozenSet {
         if let Some(v) = &self.view {
             v.upsert(&e.token, super::view::Deny::of(&e));
         }
+        if let Some(u) = e.until_ms {
+            self.next_expiry = Some(self.next_expiry.map_or(u, |n| n.min(u)));
+        }
         self.entries.insert(e.token.clone(), e);
         self.save()
     }
@@ -140,6 +154,9 @@ impl FrozenSet {
     /// Removes and returns every entry whose TTL ran out at `now_ms` (persisting once), and
     /// how the write went.
     pub fn take_expired(&mut self, now_ms: i64) -> (Vec<FrozenEntry>, io::Result<()>) {
+        if self.next_expiry.is_none_or(|n| n > now_ms) {
+            return (Vec::new(), Ok(()));
+        }
         let due: Vec<String> = self
             .entries
             .values()
@@ -147,6 +164,7 @@ impl FrozenSet {
             .map(|e| e.token.clone())
             .collect();
         let out: Vec<FrozenEntry> = due.iter().filter_map(|t| self.entries.remove(t)).collect();
+        self.next_expiry = earliest(&self.entries);
         if let Some(v) = &self.view {
             for e in &out {
                 v.remove(&e.token);
@@ -206,6 +224,35 @@ mod tests {
                 id: format!("id-{token}"),
             },
         }
+    }
+
+    #[test]
+    fn ttl_expiry_takes_what_is_due_and_skips_the_walk_until_then() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("frozen.json");
+        let mut set = FrozenSet::open(&p)?;
+        for (t, until) in [("tok_a", Some(200)), ("tok_b", Some(100)), ("tok_c", None)] {
+            set.insert(FrozenEntry {
+                until_ms: until,
+                ..entry(t)
+            })?;
+        }
+        assert_eq!(set.next_expiry, Some(100));
+        assert!(set.take_expired(99).0.is_empty());
+        let (out, saved) = set.take_expired(150);
+        saved?;
+        assert_eq!(
+            out.iter().map(|e| e.token.as_str()).collect::<Vec<_>>(),
+            ["tok_b"]
+        );
+        assert_eq!(set.next_expiry, Some(200));
+        // Reopened, the bound is computed from the file.
+        let mut again = FrozenSet::open(&p)?;
+        assert_eq!(again.next_expiry, Some(200));
+        let (out, _) = again.take_expired(200);
+        assert_eq!(out.len(), 1);
+        assert_eq!((again.len(), again.next_expiry), (1, None));
+        Ok(())
     }
 
     #[test]
