@@ -109,65 +109,40 @@ impl ReasonCounts {
 /// Known tokens' checks and rejections over the last few minutes. When most checks of
 /// tokens that worked before now fail, the auth backend is down or rotating keys: never-seen
 /// and invalid tokens then say nothing about guessing, so the spray detectors stand down
-/// (`rejection_ratio` reports the outage).
+/// (`rejection_ratio` reports the outage). `N` buckets of `WIDTH_MS` each.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct OutageGuard {
-    checked: Window<10>,
-    rejected: Window<10>,
+pub(crate) struct KnownTokenHealth<const N: usize, const WIDTH_MS: i64> {
+    checked: Window<N>,
+    rejected: Window<N>,
 }
 
-/// The guard's window: 5 minutes in 30 s buckets.
-const GUARD_WIDTH_MS: i64 = 30_000;
-/// Known-token checks in the window before the guard can trip.
+/// The outage guard: 5 minutes in 30 s buckets.
+pub(crate) type OutageGuard = KnownTokenHealth<10, 30_000>;
+
+/// Its quick twin: the last minute in 10 s buckets, so an outage is recognised within a
+/// minute of its start (the 5-minute guard still counts the good minutes before it), for
+/// detectors that would otherwise fire inside that minute.
+pub(crate) type QuickOutageGuard = KnownTokenHealth<6, 10_000>;
+
+/// Known-token checks in the window before a guard can trip.
 const GUARD_MIN_CHECKS: u64 = 20;
 
-impl OutageGuard {
+impl<const N: usize, const WIDTH_MS: i64> KnownTokenHealth<N, WIDTH_MS> {
     /// Counts a check of a known token.
     pub(crate) fn observe(&mut self, obs: &Obs<'_>) {
         if !obs.token_known {
             return;
         }
-        self.checked.add(obs.ev.time, GUARD_WIDTH_MS, 1);
+        self.checked.add(obs.ev.time, WIDTH_MS, 1);
         if obs.ev.outcome.is_rejected() {
-            self.rejected.add(obs.ev.time, GUARD_WIDTH_MS, 1);
+            self.rejected.add(obs.ev.time, WIDTH_MS, 1);
         }
     }
 
-    /// True if more than half of at least 20 known-token checks in the last 5 minutes failed.
+    /// True if more than half of at least 20 known-token checks in the window failed.
     pub(crate) fn outage(&self, now: EventTime) -> bool {
-        let c = self.checked.sum_at(now, GUARD_WIDTH_MS);
-        c >= GUARD_MIN_CHECKS && self.rejected.sum_at(now, GUARD_WIDTH_MS) * 2 > c
-    }
-}
-
-/// [`OutageGuard`]'s quick twin: known tokens' checks over the last minute only, so an
-/// outage is recognised within a minute of its start (the 5-minute guard still counts the
-/// good minutes before it), for detectors that would otherwise fire inside that minute.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct QuickOutageGuard {
-    checked: Window<6>,
-    rejected: Window<6>,
-}
-
-/// The quick guard's window: 1 minute in 10 s buckets.
-const QUICK_WIDTH_MS: i64 = 10_000;
-
-impl QuickOutageGuard {
-    /// Counts a check of a known token.
-    pub(crate) fn observe(&mut self, obs: &Obs<'_>) {
-        if !obs.token_known {
-            return;
-        }
-        self.checked.add(obs.ev.time, QUICK_WIDTH_MS, 1);
-        if obs.ev.outcome.is_rejected() {
-            self.rejected.add(obs.ev.time, QUICK_WIDTH_MS, 1);
-        }
-    }
-
-    /// True if more than half of at least 20 known-token checks in the last minute failed.
-    pub(crate) fn outage(&self, now: EventTime) -> bool {
-        let c = self.checked.sum_at(now, QUICK_WIDTH_MS);
-        c >= GUARD_MIN_CHECKS && self.rejected.sum_at(now, QUICK_WIDTH_MS) * 2 > c
+        let c = self.checked.sum_at(now, WIDTH_MS);
+        c >= GUARD_MIN_CHECKS && self.rejected.sum_at(now, WIDTH_MS) * 2 > c
     }
 }
 
