@@ -62,7 +62,8 @@ pub trait Decide: Send {
 pub struct TokenState {
     /// Last event seen.
     pub last_seen: EventTime,
-    /// Last accepted check (older snapshots lack it: the last event stands in).
+    /// Last accepted check (older snapshots lack it: 0, as if accepted long ago, until the
+    /// token's next accepted check).
     #[serde(default)]
     pub last_accepted: EventTime,
     /// `rate_spike`'s part.
