@@ -109,8 +109,13 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
     if !problems.is_empty() {
         return Err(CliError::Config(problems.join("\n")));
     }
+    // Parsing and detection run on their own threads; the runtime serves HTTP (`/authz`,
+    // admin, metrics) and I/O. More workers than the cores this process may use only
+    // trade time slices: pinned to one core, two workers put a scheduler slice (~3.7 ms)
+    // into /authz's p99 (BENCHMARKS.md); one worker gives 0.17 ms.
+    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(cores.clamp(1, 2))
         .enable_all()
         .build()
         .context("starting the async runtime")?;
