@@ -217,7 +217,8 @@ pub fn local_date_time(b: &[u8], zone: &Zone) -> Option<EventTime> {
     zone.instant(c, ms)
 }
 
-fn month(b: &[u8]) -> Option<u32> {
+/// A three-letter English month name (`Jan`…`Dec`) as 1–12.
+pub fn month(b: &[u8]) -> Option<u32> {
     const M: [&[u8; 3]; 12] = [
         b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
         b"Dec",

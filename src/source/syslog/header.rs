@@ -5,7 +5,7 @@
 //! the message starts. Everything borrows from the datagram or frame.
 
 use crate::event::{civil_from_days, EventTime};
-use crate::parse::time::{rfc3339, time_of_day, Civil, Zone};
+use crate::parse::time::{month, rfc3339, time_of_day, Civil, Zone};
 
 /// One syslog message, split.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,16 +174,6 @@ fn bsd_time<'a>(b: &'a [u8], zone: &Zone, now: EventTime) -> Option<(EventTime, 
         .filter_map(at)
         .min_by_key(|t| dist(*t))?;
     Some((best, rest))
-}
-
-fn month(b: &[u8]) -> Option<u32> {
-    const M: [&[u8; 3]; 12] = [
-        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
-        b"Dec",
-    ];
-    M.iter()
-        .position(|m| m.as_slice() == b)
-        .map(|i| i as u32 + 1)
 }
 
 #[cfg(test)]
