@@ -46,7 +46,7 @@ pub struct ReplayArgs {
     pub with_hooks: bool,
     /// Threads for the pipeline: 1 parses and detects on one thread; 2 runs detection on a
     /// second thread (same records, byte for byte). Default: 2 when the machine has 2 cores.
-    #[arg(long, default_value_t = crate::pipeline::threaded::default_threads())]
+    #[arg(long, default_value_t = crate::detect::default_threads())]
     pub threads: usize,
     /// Metrics only: run no detectors (the fastest mode).
     #[arg(long)]
@@ -167,27 +167,49 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
             policy,
         )?)
     };
-    let engine = match engine {
-        Some(e) if args.threads > 1 => Some(Box::new(
-            crate::pipeline::threaded::ThreadedSink::spawn(e)
-                .context("starting the detect thread")?,
-        ) as Box<dyn crate::pipeline::EventSink>),
-        other => other,
-    };
-    let mut pipeline = Pipeline::new(stages, fp, engine);
     let started = Instant::now();
     let mut bytes = 0;
     let wrapper = (cfg.sources[0].wrapper, cfg.sources[0].max_line_bytes);
-    for path in &args.files {
-        bytes += replay_file(path, &mut pipeline, wrapper)?;
-    }
+    let (totals, found) = match engine {
+        // Parsing on every thread, the engine's two stages in order (records as one thread's).
+        Some(e) if args.threads > 1 => {
+            let sink =
+                crate::detect::SplitEngine::spawn(e).context("starting the detect thread")?;
+            let mut parsers = vec![Pipeline::new(stages, fp.clone(), None)];
+            for _ in 1..args.threads {
+                parsers.push(Pipeline::new(
+                    build_stages(&cfg, &metrics)?,
+                    fp.clone(),
+                    None,
+                ));
+            }
+            let mut pipeline =
+                crate::pipeline::parallel::ParallelPipeline::spawn(parsers, Box::new(sink))
+                    .context("starting the parse threads")?;
+            for path in &args.files {
+                bytes += replay_file(path, &mut pipeline, wrapper)?;
+            }
+            let (totals, mut sink) = pipeline.finish();
+            let found = sink
+                .as_mut()
+                .map(|s| s.detection_counts())
+                .unwrap_or_default();
+            (totals, found)
+        }
+        engine => {
+            let sink = engine.map(|e| Box::new(e) as Box<dyn crate::pipeline::EventSink>);
+            let mut pipeline = Pipeline::new(stages, fp, sink);
+            for path in &args.files {
+                bytes += replay_file(path, &mut pipeline, wrapper)?;
+            }
+            let found = pipeline
+                .sink_mut()
+                .map(|s| s.detection_counts())
+                .unwrap_or_default();
+            (pipeline.totals().clone(), found)
+        }
+    };
     let elapsed = started.elapsed().as_secs_f64();
-    let found = pipeline
-        .sink_mut()
-        .map(|s| s.detection_counts())
-        .unwrap_or_default();
-    let totals = pipeline.totals().clone();
-    drop(pipeline);
     if let Some(h) = hooks {
         h.finish();
     }
@@ -214,7 +236,7 @@ pub(crate) fn build_engine(
     extra: Option<Box<dyn crate::detect::DetectionSink>>,
     geoip: &[PathBuf],
     policy: Box<dyn crate::detect::Decide>,
-) -> anyhow::Result<Box<dyn crate::pipeline::EventSink>> {
+) -> anyhow::Result<crate::detect::Engine> {
     use crate::detect::{Engine, JsonlSink};
     let mut engine = Engine::for_config(cfg, metrics).with_policy(policy);
     let builtin = |p: &PathBuf| p.as_os_str() == "builtin:gen";
@@ -236,7 +258,7 @@ pub(crate) fn build_engine(
     if let Some(sink) = extra {
         engine = engine.with_sink(sink);
     }
-    Ok(Box::new(engine))
+    Ok(engine)
 }
 
 /// The responder and its runtime for `replay --with-hooks`.
@@ -285,7 +307,7 @@ pub(crate) fn read_labels(p: &std::path::Path) -> Result<Vec<crate::gen::Label>,
 /// files go straight through.
 pub(crate) fn replay_file(
     path: &std::path::Path,
-    p: &mut Pipeline,
+    p: &mut dyn crate::pipeline::Lines,
     wrapper: (WrapperChoice, usize),
 ) -> anyhow::Result<u64> {
     let mut feed = Unwrapped::new(wrapper.0, wrapper.1);
@@ -319,14 +341,14 @@ impl Unwrapped {
     }
 
     /// Processes a run of complete lines as source 0.
-    pub(crate) fn chunk(&mut self, p: &mut Pipeline, c: &[u8]) {
+    pub(crate) fn chunk(&mut self, p: &mut dyn crate::pipeline::Lines, c: &[u8]) {
         if self.unwrap.is_plain() {
-            return p.process_lines(0, c);
+            return p.lines(0, c, &[]);
         }
         self.out.clear();
         self.stamps.clear();
         self.too_long += u64::from(self.unwrap.feed_buf(c, 0, &mut self.out, &mut self.stamps));
-        p.process_lines_timed(0, &self.out, &self.stamps);
+        p.lines(0, &self.out, &self.stamps);
     }
 }
 

@@ -9,8 +9,8 @@
 //! offsets would lose every event in between to detection, so the snapshot carries the
 //! offsets it covers:
 //!
-//! - The pipeline thread takes the engine's snapshot ([`EventSink::snapshot`]; the threaded
-//!   sink hands over every event sent so far first) and then reads the acked offsets. Acks
+//! - The pipeline thread takes the engine's snapshot ([`EventSink::snapshot`]; the split
+//!   engine hands over every event sent so far first) and then reads the acked offsets. Acks
 //!   happen only on that thread, after a batch's events were handed to the engine, so the
 //!   offsets are exactly those of the events inside the snapshot.
 //! - The snapshot file (`detect-snapshot.json`, checksummed by [`crate::durable`]) is one
@@ -51,6 +51,7 @@ use crate::config::Config;
 use crate::detect::Ring;
 use crate::enrich::Fingerprinter;
 use crate::metrics::{Metrics, StateFile};
+use crate::pipeline::parallel::ParallelPipeline;
 use crate::pipeline::EventSink;
 use crate::pipeline::Pipeline;
 use crate::respond::{FrozenView, Responder};
@@ -389,16 +390,31 @@ fn start(
     let (engine, resume) = build_live_engine(cfg, metrics, outputs)?;
     prepare_checkpoints(&cfg.state.dir, resume, metrics);
     let tailer = start_tailer()?;
-    let mut engine: Box<dyn EventSink> = Box::new(engine);
-    if crate::pipeline::threaded::default_threads() > 1 {
-        // Detection on its own core; the pipeline thread keeps parsing and counting.
-        engine = Box::new(
-            crate::pipeline::threaded::ThreadedSink::spawn(engine)
-                .context("starting the detect thread")?,
-        );
-    }
-    let mut pipeline = Pipeline::new(stages, fp.clone(), Some(engine))
-        .with_lag_histogram(metrics.event_lag.clone());
+    let threads = crate::detect::default_threads();
+    let mut pipeline = if threads > 1 {
+        // Parsing on every core; the engine's token stage in order on whichever parser is
+        // free, its other detectors on a thread of their own.
+        let engine =
+            crate::detect::SplitEngine::spawn(engine).context("starting the detect thread")?;
+        let mut parsers =
+            vec![Pipeline::new(stages, fp.clone(), None)
+                .with_lag_histogram(metrics.event_lag.clone())];
+        for _ in 1..threads {
+            parsers.push(
+                Pipeline::new(super::build::build_stages(cfg, metrics)?, fp.clone(), None)
+                    .with_lag_histogram(metrics.event_lag.clone()),
+            );
+        }
+        Live::Parallel(
+            ParallelPipeline::spawn(parsers, Box::new(engine))
+                .context("starting the parse threads")?,
+        )
+    } else {
+        Live::One(Box::new(
+            Pipeline::new(stages, fp.clone(), Some(Box::new(engine)))
+                .with_lag_histogram(metrics.event_lag.clone()),
+        ))
+    };
     let snap = Snapshotter {
         path: cfg.state.dir.join(SNAPSHOT_FILE),
         offsets: tailer.checkpointer(),
@@ -421,13 +437,13 @@ fn start(
                 if last.elapsed() >= due {
                     last = std::time::Instant::now();
                     // A failed write (full or read-only disk) is retried sooner.
-                    due = match snap.save(&mut pipeline) {
+                    due = match pipeline.save(&snap) {
                         true => every,
                         false => every.min(SNAPSHOT_RETRY),
                     };
                 }
             }
-            snap.save(&mut pipeline);
+            pipeline.save(&snap);
         })
         .context("starting the pipeline thread")?;
     Ok(Running {
@@ -571,6 +587,30 @@ fn prepare_checkpoints(dir: &Path, resume: Option<Vec<Entry>>, metrics: &Metrics
     }
 }
 
+/// The live pipeline: one thread, or parsers on every core.
+enum Live {
+    One(Box<Pipeline>),
+    Parallel(ParallelPipeline),
+}
+
+impl Live {
+    fn process(&mut self, batch: crate::source::LineBatch) {
+        match self {
+            Live::One(p) => p.process(batch),
+            Live::Parallel(p) => p.process(batch),
+        }
+    }
+
+    /// Writes the snapshot once every batch handed over so far is in the engine (and
+    /// acked); false when the write failed.
+    fn save(&mut self, snap: &Snapshotter) -> bool {
+        match self {
+            Live::One(p) => p.sink_mut().is_none_or(|s| snap.save(s)),
+            Live::Parallel(p) => p.with_sink(|s| snap.save(s)).unwrap_or(true),
+        }
+    }
+}
+
 /// Writes the engine's snapshot with the offsets it covers; a failure is logged and
 /// counted, never fatal.
 struct Snapshotter {
@@ -580,17 +620,15 @@ struct Snapshotter {
 }
 
 impl Snapshotter {
-    /// Must run on the pipeline thread (the only one that acks), between batches. False
-    /// when the write failed.
-    fn save(&self, p: &mut Pipeline) -> bool {
+    /// Must run between batches with every batch handed over so far in the engine and
+    /// acked (the pipeline thread is the only one that hands batches over). False when the
+    /// write failed.
+    fn save(&self, sink: &mut dyn EventSink) -> bool {
         use std::io::Write;
         let started = std::time::Instant::now();
-        let Some(sink) = p.sink_mut() else {
-            return true;
-        };
         // The offsets go first in the body. Taking them before the engine writes is the same
         // as after: this thread is the only one that acks and it is busy here, and every
-        // acked batch was handed to the sink before the snapshot request (the threaded sink
+        // acked batch was handed to the sink before the snapshot request (the split engine
         // answers in order).
         let offsets = self
             .offsets

@@ -16,17 +16,25 @@ use super::detectors::{
 };
 use super::{Detection, DetectionSink, Findings, Obs};
 use crate::config::DetectorsConfig;
-use crate::enrich::geo::{GeoLookup, Location};
-use crate::event::{AuthEvent, EventTime, Outcome, TokenId};
+use crate::enrich::geo::GeoLookup;
+use crate::event::{AuthEvent, EventTime, TokenId};
 use crate::metrics::Metrics;
 use crate::pipeline::EventSink;
 
+mod rest;
+mod split;
+mod token;
+
+use rest::RestStage;
+pub use split::{default_threads, SplitEngine};
+use token::TokenStage;
+
 /// Detectors get a `tick` this often (event time).
 const TICK_MS: i64 = 10_000;
-/// A token idle this long loses its learned state (event time).
-const TOKEN_IDLE_MS: i64 = 35 * 86_400_000;
 /// How often (event time) idle tokens are looked for.
 const TOKEN_EXPIRY_EVERY_MS: i64 = 3_600_000;
+/// A token idle this long loses its learned state (event time).
+const TOKEN_IDLE_MS: i64 = 35 * 86_400_000;
 /// Rough bytes per tracked token (map entry + key + state), to turn the byte budget into
 /// an entry cap; BENCHMARKS.md has the measured figure.
 const BYTES_PER_TOKEN: u64 = 256;
@@ -84,7 +92,7 @@ impl Aged for TokenState {
 
 /// A token's linked second handle (Vault's accessor) and when the link was last seen.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Alias {
+pub(crate) struct Alias {
     alias: TokenId,
     seen: EventTime,
 }
@@ -97,7 +105,7 @@ impl Aged for Alias {
 
 /// Cooldown bookkeeping per (detector, key).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-struct Cooldown {
+pub(crate) struct Cooldown {
     until: EventTime,
 }
 
@@ -108,7 +116,7 @@ impl Aged for Cooldown {
 }
 
 /// Engine limits derived from config.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct EngineSettings {
     /// Tokens with learned state, at most.
     pub max_tokens: usize,
@@ -135,46 +143,51 @@ impl EngineSettings {
 }
 
 /// Token detectors, each optional (disabled ⇒ `None`).
-struct TokenDetectors {
+pub(crate) struct TokenDetectors {
     rate: Option<RateSpike>,
     hours: Option<OffHours>,
     travel: Option<ImpossibleTravel>,
     fanout: Option<IpFanout>,
 }
 
-/// The engine; see the module docs.
-pub struct Engine {
-    settings: EngineSettings,
-    sources: Vec<String>,
-    tokens: BoundedMap<TokenId, TokenState>,
-    aliases: BoundedMap<TokenId, Alias>,
-    token_detectors: TokenDetectors,
-    others: Vec<Box<dyn Detector>>,
-    geo: Option<Arc<dyn GeoLookup>>,
-    geo_cache: BoundedMap<IpAddr, GeoEntry>,
-    cooldowns: BoundedMap<(&'static str, String), Cooldown>,
-    sinks: Vec<Box<dyn DetectionSink>>,
-    policy: Option<Box<dyn Decide>>,
-    metrics: Option<Metrics>,
-    watermark: EventTime,
-    last_tick: EventTime,
-    findings: Findings,
-    counts: BTreeMap<&'static str, u64>,
-    published_evictions: BTreeMap<&'static str, u64>,
-    late: u64,
-}
-
-/// A cached GeoIP answer (including "not located").
-#[derive(Debug, Clone)]
-struct GeoEntry {
-    loc: Option<Location>,
-    used: EventTime,
-}
-
-impl Aged for GeoEntry {
-    fn last_seen(&self) -> EventTime {
-        self.used
+impl TokenDetectors {
+    /// Runs each enabled token detector on its part of `st`.
+    fn observe(&mut self, st: &mut TokenState, obs: &Obs<'_>, out: &mut Findings) {
+        if let Some(x) = &mut self.rate {
+            x.observe(&mut st.rate, obs, out);
+        }
+        if let Some(x) = &mut self.hours {
+            x.observe(&mut st.hours, obs, out);
+        }
+        if let Some(x) = &mut self.travel {
+            x.observe(&mut st.travel, obs, out);
+        }
+        if let Some(x) = &mut self.fanout {
+            x.observe(&mut st.fanout, obs, out);
+        }
     }
+}
+
+/// The engine; see the module docs. Two stages run in turn on one thread here; a
+/// [`SplitEngine`] runs them on two.
+pub struct Engine {
+    token: TokenStage,
+    rest: RestStage,
+    /// The token stage's findings for the event at hand.
+    found: Findings,
+}
+
+/// Advances `last_tick` when `watermark` has entered a new cell of the tick grid: `None`
+/// when no tick is due, `Some(Some(hour))` when the tick also crosses into event-time hour
+/// `hour` (ms; the idle-expiry cutoff is measured from it), else `Some(None)`.
+fn on_tick_grid(watermark: EventTime, last_tick: &mut EventTime) -> Option<Option<i64>> {
+    if watermark.as_millis().div_euclid(TICK_MS) == last_tick.as_millis().div_euclid(TICK_MS) {
+        return None;
+    }
+    let hour = |t: EventTime| t.as_millis().div_euclid(TOKEN_EXPIRY_EVERY_MS);
+    let crossed = hour(watermark) != hour(*last_tick);
+    *last_tick = watermark;
+    Some(crossed.then(|| hour(watermark).saturating_mul(TOKEN_EXPIRY_EVERY_MS)))
 }
 
 fn enabled<S: Common, D>(s: &S, make: impl FnOnce(&S) -> D) -> Option<D> {
@@ -201,30 +214,17 @@ impl Engine {
         add(enabled(&cfg.revoked_reuse, |s| {
             Box::new(RevokedReuse::new(s)) as Box<dyn Detector>
         }));
+        let token_detectors = TokenDetectors {
+            rate: enabled(&cfg.rate_spike, RateSpike::new),
+            hours: enabled(&cfg.off_hours, OffHours::new),
+            travel: enabled(&cfg.impossible_travel, ImpossibleTravel::new),
+            fanout: enabled(&cfg.ip_fanout, IpFanout::new),
+        };
+        let sources: Arc<[String]> = sources.into();
         Engine {
-            tokens: BoundedMap::new(settings.max_tokens),
-            aliases: BoundedMap::new(settings.max_tokens),
-            token_detectors: TokenDetectors {
-                rate: enabled(&cfg.rate_spike, RateSpike::new),
-                hours: enabled(&cfg.off_hours, OffHours::new),
-                travel: enabled(&cfg.impossible_travel, ImpossibleTravel::new),
-                fanout: enabled(&cfg.ip_fanout, IpFanout::new),
-            },
-            others,
-            geo: None,
-            geo_cache: BoundedMap::new(65_536),
-            cooldowns: BoundedMap::new(100_000),
-            sinks: Vec::new(),
-            policy: None,
-            metrics: None,
-            watermark: EventTime::from_millis(i64::MIN),
-            last_tick: EventTime::from_millis(i64::MIN),
-            findings: Findings::default(),
-            counts: BTreeMap::new(),
-            published_evictions: BTreeMap::new(),
-            late: 0,
-            settings,
-            sources,
+            token: TokenStage::new(settings, sources.clone(), token_detectors),
+            rest: RestStage::new(sources, others, settings.max_tokens),
+            found: Findings::default(),
         }
     }
 
@@ -239,285 +239,59 @@ impl Engine {
 
     /// Adds a GeoIP database.
     pub fn with_geo(mut self, geo: Arc<dyn GeoLookup>) -> Self {
-        self.geo = Some(geo);
+        self.token.geo = Some(geo);
         self
     }
 
     /// Adds a record sink.
     pub fn with_sink(mut self, sink: Box<dyn DetectionSink>) -> Self {
-        self.sinks.push(sink);
+        self.rest.sinks.push(sink);
         self
     }
 
     /// Decides each record's action (response policy) before any sink sees it.
     pub fn with_policy(mut self, policy: Box<dyn Decide>) -> Self {
-        self.policy = Some(policy);
+        self.rest.policy = Some(policy);
         self
     }
 
     /// Reports into these metrics.
     pub fn with_metrics(mut self, m: Metrics) -> Self {
-        self.metrics = Some(m);
+        self.token.metrics = Some(m.clone());
+        self.rest.metrics = Some(m);
         self
     }
 
     /// Detections emitted so far, by detector.
     pub fn counts(&self) -> &BTreeMap<&'static str, u64> {
-        &self.counts
+        &self.rest.counts
     }
 
     /// Events dropped as late.
     pub fn late(&self) -> u64 {
-        self.late
+        self.token.late
     }
 
     /// Tokens with learned state.
     pub fn tracked_tokens(&self) -> usize {
-        self.tokens.len()
+        self.token.tokens.len()
     }
 
     /// Flushes sinks and publishes gauges (end of batch, shutdown).
     pub fn flush(&mut self) {
-        for s in &mut self.sinks {
-            if let Err(e) = s.flush() {
-                tracing::error!(%e, "writing detections");
-            }
-        }
-        self.publish_gauges();
+        self.rest.flush();
+        self.token.publish_gauges();
     }
 
-    fn publish_gauges(&mut self) {
-        let Some(m) = &self.metrics else { return };
-        let set = |kind: &str, n: usize| {
-            m.tracked
-                .with_label_values(&[kind])
-                .set(i64::try_from(n).unwrap_or(i64::MAX))
-        };
-        set("token", self.tokens.len());
-        set("cooldown", self.cooldowns.len());
-        let mut evicted = vec![
-            ("token", self.tokens.evictions()),
-            ("cooldown", self.cooldowns.evictions()),
-        ];
-        for d in &self.others {
-            set(d.name(), d.tracked());
-            evicted.push((d.name(), d.evictions()));
-        }
-        // Maps count evictions cumulatively; the counter gets the increase since last time.
-        for (kind, total) in evicted {
-            let last = self.published_evictions.entry(kind).or_default();
-            if total > *last {
-                m.evictions.with_label_values(&[kind]).inc_by(total - *last);
-                *last = total;
-            }
-        }
+    /// The two stages, to run on two threads ([`SplitEngine`]).
+    fn into_stages(self) -> (TokenStage, RestStage) {
+        (self.token, self.rest)
     }
 
     fn handle(&mut self, ev: &AuthEvent) {
-        if ev.time.as_millis()
-            < self
-                .watermark
-                .as_millis()
-                .saturating_sub(self.settings.reorder_tolerance_ms)
-        {
-            self.late += 1;
-            if let Some(m) = &self.metrics {
-                m.late_events.inc();
-            }
-            return;
+        if let Some(facts) = self.token.observe(ev, &mut self.found) {
+            self.rest.handle(ev, facts, &mut self.found);
         }
-        if ev.time > self.watermark {
-            self.watermark = ev.time;
-        }
-        // Ticks fall on a fixed grid of event time (the first event past each boundary), so a
-        // restored engine ticks where an uninterrupted one did and windows close alike.
-        if self.watermark.as_millis().div_euclid(TICK_MS)
-            != self.last_tick.as_millis().div_euclid(TICK_MS)
-        {
-            self.tick(self.watermark);
-        }
-        let ip_key = ev.ip.map(|ip| group_ip(ip, self.settings.ipv6_prefix));
-        let location = self.locate(ev);
-        let source = self
-            .sources
-            .get(usize::from(ev.source))
-            .map_or("", String::as_str);
-        // One lookup per event: the position stays valid until observe_token (nothing in
-        // between touches the token map).
-        let token_at = ev.token.as_ref().and_then(|t| self.tokens.index_of(t));
-        let token_known = token_at.is_some();
-        let last_accepted = token_at
-            .and_then(|i| self.tokens.at(i))
-            .map(|st| st.last_accepted);
-        let obs = Obs {
-            ev,
-            source,
-            ip_key,
-            token_known,
-            last_accepted,
-            location: location.as_ref(),
-        };
-        for d in &mut self.others {
-            d.observe(&obs, &mut self.findings);
-        }
-        if let (Some(tok), Some(alias)) = (&ev.token, &ev.alias) {
-            link(&mut self.aliases, tok, alias, ev.time);
-        }
-        if let Some(tok) = &ev.token {
-            observe_token(
-                &mut self.tokens,
-                token_at,
-                &mut self.token_detectors,
-                tok,
-                &obs,
-                &mut self.findings,
-            );
-        }
-        self.emit_findings(ev.source);
-    }
-
-    fn locate(&mut self, ev: &AuthEvent) -> Option<Location> {
-        let geo = self.geo.as_ref()?;
-        ev.token.as_ref()?;
-        let ip = ev.ip?;
-        let used = ev.time;
-        let e = self.geo_cache.entry(
-            &ip,
-            || ip,
-            || GeoEntry {
-                loc: geo.locate(ip),
-                used,
-            },
-        );
-        e.used = used;
-        e.loc.clone()
-    }
-
-    fn tick(&mut self, now: EventTime) {
-        let hour = |t: EventTime| t.as_millis().div_euclid(TOKEN_EXPIRY_EVERY_MS);
-        let new_hour = hour(now) != hour(self.last_tick);
-        self.last_tick = now;
-        for d in &mut self.others {
-            d.tick(now, &mut self.findings);
-        }
-        // Idle expiry walks every token: once per hour of event time is plenty for a 35-day
-        // idle limit, and the cutoff sits on the hour so a restored engine (whose first tick
-        // comes at an arbitrary event) expires exactly what an uninterrupted one did.
-        if new_hour {
-            let on_the_hour = hour(now).saturating_mul(TOKEN_EXPIRY_EVERY_MS);
-            let idle = EventTime::from_millis(on_the_hour.saturating_sub(TOKEN_IDLE_MS));
-            self.tokens.expire(idle);
-            self.aliases.expire(idle);
-        }
-        self.cooldowns.expire(now);
-        self.emit_findings(u16::MAX);
-        self.publish_gauges();
-    }
-
-    /// Turns findings into records, honouring cooldowns.
-    fn emit_findings(&mut self, source: u16) {
-        if self.findings.is_empty() {
-            return;
-        }
-        let found: Vec<_> = self.findings.drain().collect();
-        for f in found {
-            let key = (f.detector, f.key.clone());
-            if let Some(c) = self.cooldowns.get(&key) {
-                if f.ts < c.until {
-                    continue;
-                }
-            }
-            let until = EventTime::from_millis(f.ts.as_millis().saturating_add(f.cooldown_ms));
-            self.cooldowns.insert(key, Cooldown { until });
-            *self.counts.entry(f.detector).or_default() += 1;
-            if let Some(m) = &self.metrics {
-                m.detections
-                    .with_label_values(&[f.detector, f.severity.as_str()])
-                    .inc();
-            }
-            let src = self.sources.get(usize::from(source)).map(String::as_str);
-            let alias = f
-                .token
-                .as_ref()
-                .and_then(|t| self.aliases.get(t))
-                .map(|a| a.alias.as_str().to_string());
-            let mut d = Detection::from_finding(f, src);
-            // The handle a revoke API takes (Vault's accessor), for hooks' `{{accessor}}`.
-            if let (Some(a), Some(ev)) = (alias, d.evidence.as_object_mut()) {
-                ev.insert("accessor".into(), serde_json::Value::String(a));
-            }
-            if let Some(p) = &mut self.policy {
-                p.decide(&mut d);
-            }
-            for s in &mut self.sinks {
-                if let Err(e) = s.emit(&d) {
-                    tracing::error!(%e, "writing a detection");
-                }
-            }
-        }
-    }
-}
-
-/// Remembers that `alias` (an accessor) names the same token as `tok`.
-fn link(aliases: &mut BoundedMap<TokenId, Alias>, tok: &TokenId, alias: &TokenId, t: EventTime) {
-    let e = aliases.entry(
-        tok,
-        || tok.clone(),
-        || Alias {
-            alias: alias.clone(),
-            seen: t,
-        },
-    );
-    if e.alias != *alias {
-        e.alias = alias.clone();
-    }
-    e.seen = e.seen.max(t);
-}
-
-/// Runs the token detectors on `tok`'s state; a token gets state only once it has been
-/// accepted, so random invalid tokens never allocate per-token state.
-fn observe_token(
-    tokens: &mut BoundedMap<TokenId, TokenState>,
-    at: Option<usize>,
-    d: &mut TokenDetectors,
-    tok: &TokenId,
-    obs: &Obs<'_>,
-    out: &mut Findings,
-) {
-    let t = obs.ev.time;
-    let st = if let Some(i) = at {
-        tokens.at_mut(i)
-    } else if obs.ev.outcome == Outcome::Accepted {
-        Some(tokens.entry(
-            tok,
-            || tok.clone(),
-            || TokenState {
-                last_seen: t,
-                last_accepted: t,
-                ..TokenState::default()
-            },
-        ))
-    } else {
-        None
-    };
-    let Some(st) = st else { return };
-    if t > st.last_seen {
-        st.last_seen = t;
-    }
-    if obs.ev.outcome == Outcome::Accepted && t > st.last_accepted {
-        st.last_accepted = t;
-    }
-    if let Some(x) = &mut d.rate {
-        x.observe(&mut st.rate, obs, out);
-    }
-    if let Some(x) = &mut d.hours {
-        x.observe(&mut st.hours, obs, out);
-    }
-    if let Some(x) = &mut d.travel {
-        x.observe(&mut st.travel, obs, out);
-    }
-    if let Some(x) = &mut d.fanout {
-        x.observe(&mut st.fanout, obs, out);
     }
 }
 
@@ -527,17 +301,6 @@ pub fn group_ip(ip: IpAddr, v6_prefix: u8) -> IpAddr {
         v4 @ IpAddr::V4(_) => v4,
         v6 => crate::net::mask(v6, v6_prefix),
     }
-}
-
-/// [`Snapshot`] as written: the same JSON, borrowing the engine's maps.
-#[derive(Serialize)]
-struct SnapshotRef<'a> {
-    version: u32,
-    watermark: EventTime,
-    tokens: Pairs<'a>,
-    aliases: AliasesRef<'a>,
-    cooldowns: CooldownsRef<'a>,
-    detectors: BTreeMap<String, serde_json::Value>,
 }
 
 /// The token map as a JSON array of `[id, state]` pairs, like `Vec<(TokenId, TokenState)>`.
@@ -582,33 +345,55 @@ struct Snapshot {
 /// Current snapshot format version; older versions are ignored with a warning.
 const SNAPSHOT_VERSION: u32 = 1;
 
+/// Writes the token stage's part of a snapshot: the opening of the JSON object, the version
+/// and the token map (serialised straight from the map, no copy: at the state cap a copy
+/// would double the peak memory of every snapshot). [`write_rest_part`] closes it.
+fn write_token_part(token: &TokenStage, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    write!(out, "{{\"version\":{SNAPSHOT_VERSION},\"tokens\":")?;
+    serde_json::to_writer(&mut *out, &Pairs(&token.tokens)).map_err(std::io::Error::other)
+}
+
+/// Writes the rest stage's part of a snapshot after [`write_token_part`]'s: the watermark,
+/// token links, cooldowns and the other detectors' state, and the closing brace.
+fn write_rest_part(rest: &RestStage, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    let detectors: BTreeMap<&str, serde_json::Value> = rest
+        .others
+        .iter()
+        .map(|d| (d.name(), d.snapshot()))
+        .collect();
+    json_field(out, "watermark", &rest.watermark)?;
+    json_field(out, "aliases", &AliasesRef(&rest.aliases))?;
+    json_field(out, "cooldowns", &CooldownsRef(&rest.cooldowns))?;
+    json_field(out, "detectors", &detectors)?;
+    out.write_all(b"}")
+}
+
+/// Writes `,"name":value` (a field after the first of a JSON object).
+fn json_field(
+    out: &mut impl std::io::Write,
+    name: &str,
+    v: &impl Serialize,
+) -> std::io::Result<()> {
+    write!(out, ",\"{name}\":")?;
+    serde_json::to_writer(&mut *out, v).map_err(std::io::Error::other)
+}
+
 impl Engine {
     /// Serialises learned state (baselines, per-token history, cooldowns) for a restart.
-    /// Tokens are serialised straight from the map (no copy of the state first): at the
-    /// state cap a copy would double the peak memory of every snapshot.
     pub fn snapshot(&self) -> Vec<u8> {
-        let snap = self.snapshot_ref();
-        serde_json::to_vec(&snap).unwrap_or_default()
-    }
-
-    fn snapshot_ref(&self) -> SnapshotRef<'_> {
-        SnapshotRef {
-            version: SNAPSHOT_VERSION,
-            watermark: self.watermark,
-            tokens: Pairs(&self.tokens),
-            aliases: AliasesRef(&self.aliases),
-            cooldowns: CooldownsRef(&self.cooldowns),
-            detectors: self
-                .others
-                .iter()
-                .map(|d| (d.name().to_string(), d.snapshot()))
-                .collect(),
+        let mut out = Vec::new();
+        // Writing into memory fails only if serialisation does, which it does not for these
+        // types; an empty snapshot is then refused on restore rather than half-applied.
+        if self.write_snapshot_to(&mut out).is_err() {
+            out.clear();
         }
+        out
     }
 
     /// Streams [`snapshot`](Engine::snapshot)'s bytes into `out`.
     pub fn write_snapshot_to(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
-        serde_json::to_writer(out, &self.snapshot_ref()).map_err(std::io::Error::other)
+        write_token_part(&self.token, out)?;
+        write_rest_part(&self.rest, out)
     }
 
     /// Restores a [`snapshot`](Engine::snapshot); a bad or old snapshot is an error and
@@ -621,22 +406,21 @@ impl Engine {
                 snap.version
             ));
         }
-        self.watermark = snap.watermark;
-        // The last tick was in the watermark's grid cell: the next falls where it would have.
-        self.last_tick = snap.watermark;
+        self.token.resume_at(snap.watermark);
+        self.rest.resume_at(snap.watermark);
         for (k, v) in snap.tokens {
-            self.tokens.insert(k, v);
+            self.token.tokens.insert(k, v);
         }
         for (k, v) in snap.aliases {
-            self.aliases.insert(k, v);
+            self.rest.aliases.insert(k, v);
         }
         for (d, k, until) in snap.cooldowns {
             if let Some(name) = crate::metrics::DETECTORS.iter().find(|n| **n == d) {
-                self.cooldowns.insert((*name, k), Cooldown { until });
+                self.rest.cooldowns.insert((*name, k), Cooldown { until });
             }
         }
         let mut states = snap.detectors;
-        for d in &mut self.others {
+        for d in &mut self.rest.others {
             if let Some(v) = states.remove(d.name()) {
                 if let Err(e) = d.restore(v) {
                     tracing::warn!(detector = d.name(), %e, "ignoring its snapshot");
@@ -669,7 +453,7 @@ impl EventSink for Engine {
     }
 
     fn detection_counts(&mut self) -> BTreeMap<&'static str, u64> {
-        self.counts.clone()
+        self.rest.counts.clone()
     }
 }
 

@@ -14,7 +14,7 @@ pub mod score;
 pub mod sink;
 pub mod window;
 
-pub use engine::{Decide, Engine, EngineSettings, TokenState};
+pub use engine::{default_threads, Decide, Engine, EngineSettings, SplitEngine, TokenState};
 pub use record::{Action, Detection, Finding, Severity};
 pub use sink::{DetectionSink, JsonlSink, Ring, VecSink};
 
@@ -57,6 +57,11 @@ impl Findings {
     /// Takes everything found so far.
     pub fn drain(&mut self) -> std::vec::Drain<'_, Finding> {
         self.items.drain(..)
+    }
+
+    /// Moves everything `other` found after what this holds.
+    pub fn append(&mut self, other: &mut Findings) {
+        self.items.append(&mut other.items);
     }
 
     /// True if nothing was found.

@@ -11,12 +11,18 @@ use crate::metrics::{reason_index, SourceMetrics};
 use crate::parse::{Parsed, Parser, Record};
 use crate::source::LineBatch;
 
-pub mod threaded;
+pub mod parallel;
 
 /// Receives every parsed token check (the detection engine implements this).
 pub trait EventSink: Send {
     /// One enriched event, in file order.
     fn event(&mut self, ev: AuthEvent);
+    /// A run of events, in file order (a parsed batch of the parallel pipeline).
+    fn events(&mut self, evs: Vec<AuthEvent>) {
+        for ev in evs {
+            self.event(ev);
+        }
+    }
     /// End of a batch: make outputs visible.
     fn flush(&mut self) {}
     /// Learned state to persist, if the sink has any.
@@ -33,6 +39,19 @@ pub trait EventSink: Send {
     /// Detections emitted so far, by detector (for summaries).
     fn detection_counts(&mut self) -> std::collections::BTreeMap<&'static str, u64> {
         Default::default()
+    }
+}
+
+/// What replay feeds lines into: a [`Pipeline`] or a [`parallel::ParallelPipeline`].
+pub trait Lines {
+    /// Complete `\n`-terminated lines of one source, with `times[i]` the fallback event time
+    /// of line `i` (see [`Pipeline::process_lines_timed`]).
+    fn lines(&mut self, source: SourceIdx, buf: &[u8], times: &[EventTime]);
+}
+
+impl Lines for Pipeline {
+    fn lines(&mut self, source: SourceIdx, buf: &[u8], times: &[EventTime]) {
+        self.process_lines_timed(source, buf, times);
     }
 }
 
@@ -65,6 +84,23 @@ pub struct Totals {
     pub malformed_by: Vec<(&'static str, u64)>,
     /// Skipped lines recognised as not access lines (error logs...), by reason label.
     pub skipped_by: Vec<(&'static str, u64)>,
+}
+
+impl Totals {
+    /// Adds another pipeline's totals (the workers of a parallel pipeline).
+    pub fn add(&mut self, o: &Totals) {
+        self.lines += o.lines;
+        self.events += o.events;
+        self.rejected += o.rejected;
+        self.skipped += o.skipped;
+        self.malformed += o.malformed;
+        for (r, n) in &o.malformed_by {
+            bump(&mut self.malformed_by, r, *n);
+        }
+        for (r, n) in &o.skipped_by {
+            bump(&mut self.skipped_by, r, *n);
+        }
+    }
 }
 
 /// Per-batch counts, flushed into Prometheus after the batch.
@@ -136,6 +172,34 @@ impl Pipeline {
     /// Like [`process_lines`](Pipeline::process_lines), with `times[i]` the event time of
     /// line `i` when the line has none of its own (lines past the end of `times` have none).
     pub fn process_lines_timed(&mut self, source: SourceIdx, buf: &[u8], times: &[EventTime]) {
+        let mut sink = self.sink.take();
+        self.parse_to(source, buf, times, sink.as_deref_mut());
+        self.sink = sink;
+        if let Some(sink) = &mut self.sink {
+            sink.flush();
+        }
+    }
+
+    /// Parses, enriches and counts like [`process_lines_timed`](Self::process_lines_timed),
+    /// appending the events to `out` instead of handing them to the sink (a worker of
+    /// [`parallel::ParallelPipeline`]).
+    pub fn parse_into(
+        &mut self,
+        source: SourceIdx,
+        buf: &[u8],
+        times: &[EventTime],
+        out: &mut Vec<AuthEvent>,
+    ) {
+        self.parse_to(source, buf, times, Some(&mut Collect(out)));
+    }
+
+    fn parse_to<'s>(
+        &mut self,
+        source: SourceIdx,
+        buf: &[u8],
+        times: &[EventTime],
+        mut sink: Option<&mut (dyn EventSink + 's)>,
+    ) {
         let Some(stage) = self.stages.get_mut(usize::from(source)) else {
             return;
         };
@@ -151,15 +215,12 @@ impl Pipeline {
                 source,
                 (line, times.next().copied()),
                 &self.fingerprinter,
-                &mut self.sink,
+                sink.as_deref_mut(),
                 &mut counts,
             );
         }
         flush(stage, &mut counts, &mut self.totals, self.lag.as_ref());
         self.counts = counts;
-        if let Some(sink) = &mut self.sink {
-            sink.flush();
-        }
     }
 
     /// The event sink (the detection engine), if any.
@@ -168,12 +229,12 @@ impl Pipeline {
     }
 }
 
-fn handle_line(
+fn handle_line<'s>(
     stage: &mut SourceStage,
     source: SourceIdx,
     (line, fallback): (&[u8], Option<EventTime>),
     fp: &Fingerprinter,
-    sink: &mut Option<Box<dyn EventSink>>,
+    sink: Option<&mut (dyn EventSink + 's)>,
     counts: &mut BatchCounts,
 ) {
     if line.is_empty() || line == b"\r" {
@@ -204,6 +265,15 @@ fn handle_line(
             counts.malformed += 1;
             bump(&mut counts.malformed_by, e.reason(), 1);
         }
+    }
+}
+
+/// An [`EventSink`] that keeps the events in a vector.
+struct Collect<'a>(&'a mut Vec<AuthEvent>);
+
+impl EventSink for Collect<'_> {
+    fn event(&mut self, ev: AuthEvent) {
+        self.0.push(ev);
     }
 }
 

@@ -50,12 +50,12 @@ fn replay(cfg: &Config, bytes: &[u8]) -> Vec<Detection> {
     sink.records()
 }
 
-/// The same, with detection on a second thread (`replay --threads 2`, the daemon).
-fn replay_threaded(cfg: &Config, bytes: &[u8]) -> Vec<Detection> {
+/// The same, with the engine's two stages on two threads (`replay --threads 2`, the
+/// daemon); also returns the split engine's snapshot at the end.
+fn replay_threaded(cfg: &Config, bytes: &[u8]) -> (Vec<Detection>, Vec<u8>) {
     let sink = VecSink::default();
     let threaded =
-        tokenwatch::pipeline::threaded::ThreadedSink::spawn(Box::new(engine(cfg, &sink)))
-            .expect("detect thread");
+        tokenwatch::detect::SplitEngine::spawn(engine(cfg, &sink)).expect("detect thread");
     let mut p = pipeline_with(cfg, Box::new(threaded));
     // Feed in pieces, as a tailer would, to exercise batching across calls.
     let mut start = 0;
@@ -67,8 +67,9 @@ fn replay_threaded(cfg: &Config, bytes: &[u8]) -> Vec<Detection> {
         p.process_lines(0, &bytes[start..end]);
         start = end;
     }
+    let snap = p.sink_mut().and_then(|s| s.snapshot()).expect("snapshot");
     drop(p);
-    sink.records()
+    (sink.records(), snap)
 }
 
 fn as_lines(d: &[Detection]) -> Vec<String> {
@@ -86,10 +87,20 @@ fn replay_is_deterministic_and_restart_keeps_learning() {
         as_lines(&replay(&cfg, &log)),
         "replay must be deterministic"
     );
+    let (threaded, threaded_snap) = replay_threaded(&cfg, &log);
     assert_eq!(
         as_lines(&full),
-        as_lines(&replay_threaded(&cfg, &log)),
-        "detection on a second thread must give the same records"
+        as_lines(&threaded),
+        "detection on two threads must give the same records"
+    );
+    let one_thread_snap = {
+        let mut p = pipeline(&cfg, engine(&cfg, &VecSink::default()));
+        p.process_lines(0, &log);
+        p.sink_mut().and_then(|s| s.snapshot()).expect("snapshot")
+    };
+    assert!(
+        threaded_snap == one_thread_snap,
+        "the split engine's snapshot must be the one-thread engine's, byte for byte"
     );
 
     // Stop after day 5 (learning done), snapshot, restore into a fresh engine, go on.
