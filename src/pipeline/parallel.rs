@@ -217,3 +217,78 @@ fn work(mut p: Pipeline, rx: &Mutex<Receiver<Job>>, shared: &Shared) -> Totals {
     }
     p.totals().clone()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+    use crate::enrich::{Fingerprinter, TokenKind};
+    use crate::parse::{build, ParserSpec, Preset};
+    use crate::pipeline::SourceStage;
+
+    /// Records, per event, its time (ms) and the offset committed when it arrived.
+    struct Seen(Arc<Mutex<Vec<(i64, u64)>>>, Arc<AtomicU64>);
+
+    impl EventSink for Seen {
+        fn event(&mut self, ev: AuthEvent) {
+            let acked = self.1.load(Ordering::SeqCst);
+            self.0.lock().unwrap().push((ev.time.as_millis(), acked));
+        }
+    }
+
+    fn parser(m: &crate::metrics::Metrics) -> Pipeline {
+        let spec = ParserSpec {
+            preset: Preset::Regex,
+            pattern: Some(r"^(?P<token>\S+) (?P<status>\d+) (?P<ts>\d+)$".into()),
+            time_format: Some("epoch".into()),
+            ..ParserSpec::default()
+        };
+        let stage = SourceStage {
+            name: "s".into(),
+            parser: build(&spec).unwrap(),
+            token_kind: TokenKind::Id,
+            metrics: m.source("s"),
+        };
+        Pipeline::new(vec![stage], Fingerprinter::new(&[7; 32]), None)
+    }
+
+    #[test]
+    fn batches_reach_the_sink_in_order_and_acks_follow_them() {
+        let m = crate::metrics::Metrics::new();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let committed = Arc::new(AtomicU64::new(0));
+        let parsers = vec![parser(&m), parser(&m), parser(&m)];
+        let sink = Seen(seen.clone(), committed.clone());
+        let mut p = ParallelPipeline::spawn(parsers, Box::new(sink)).unwrap();
+        let base = 1_700_000_000u64;
+        let mut lines = 0;
+        for b in 0..300u64 {
+            // Uneven batch sizes, so parsers finish out of order.
+            let n = 1 + (b * 37) % 50;
+            let mut buf = Vec::new();
+            for i in 0..n {
+                buf.extend_from_slice(format!("tok{b}x{i} 200 {}\n", base + b).as_bytes());
+            }
+            lines += n;
+            p.process(LineBatch {
+                source: 0,
+                buf,
+                ack: Some(Ack::new(committed.clone(), b + 1)),
+                times: Vec::new(),
+            });
+        }
+        // Once lent, the sink has every batch handed over, and every ack is released.
+        let n = p.with_sink(|_| seen.lock().unwrap().len()).unwrap();
+        assert_eq!(n as u64, lines);
+        assert_eq!(committed.load(Ordering::SeqCst), 300);
+        let (totals, sink) = p.finish();
+        assert!(sink.is_some());
+        assert_eq!(totals.events, lines);
+        for (t, acked) in seen.lock().unwrap().iter() {
+            let batch = u64::try_from(*t).unwrap() / 1000 - base;
+            // Every earlier batch acked, this one not yet: in order, acks after events.
+            assert_eq!(*acked, batch, "event of batch {batch}");
+        }
+    }
+}

@@ -33,6 +33,10 @@ fn pipeline(cfg: &Config, engine: Engine) -> Pipeline {
 }
 
 fn pipeline_with(cfg: &Config, sink: Box<dyn tokenwatch::pipeline::EventSink>) -> Pipeline {
+    parser(cfg, Some(sink))
+}
+
+fn parser(cfg: &Config, sink: Option<Box<dyn tokenwatch::pipeline::EventSink>>) -> Pipeline {
     let src = cfg.sources.first().expect("default source");
     let stage = SourceStage {
         name: src.name.clone(),
@@ -40,7 +44,7 @@ fn pipeline_with(cfg: &Config, sink: Box<dyn tokenwatch::pipeline::EventSink>) -
         token_kind: src.token_kind(),
         metrics: Metrics::new().source(&src.name),
     };
-    Pipeline::new(vec![stage], Fingerprinter::new(b"k"), Some(sink))
+    Pipeline::new(vec![stage], Fingerprinter::new(b"k"), sink)
 }
 
 fn replay(cfg: &Config, bytes: &[u8]) -> Vec<Detection> {
@@ -72,6 +76,27 @@ fn replay_threaded(cfg: &Config, bytes: &[u8]) -> (Vec<Detection>, Vec<u8>) {
     (sink.records(), snap)
 }
 
+/// The same through two parser threads feeding the split engine in order (`replay
+/// --threads 2`); the totals are the parsers' sum.
+fn replay_parallel(cfg: &Config, bytes: &[u8]) -> (Vec<Detection>, tokenwatch::pipeline::Totals) {
+    use tokenwatch::pipeline::{parallel::ParallelPipeline, Lines};
+    let sink = VecSink::default();
+    let engine = tokenwatch::detect::SplitEngine::spawn(engine(cfg, &sink)).expect("detect thread");
+    let parsers = (0..2).map(|_| parser(cfg, None)).collect();
+    let mut p = ParallelPipeline::spawn(parsers, Box::new(engine)).expect("parsers");
+    // Small pieces, so many batches are in flight and finish out of order.
+    for piece in bytes
+        .split_inclusive(|&b| b == b'\n')
+        .collect::<Vec<_>>()
+        .chunks(97)
+    {
+        p.lines(0, &piece.concat(), &[]);
+    }
+    let (totals, sink_back) = p.finish();
+    assert!(sink_back.is_some(), "the sink comes back");
+    (sink.records(), totals)
+}
+
 fn as_lines(d: &[Detection]) -> Vec<String> {
     d.iter().map(Detection::to_json_line).collect()
 }
@@ -86,6 +111,16 @@ fn replay_is_deterministic_and_restart_keeps_learning() {
         as_lines(&full),
         as_lines(&replay(&cfg, &log)),
         "replay must be deterministic"
+    );
+    let (parallel, totals) = replay_parallel(&cfg, &log);
+    assert_eq!(
+        as_lines(&full),
+        as_lines(&parallel),
+        "two parser threads feeding the split engine must give the same records"
+    );
+    assert_eq!(
+        totals.lines,
+        log.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count() as u64
     );
     let (threaded, threaded_snap) = replay_threaded(&cfg, &log);
     assert_eq!(
