@@ -1,9 +1,14 @@
 //! A capped map for state keyed by attacker-controlled data (tokens, IPs).
 //!
-//! When full, an insert evicts the least recently seen of a few randomly sampled entries
-//! (Redis's sampled LRU): O(1), no linked list per entry, close to true LRU in practice.
-//! Sampling uses a fixed-seed PRNG and insertion-ordered storage, so eviction — and with it
-//! every detection — is deterministic for a given input.
+//! When full, an insert evicts the least recently seen of the few entries at a clock hand
+//! that sweeps the (insertion-ordered) storage, and the new entry takes the victim's place:
+//! O(1), no linked list per entry, close to LRU in practice (the hand reaches the entries
+//! inserted longest ago first, and of those keeps the ones still in use). Under a flood of
+//! new keys (a spray from random addresses) every insert evicts, so the eviction is built
+//! for that: the sample is consecutive entries (one new cache line per eviction as the hand
+//! advances, where randomly sampled entries cost a cache miss each), and the new entry
+//! overwrites the victim in place (no entry moved, nothing reallocated). Deterministic: the
+//! same input evicts the same entries, so every detection is reproducible.
 
 use std::borrow::Borrow;
 use std::hash::Hash;
@@ -18,7 +23,7 @@ pub trait Aged {
     fn last_seen(&self) -> EventTime;
 }
 
-/// How many entries an eviction samples.
+/// How many entries (consecutive, from the clock hand) an eviction compares.
 const SAMPLES: usize = 8;
 
 /// foldhash: several times faster than SipHash on short keys, and randomly seeded per
@@ -31,7 +36,8 @@ pub struct BoundedMap<K, V> {
     map: IndexMap<K, V, Hasher>,
     cap: usize,
     evictions: u64,
-    rng: u64,
+    /// Where the next eviction looks (an index into the entries).
+    hand: usize,
 }
 
 impl<K: Hash + Eq, V: Aged> BoundedMap<K, V> {
@@ -41,7 +47,7 @@ impl<K: Hash + Eq, V: Aged> BoundedMap<K, V> {
             map: IndexMap::with_hasher(Hasher::default()),
             cap: cap.max(1),
             evictions: 0,
-            rng: 0x9E37_79B9_7F4A_7C15,
+            hand: 0,
         }
     }
 
@@ -112,11 +118,28 @@ impl<K: Hash + Eq, V: Aged> BoundedMap<K, V> {
         if let Some(i) = self.map.get_index_of(key) {
             return &mut self.map[i];
         }
-        if self.map.len() >= self.cap {
-            self.evict_one();
-        }
-        let (i, _) = self.map.insert_full(to_key(), make());
+        let i = self.put(to_key(), make());
         &mut self.map[i]
+    }
+
+    /// Inserts a key known to be absent, in an evicted entry's place when full; returns its
+    /// position.
+    fn put(&mut self, key: K, value: V) -> usize {
+        if self.map.len() < self.cap {
+            return self.map.insert_full(key, value).0;
+        }
+        let victim = self.victim();
+        // The key is absent, so the replacement cannot collide; if it somehow did, the
+        // existing entry is the one to update.
+        let i = match self.map.replace_index(victim, key) {
+            Ok(_) => {
+                self.evictions += 1;
+                victim
+            }
+            Err((existing, _)) => existing,
+        };
+        self.map[i] = value;
+        i
     }
 
     /// Removes `key`.
@@ -149,36 +172,35 @@ impl<K: Hash + Eq, V: Aged> BoundedMap<K, V> {
 
     /// Inserts directly (snapshot restore), respecting the cap.
     pub fn insert(&mut self, key: K, value: V) {
-        if !self.map.contains_key(&key) && self.map.len() >= self.cap {
-            self.evict_one();
-        }
-        self.map.insert(key, value);
-    }
-
-    fn evict_one(&mut self) {
-        let n = self.map.len();
-        if n == 0 {
-            return;
-        }
-        let mut victim = self.next_index(n);
-        for _ in 1..SAMPLES.min(n) {
-            let i = self.next_index(n);
-            if self.map[i].last_seen() < self.map[victim].last_seen() {
-                victim = i;
+        match self.map.get_index_of(&key) {
+            Some(i) => self.map[i] = value,
+            None => {
+                self.put(key, value);
             }
         }
-        self.map.swap_remove_index(victim);
-        self.evictions += 1;
     }
 
-    /// SplitMix64 step, reduced to `0..n`.
-    fn next_index(&mut self, n: usize) -> usize {
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        ((u128::from(z) * n as u128) >> 64) as usize
+    /// The least recently seen of the `SAMPLES` entries from the hand (wrapping); the hand
+    /// moves on by one, so each entry is compared on several evictions before it can be
+    /// passed, and one just put in the victim's place is the most recent of its window.
+    fn victim(&mut self) -> usize {
+        let n = self.map.len();
+        let start = if self.hand < n { self.hand } else { 0 };
+        self.hand = start + 1;
+        let mut victim = start;
+        let mut oldest = self.map[start].last_seen();
+        for k in 1..SAMPLES.min(n) {
+            let i = if start + k < n {
+                start + k
+            } else {
+                start + k - n
+            };
+            let seen = self.map[i].last_seen();
+            if seen < oldest {
+                (victim, oldest) = (i, seen);
+            }
+        }
+        victim
     }
 }
 

@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use super::bounded::{Aged, BoundedMap};
 use super::detectors::{
-    brute_force::BruteForce, distributed_spray::DistributedSpray,
+    brute_force::BruteForce, distributed_spray::DistributedSpray, health::Health,
     impossible_travel::ImpossibleTravel, ip_fanout::IpFanout, off_hours::OffHours,
     rate_spike::RateSpike, rejection_ratio::RejectionRatio, revoked_reuse::RevokedReuse,
-    token_spray::TokenSpray, Common, Detector, TokenDetector,
+    token_hash, token_spray::TokenSpray, Common, Detector, TokenDetector,
 };
 use super::{Detection, DetectionSink, Findings, Obs};
 use crate::config::DetectorsConfig;
@@ -150,6 +150,8 @@ pub struct Engine {
     aliases: BoundedMap<TokenId, Alias>,
     token_detectors: TokenDetectors,
     others: Vec<Box<dyn Detector>>,
+    /// Known tokens' health (the outage guard), counted once for every detector.
+    health: Health,
     geo: Option<Arc<dyn GeoLookup>>,
     geo_cache: BoundedMap<IpAddr, GeoEntry>,
     cooldowns: BoundedMap<(&'static str, String), Cooldown>,
@@ -211,6 +213,7 @@ impl Engine {
                 fanout: enabled(&cfg.ip_fanout, IpFanout::new),
             },
             others,
+            health: Health::default(),
             geo: None,
             geo_cache: BoundedMap::new(65_536),
             cooldowns: BoundedMap::new(100_000),
@@ -337,11 +340,6 @@ impl Engine {
             self.tick(self.watermark);
         }
         let ip_key = ev.ip.map(|ip| group_ip(ip, self.settings.ipv6_prefix));
-        let location = self.locate(ev);
-        let source = self
-            .sources
-            .get(usize::from(ev.source))
-            .map_or("", String::as_str);
         // One lookup per event: the position stays valid until observe_token (nothing in
         // between touches the token map).
         let token_at = ev.token.as_ref().and_then(|t| self.tokens.index_of(t));
@@ -349,6 +347,18 @@ impl Engine {
         let last_accepted = token_at
             .and_then(|i| self.tokens.at(i))
             .map(|st| st.last_accepted);
+        // Only the token detectors read a location, and only of tokens with state (known, or
+        // getting it now): a spray of random tokens from random addresses looks nothing up.
+        let location = if token_known || ev.outcome == Outcome::Accepted {
+            self.locate(ev)
+        } else {
+            None
+        };
+        self.health.observe(ev, token_known);
+        let source = self
+            .sources
+            .get(usize::from(ev.source))
+            .map_or("", String::as_str);
         let obs = Obs {
             ev,
             source,
@@ -356,6 +366,12 @@ impl Engine {
             token_known,
             last_accepted,
             location: location.as_ref(),
+            token_hash: ev
+                .token
+                .as_ref()
+                .filter(|_| ev.outcome.is_rejected())
+                .map(token_hash),
+            health: &self.health,
         };
         for d in &mut self.others {
             d.observe(&obs, &mut self.findings);
@@ -398,7 +414,7 @@ impl Engine {
         let new_hour = hour(now) != hour(self.last_tick);
         self.last_tick = now;
         for d in &mut self.others {
-            d.tick(now, &mut self.findings);
+            d.tick(now, &self.health, &mut self.findings);
         }
         // Idle expiry walks every token: once per hour of event time is plenty for a 35-day
         // idle limit, and the cutoff sits on the hour so a restored engine (whose first tick

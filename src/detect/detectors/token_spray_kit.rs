@@ -1,19 +1,20 @@
 //! Small parts shared by the per-IP and global detectors (`rejection_ratio`, `brute_force`,
 //! `token_spray`, `distributed_spray`, `revoked_reuse`): token hashing, a capped set of
-//! token hashes, per-reason counts and "is this a spray attempt".
+//! token hashes, per-reason counts and "is this a spray attempt". (The known-token outage
+//! guard they share lives in [`health`](super::health), one copy in the engine.)
 
 use std::hash::{Hash, Hasher};
 
 use serde_json::{json, Value};
 
-use crate::detect::window::Window;
 use crate::detect::Obs;
 use crate::event::{EventTime, Outcome, Reason, TokenId};
 use crate::metrics::reason_index;
 
 /// A token as a 64-bit hash: per-IP sets store these, never strings (8 bytes, no allocation).
-/// SipHash with fixed keys, so a replay hashes identically.
-pub(crate) fn token_hash(t: &TokenId) -> u64 {
+/// SipHash with fixed keys, so a replay hashes identically (and hashes in a snapshot stay
+/// valid across a restart).
+pub fn token_hash(t: &TokenId) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
     t.as_str().hash(&mut h);
     h.finish()
@@ -106,46 +107,6 @@ impl ReasonCounts {
     }
 }
 
-/// Known tokens' checks and rejections over the last few minutes. When most checks of
-/// tokens that worked before now fail, the auth backend is down or rotating keys: never-seen
-/// and invalid tokens then say nothing about guessing, so the spray detectors stand down
-/// (`rejection_ratio` reports the outage). `N` buckets of `WIDTH_MS` each.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct KnownTokenHealth<const N: usize, const WIDTH_MS: i64> {
-    checked: Window<N>,
-    rejected: Window<N>,
-}
-
-/// The outage guard: 5 minutes in 30 s buckets.
-pub(crate) type OutageGuard = KnownTokenHealth<10, 30_000>;
-
-/// Its quick twin: the last minute in 10 s buckets, so an outage is recognised within a
-/// minute of its start (the 5-minute guard still counts the good minutes before it), for
-/// detectors that would otherwise fire inside that minute.
-pub(crate) type QuickOutageGuard = KnownTokenHealth<6, 10_000>;
-
-/// Known-token checks in the window before a guard can trip.
-const GUARD_MIN_CHECKS: u64 = 20;
-
-impl<const N: usize, const WIDTH_MS: i64> KnownTokenHealth<N, WIDTH_MS> {
-    /// Counts a check of a known token.
-    pub(crate) fn observe(&mut self, obs: &Obs<'_>) {
-        if !obs.token_known {
-            return;
-        }
-        self.checked.add(obs.ev.time, WIDTH_MS, 1);
-        if obs.ev.outcome.is_rejected() {
-            self.rejected.add(obs.ev.time, WIDTH_MS, 1);
-        }
-    }
-
-    /// True if more than half of at least 20 known-token checks in the window failed.
-    pub(crate) fn outage(&self, now: EventTime) -> bool {
-        let c = self.checked.sum_at(now, WIDTH_MS);
-        c >= GUARD_MIN_CHECKS && self.rejected.sum_at(now, WIDTH_MS) * 2 > c
-    }
-}
-
 /// Seconds to milliseconds, saturating (the one helper lives beside `Finding`).
 pub(crate) use crate::detect::record::secs_to_ms as ms;
 
@@ -160,6 +121,7 @@ pub(crate) mod test_util {
 
     use std::net::IpAddr;
 
+    use crate::detect::detectors::health::Health;
     use crate::detect::{Finding, Findings, Obs};
     use crate::event::{AuthEvent, EventTime, Outcome, TokenId};
 
@@ -177,7 +139,7 @@ pub(crate) mod test_util {
         }
     }
 
-    /// The observation of `ev` (IP as its own key, no location).
+    /// The observation of `ev` (IP as its own key, no location, no outage).
     pub(crate) fn obs<'a>(ev: &'a AuthEvent, known: bool) -> Obs<'a> {
         Obs {
             ev,
@@ -186,6 +148,18 @@ pub(crate) mod test_util {
             token_known: known,
             last_accepted: known.then_some(EventTime::from_millis(0)),
             location: None,
+            token_hash: None,
+            health: &Health::EMPTY,
+        }
+    }
+
+    /// The observation of `ev` as the engine makes it: counted in `health` first, which it
+    /// then carries (for the detectors that stand down during an outage).
+    pub(crate) fn counted<'a>(health: &'a mut Health, ev: &'a AuthEvent, known: bool) -> Obs<'a> {
+        health.observe(ev, known);
+        Obs {
+            health: &*health,
+            ..obs(ev, known)
         }
     }
 
