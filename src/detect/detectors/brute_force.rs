@@ -149,7 +149,11 @@ impl Detector for BruteForce {
         let Some(ip) = obs.ip_key else { return };
         let t = obs.ev.time;
         let (window, width) = (self.window_ms(), self.window_ms() / BUCKETS as i64);
-        let st = self.ips.entry(&ip, || ip, IpState::default);
+        // A full map admits an address on its second guess (bounded.rs): a flood of
+        // one-guess addresses costs a bit test each, not an eviction.
+        let Some(st) = self.ips.admit(&ip, || ip, IpState::default) else {
+            return;
+        };
         if st.rejected.sum_at(t, width) == 0 {
             *st = IpState {
                 first: t,

@@ -368,7 +368,10 @@ impl Detector for DistributedSpray {
         };
         let (width, window) = (self.width(), ms(self.settings.window_secs));
         let cap = self.settings.max_attempts_per_ip as usize + 1;
-        let st = self.ips.entry(&ip, || ip, IpState::default);
+        // A full map admits an address on its second attempt (bounded.rs).
+        let Some(st) = self.ips.admit(&ip, || ip, IpState::default) else {
+            return;
+        };
         if st.attempts.add(t, width, 1) {
             let h = obs.token_hash.unwrap_or_else(|| token_hash(tok));
             st.tokens.add(h, t, before(t, window), cap);

@@ -151,8 +151,12 @@ impl Scope {
         if let Some(w) = self.reasons.get_mut(crate::metrics::reason_index(reason)) {
             w.add(t, width, 1);
         }
-        if let Some(ip) = obs.ip_key {
-            let e = self.ips.entry(&ip, || ip, IpRejections::default);
+        // A full map admits an address on its second rejection (bounded.rs): breadth is
+        // then counted over the addresses already there, which are more than `min_ips`.
+        if let Some(e) = obs
+            .ip_key
+            .and_then(|ip| self.ips.admit(&ip, || ip, IpRejections::default))
+        {
             e.rejected.add(t, width, 1);
             e.last = e.last.max(t);
         }

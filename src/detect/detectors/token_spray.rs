@@ -152,6 +152,11 @@ impl Detector for TokenSpray {
         let t = obs.ev.time;
         let since = before(t, ms(self.settings.window_secs));
         let h = obs.token_hash.unwrap_or_else(|| token_hash(tok));
+        // A full map admits an address on its second attempt (bounded.rs); the name is kept
+        // only for addresses with state, the only ones whose evidence can show it.
+        let Some(st) = self.ips.admit(&ip, || ip, IpState::default) else {
+            return;
+        };
         let name = self.names.entry(
             &h,
             || h,
@@ -162,7 +167,6 @@ impl Detector for TokenSpray {
         );
         name.last = name.last.max(t);
         let cap = self.settings.min_tokens.max(1);
-        let st = self.ips.entry(&ip, || ip, IpState::default);
         if st.last < since {
             *st = IpState {
                 first: t,
