@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 
 use crate::event::EventTime;
-use crate::gen::{generate, GenFormat, GenOptions, GenSummary, Scenario};
+use crate::gen::{generate, spray, GenFormat, GenOptions, GenSummary, Scenario};
 
 /// Options of `tokenwatch gen`.
 #[derive(Debug, Clone, clap::Args)]
@@ -34,6 +34,13 @@ pub struct GenArgs {
     /// Stop after this many lines (normal traffic continues past --days if needed).
     #[arg(long, value_name = "N")]
     pub lines: Option<u64>,
+    /// Instead of normal traffic, write N lines of a token spray under load: rejected
+    /// (`invalid`) random tokens, each from a new random address (benchmarks).
+    #[arg(long, value_name = "N")]
+    pub spray: Option<u64>,
+    /// Spray lines per second of event time (with --spray).
+    #[arg(long, default_value_t = 1000, value_name = "N", requires = "spray")]
+    pub spray_rate: u32,
     /// Write the ground-truth labels (JSON lines) to this file.
     #[arg(long, value_name = "FILE")]
     pub labels: Option<PathBuf>,
@@ -90,10 +97,14 @@ pub fn run(args: GenArgs) -> anyhow::Result<()> {
         None => None,
     };
     let labels_out = labels.as_mut().map(|f| f as &mut dyn Write);
+    let write = |out: &mut dyn Write, labels: Option<&mut dyn Write>| match args.spray {
+        Some(n) => spray(&opts, n, args.spray_rate, out),
+        None => generate(&opts, out, labels),
+    };
     let summary = match &args.output {
         Some(path) => {
             let mut file = create(path)?;
-            let s = generate(&opts, &mut file, labels_out)?;
+            let s = write(&mut file, labels_out)?;
             file.sync_all()
                 .with_context(|| format!("cannot flush {}", path.display()))?;
             s
@@ -101,7 +112,7 @@ pub fn run(args: GenArgs) -> anyhow::Result<()> {
         None => {
             let stdout = io::stdout();
             let mut lock = stdout.lock();
-            generate(&opts, &mut lock, labels_out).context("cannot write the log")?
+            write(&mut lock, labels_out).context("cannot write the log")?
         }
     };
     report(&summary, began.elapsed().as_secs_f64());

@@ -339,6 +339,9 @@ struct Snapshot {
     #[serde(default)]
     aliases: Vec<(TokenId, Alias)>,
     cooldowns: Vec<(String, String, EventTime)>,
+    /// Known tokens' health (older snapshots lack it: it is relearned within minutes).
+    #[serde(default)]
+    health: Option<super::detectors::health::Health>,
     detectors: BTreeMap<String, serde_json::Value>,
 }
 
@@ -364,6 +367,7 @@ fn write_rest_part(rest: &RestStage, out: &mut impl std::io::Write) -> std::io::
     json_field(out, "watermark", &rest.watermark)?;
     json_field(out, "aliases", &AliasesRef(&rest.aliases))?;
     json_field(out, "cooldowns", &CooldownsRef(&rest.cooldowns))?;
+    json_field(out, "health", &rest.health)?;
     json_field(out, "detectors", &detectors)?;
     out.write_all(b"}")
 }
@@ -413,6 +417,9 @@ impl Engine {
         }
         for (k, v) in snap.aliases {
             self.rest.aliases.insert(k, v);
+        }
+        if let Some(h) = snap.health {
+            self.rest.health = h;
         }
         for (d, k, until) in snap.cooldowns {
             if let Some(name) = crate::metrics::DETECTORS.iter().find(|n| **n == d) {

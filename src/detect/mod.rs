@@ -22,6 +22,7 @@ use std::net::IpAddr;
 
 use crate::enrich::geo::Location;
 use crate::event::{AuthEvent, EventTime};
+use detectors::health::Health;
 
 /// What every detector sees for one event.
 pub struct Obs<'a> {
@@ -38,8 +39,14 @@ pub struct Obs<'a> {
     /// engine remembers). `revoked_reuse` tells "refused on every use since" from "still
     /// accepted, sporadically refused" with it.
     pub last_accepted: Option<EventTime>,
-    /// The client's location, if a GeoIP database knows it.
+    /// The client's location, if a GeoIP database knows it. Looked up only for events the
+    /// token detectors can use (a known token, or an accepted check): `None` otherwise.
     pub location: Option<&'a Location>,
+    /// [`token_hash`](detectors::token_hash) of the token on rejected events (the ones the
+    /// per-IP detectors count tokens of), hashed once for all of them; `None` otherwise.
+    pub token_hash: Option<u64>,
+    /// Known tokens' health (the outage guard), with this event already counted.
+    pub health: &'a Health,
 }
 
 /// Collects what detectors found while handling one event (or one tick).

@@ -16,14 +16,17 @@ pub struct Window<const N: usize> {
 
 impl<const N: usize> Default for Window<N> {
     fn default() -> Self {
-        Window {
-            counts: [0; N],
-            head: i64::MIN,
-        }
+        Window::EMPTY
     }
 }
 
 impl<const N: usize> Window<N> {
+    /// Nothing added yet.
+    pub const EMPTY: Self = Window {
+        counts: [0; N],
+        head: i64::MIN,
+    };
+
     /// Adds `n` at time `t`; returns false if `t` fell before the window (late).
     pub fn add(&mut self, t: EventTime, width_ms: i64, n: u32) -> bool {
         let b = t.as_millis().div_euclid(width_ms.max(1));

@@ -22,6 +22,7 @@ mod population;
 mod rng;
 mod scanner;
 mod scenario;
+mod spray;
 #[cfg(test)]
 mod tests;
 mod write;
@@ -31,6 +32,7 @@ use std::io;
 pub use geo::{geo_table, locate, GeoEntry};
 pub use labels::{Expect, Label};
 pub use scenario::{GenFormat, Scenario, UnknownName};
+pub use spray::spray;
 
 use crate::event::{days_from_civil, EventTime};
 

@@ -4,15 +4,17 @@
 //! Only guesses count: rejections with no token or a token that never had an accepted check.
 //! A known token rejected again and again is a client whose key stopped working (an auth
 //! outage, a scope change), and revoked or expired tokens are `revoked_reuse`'s incident.
-//! While most known tokens fail (an outage) nothing is reported: busy services retrying
-//! through the outage would each look like a guessing run (`rejection_ratio` reports it).
+//! While most known tokens fail (an outage, [`Health`](super::health::Health)) nothing is
+//! reported: busy services retrying through the outage would each look like a guessing run
+//! (`rejection_ratio` reports it).
 
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::token_spray_kit::{before, ms, token_hash, OutageGuard, ReasonCounts, TokenSet};
+use super::health::Health;
+use super::token_spray_kit::{before, ms, token_hash, ReasonCounts, TokenSet};
 use super::{Common, Detector};
 use crate::detect::bounded::{Aged, BoundedMap};
 use crate::detect::window::Window;
@@ -86,7 +88,6 @@ impl Aged for IpState {
 pub struct BruteForce {
     settings: Settings,
     ips: BoundedMap<IpAddr, IpState>,
-    guard: OutageGuard,
 }
 
 impl BruteForce {
@@ -95,7 +96,6 @@ impl BruteForce {
         BruteForce {
             settings: settings.clone(),
             ips: BoundedMap::new(settings.max_ips),
-            guard: OutageGuard::default(),
         }
     }
 
@@ -139,7 +139,6 @@ impl Detector for BruteForce {
     }
 
     fn observe(&mut self, obs: &Obs<'_>, out: &mut Findings) {
-        self.guard.observe(obs);
         if obs.token_known {
             return;
         }
@@ -150,7 +149,11 @@ impl Detector for BruteForce {
         let Some(ip) = obs.ip_key else { return };
         let t = obs.ev.time;
         let (window, width) = (self.window_ms(), self.window_ms() / BUCKETS as i64);
-        let st = self.ips.entry(&ip, || ip, IpState::default);
+        // A full map admits an address on its second guess (bounded.rs): a flood of
+        // one-guess addresses costs a bit test each, not an eviction.
+        let Some(st) = self.ips.admit(&ip, || ip, IpState::default) else {
+            return;
+        };
         if st.rejected.sum_at(t, width) == 0 {
             *st = IpState {
                 first: t,
@@ -164,11 +167,11 @@ impl Detector for BruteForce {
         st.last = st.last.max(t);
         st.reasons.add(reason, 1);
         if let Some(tok) = &obs.ev.token {
-            st.tokens
-                .add(token_hash(tok), t, before(t, window), TOKENS_CAP);
+            let h = obs.token_hash.unwrap_or_else(|| token_hash(tok));
+            st.tokens.add(h, t, before(t, window), TOKENS_CAP);
         }
         let n = st.rejected.sum_at(t, width);
-        if n < self.settings.min_rejected || t < st.quiet_until || self.guard.outage(t) {
+        if n < self.settings.min_rejected || t < st.quiet_until || obs.health.outage(t) {
             return;
         }
         st.quiet_until = EventTime::from_millis(
@@ -179,7 +182,7 @@ impl Detector for BruteForce {
         out.push(self.finding(ip, &st, n, obs));
     }
 
-    fn tick(&mut self, now: EventTime, _out: &mut Findings) {
+    fn tick(&mut self, now: EventTime, _health: &Health, _out: &mut Findings) {
         // Keep an IP through its cooldown so a continuing attack is not re-reported.
         let keep = self.window_ms().max(ms(self.settings.cooldown_secs));
         self.ips.expire(before(now, keep));
@@ -210,7 +213,7 @@ mod tests {
         let e = ev(secs, ip, tok, Outcome::Rejected(r));
         d.observe(&obs(&e, false), f);
         if secs % 10 == 0 {
-            d.tick(EventTime::from_secs(secs), f);
+            d.tick(EventTime::from_secs(secs), &Health::EMPTY, f);
         }
     }
 

@@ -20,7 +20,7 @@
 //!   as Splunk's distributed-spray search does), so a large population's normal typo rate
 //!   does not fire;
 //! - an auth outage: known tokens failing are not never-seen, and while most known tokens
-//!   fail the detector stands down ([`OutageGuard`]);
+//!   fail the detector stands down ([`Health`]);
 //! - one address spraying: it makes more than `max_attempts_per_ip` attempts, which takes
 //!   it out of this count (`token_spray` reports it).
 
@@ -29,7 +29,8 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::token_spray_kit::{before, is_spray_attempt, ms, token_hash, OutageGuard, TokenSet};
+use super::health::Health;
+use super::token_spray_kit::{before, is_spray_attempt, ms, token_hash, TokenSet};
 use super::{Common, Detector};
 use crate::detect::bounded::{Aged, BoundedMap};
 use crate::detect::window::Window;
@@ -125,10 +126,12 @@ impl Aged for IpState {
     }
 }
 
-/// What one evaluation counted over the qualifying addresses.
+/// What one evaluation counted over the qualifying addresses (totals only: the per-address
+/// list is built, and sorted, only for a record's evidence).
+#[derive(Default)]
 struct Tally {
-    /// (attempts, address, distinct tokens), sorted by attempts then address.
-    ips: Vec<(u64, IpAddr, usize)>,
+    /// Qualifying addresses.
+    ips: usize,
     tokens: usize,
     attempts: u64,
     /// Addresses with at least `min_tokens_per_ip` tokens, and their tokens.
@@ -203,7 +206,6 @@ struct Snapshot {
 pub struct DistributedSpray {
     settings: Settings,
     ips: BoundedMap<IpAddr, IpState>,
-    guard: OutageGuard,
     history: History,
     next_eval: EventTime,
     quiet_until: EventTime,
@@ -216,7 +218,6 @@ impl DistributedSpray {
         DistributedSpray {
             settings: settings.clone(),
             ips: BoundedMap::new(settings.max_ips),
-            guard: OutageGuard::default(),
             history: History::default(),
             next_eval: EventTime::from_millis(i64::MIN),
             quiet_until: EventTime::from_millis(i64::MIN),
@@ -228,31 +229,44 @@ impl DistributedSpray {
         (ms(self.settings.window_secs) / BUCKETS as i64).max(1)
     }
 
-    fn tally(&self, now: EventTime) -> Tally {
+    /// The qualifying addresses as (attempts, address, distinct tokens), in map order.
+    fn qualifying(&self, now: EventTime) -> impl Iterator<Item = (u64, IpAddr, usize)> + '_ {
         let since = before(now, ms(self.settings.window_secs));
         let max = u64::from(self.settings.max_attempts_per_ip);
-        let mut ips: Vec<(u64, IpAddr, usize)> = self
-            .ips
+        let width = self.width();
+        self.ips
             .iter()
-            .map(|(ip, st)| {
+            .map(move |(ip, st)| {
                 (
-                    st.attempts.sum_at(now, self.width()),
+                    st.attempts.sum_at(now, width),
                     *ip,
                     st.tokens.count_since(since),
                 )
             })
-            .filter(|(n, _, toks)| *n > 0 && *n <= max && *toks > 0)
-            .collect();
-        ips.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            .filter(move |(n, _, toks)| *n > 0 && *n <= max && *toks > 0)
+    }
+
+    fn tally(&self, now: EventTime) -> Tally {
         let per_ip = self.settings.min_tokens_per_ip.max(1);
-        let multi = ips.iter().filter(|x| x.2 >= per_ip);
-        Tally {
-            tokens: ips.iter().map(|x| x.2).sum(),
-            attempts: ips.iter().map(|x| x.0).sum(),
-            multi_ips: multi.clone().count(),
-            multi_tokens: multi.map(|x| x.2).sum(),
-            ips,
-        }
+        self.qualifying(now)
+            .fold(Tally::default(), |mut t, (n, _, toks)| {
+                t.ips += 1;
+                t.tokens += toks;
+                t.attempts += n;
+                if toks >= per_ip {
+                    t.multi_ips += 1;
+                    t.multi_tokens += toks;
+                }
+                t
+            })
+    }
+
+    /// The `TOP` qualifying addresses by attempts, then address.
+    fn top(&self, now: EventTime) -> Vec<(u64, IpAddr, usize)> {
+        let mut ips: Vec<_> = self.qualifying(now).collect();
+        ips.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        ips.truncate(TOP);
+        ips
     }
 
     /// A token count needed now: `min`, or more if the history of that count says so.
@@ -272,10 +286,10 @@ impl DistributedSpray {
             return Some(("several_tokens_per_ip", multi));
         }
         let wide = self.threshold(s.wide_min_tokens, &self.history.samples);
-        (tally.ips.len() >= s.wide_min_ips && tally.tokens as f64 >= wide).then_some(("wide", wide))
+        (tally.ips >= s.wide_min_ips && tally.tokens as f64 >= wide).then_some(("wide", wide))
     }
 
-    fn evaluate(&mut self, now: EventTime) -> Option<Finding> {
+    fn evaluate(&mut self, now: EventTime, outage: bool) -> Option<Finding> {
         let tally = self.tally(now);
         let breach = self.breach(&tally);
         let breached = breach.is_some();
@@ -293,7 +307,7 @@ impl DistributedSpray {
             return None;
         };
         // One record per incident: re-armed only once the count falls back below.
-        if !warm || !self.armed || now < self.quiet_until || self.guard.outage(now) {
+        if !warm || !self.armed || now < self.quiet_until || outage {
             return None;
         }
         self.armed = false;
@@ -306,15 +320,14 @@ impl DistributedSpray {
 
     fn finding(&self, tally: &Tally, rule: &str, threshold: f64, now: EventTime) -> Finding {
         let s = &self.settings;
-        let top: Vec<_> = tally
-            .ips
+        let top: Vec<_> = self
+            .top(now)
             .iter()
-            .take(TOP)
             .map(|(n, ip, toks)| json!({"ip": ip.to_string(), "attempts": n, "tokens": toks}))
             .collect();
         let evidence = json!({
             "rule": rule,
-            "distinct_ips": tally.ips.len(),
+            "distinct_ips": tally.ips,
             "distinct_tokens": tally.tokens,
             "ips_with_several_tokens": tally.multi_ips,
             "tokens_of_those_ips": tally.multi_tokens,
@@ -347,7 +360,6 @@ impl Detector for DistributedSpray {
 
     fn observe(&mut self, obs: &Obs<'_>, _out: &mut Findings) {
         let t = obs.ev.time;
-        self.guard.observe(obs);
         if obs.token_known || !is_spray_attempt(obs) {
             return;
         }
@@ -356,14 +368,18 @@ impl Detector for DistributedSpray {
         };
         let (width, window) = (self.width(), ms(self.settings.window_secs));
         let cap = self.settings.max_attempts_per_ip as usize + 1;
-        let st = self.ips.entry(&ip, || ip, IpState::default);
+        // A full map admits an address on its second attempt (bounded.rs).
+        let Some(st) = self.ips.admit(&ip, || ip, IpState::default) else {
+            return;
+        };
         if st.attempts.add(t, width, 1) {
-            st.tokens.add(token_hash(tok), t, before(t, window), cap);
+            let h = obs.token_hash.unwrap_or_else(|| token_hash(tok));
+            st.tokens.add(h, t, before(t, window), cap);
             st.last = st.last.max(t);
         }
     }
 
-    fn tick(&mut self, now: EventTime, out: &mut Findings) {
+    fn tick(&mut self, now: EventTime, health: &Health, out: &mut Findings) {
         if now < self.next_eval {
             return;
         }
@@ -373,7 +389,7 @@ impl Detector for DistributedSpray {
             (now.as_millis().div_euclid(EVAL_MS) + 1).saturating_mul(EVAL_MS),
         );
         self.ips.expire(before(now, ms(self.settings.window_secs)));
-        if let Some(f) = self.evaluate(now) {
+        if let Some(f) = self.evaluate(now, health.outage(now)) {
             out.push(f);
         }
     }
@@ -423,7 +439,7 @@ impl Detector for DistributedSpray {
 
 #[cfg(test)]
 mod tests {
-    use super::super::token_spray_kit::test_util::{ev, obs, rand_ip, take};
+    use super::super::token_spray_kit::test_util::{counted, ev, obs, rand_ip, take};
     use super::*;
     use crate::event::{Outcome, Reason};
 
@@ -435,14 +451,15 @@ mod tests {
         let mut d = DistributedSpray::new(&Settings::default());
         let mut f = Findings::default();
         let mut got = Vec::new();
+        let mut health = Health::default();
         for s in (0..hours * HOUR).step_by(10) {
             let e = ev(s, "10.0.0.1", Some("known"), Outcome::Accepted);
-            d.observe(&obs(&e, true), &mut f);
+            d.observe(&counted(&mut health, &e, true), &mut f);
             for (ip, tok, known) in extra(s) {
                 let e = ev(s, &ip, Some(&tok), INVALID);
-                d.observe(&obs(&e, known), &mut f);
+                d.observe(&counted(&mut health, &e, known), &mut f);
             }
-            d.tick(EventTime::from_secs(s), &mut f);
+            d.tick(EventTime::from_secs(s), &health, &mut f);
             got.extend(take(&mut f));
         }
         got
@@ -600,7 +617,11 @@ mod tests {
             };
             d.observe(&o, &mut f);
             if i % 1000 == 0 {
-                d.tick(EventTime::from_secs((i / 100) as i64), &mut f);
+                d.tick(
+                    EventTime::from_secs((i / 100) as i64),
+                    &Health::EMPTY,
+                    &mut f,
+                );
             }
         }
         assert!(d.tracked() <= 10_000);

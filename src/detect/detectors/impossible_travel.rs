@@ -217,7 +217,13 @@ impl TokenDetector for ImpossibleTravel {
             return;
         }
         let from = st.place();
-        let km = distance_km(&from, to);
+        // Most uses come from where the token already is: no trigonometry for those (the
+        // distance of a point to itself is exactly 0).
+        let km = if (from.lat, from.lon) == (to.lat, to.lon) {
+            0.0
+        } else {
+            distance_km(&from, to)
+        };
         if self.same_area(st, &from, to, net, km) {
             // Keep the finer of the two places: a coarse answer never replaces a city.
             let replace = (from.lat, from.lon) != (to.lat, to.lon) && to.city.is_some();

@@ -63,6 +63,8 @@ impl Run {
             token_known: true,
             last_accepted: None,
             location: l.as_ref(),
+            token_hash: None,
+            health: &crate::detect::detectors::health::Health::EMPTY,
         };
         let mut out = Findings::default();
         self.det.observe(&mut self.st, &obs, &mut out);

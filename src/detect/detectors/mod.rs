@@ -10,9 +10,11 @@ use serde::Serialize;
 
 use super::{Findings, Obs};
 use crate::event::EventTime;
+use health::Health;
 
 pub mod brute_force;
 pub mod distributed_spray;
+pub mod health;
 pub mod impossible_travel;
 pub mod ip_fanout;
 pub mod off_hours;
@@ -22,14 +24,17 @@ pub mod revoked_reuse;
 pub mod token_spray;
 pub(crate) mod token_spray_kit;
 
+pub use token_spray_kit::token_hash;
+
 /// A detector that owns its state.
 pub trait Detector: Send {
     /// Stable name (DESIGN §6).
     fn name(&self) -> &'static str;
     /// Sees one event.
     fn observe(&mut self, obs: &Obs<'_>, out: &mut Findings);
-    /// Called every few seconds of event time: close windows, expire idle state.
-    fn tick(&mut self, _now: EventTime, _out: &mut Findings) {}
+    /// Called every few seconds of event time: close windows, expire idle state. `health`
+    /// is the known-token outage guard as of `now`.
+    fn tick(&mut self, _now: EventTime, _health: &Health, _out: &mut Findings) {}
     /// Live state entries (for `tokenwatch_tracked_entities{kind=name}`).
     fn tracked(&self) -> usize {
         0

@@ -45,6 +45,8 @@ impl Run {
             token_known: true,
             last_accepted: None,
             location: None,
+            token_hash: None,
+            health: &crate::detect::detectors::health::Health::EMPTY,
         };
         let mut out = Findings::default();
         self.det.observe(&mut self.st, &obs, &mut out);
@@ -192,6 +194,8 @@ fn rejected_revoked_checks_are_not_use() {
             token_known: true,
             last_accepted: None,
             location: None,
+            token_hash: None,
+            health: &crate::detect::detectors::health::Health::EMPTY,
         };
         let mut out = Findings::default();
         r.det.observe(&mut r.st, &obs, &mut out);
@@ -208,6 +212,8 @@ fn rejected_revoked_checks_are_not_use() {
             token_known: true,
             last_accepted: None,
             location: None,
+            token_hash: None,
+            health: &crate::detect::detectors::health::Health::EMPTY,
         };
         let mut out = Findings::default();
         r.det.observe(&mut r.st, &obs, &mut out);

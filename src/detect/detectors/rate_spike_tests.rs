@@ -77,6 +77,8 @@ fn run(times: &[i64]) -> (State, Vec<Finding>) {
             token_known: true,
             last_accepted: None,
             location: None,
+            token_hash: None,
+            health: &crate::detect::detectors::health::Health::EMPTY,
         };
         let mut out = Findings::default();
         det.observe(&mut st, &obs, &mut out);

@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::health::Health;
 use super::token_spray_kit::{before, ms, ReasonCounts};
 use super::{Common, Detector};
 use crate::detect::bounded::{Aged, BoundedMap};
@@ -92,6 +93,7 @@ impl Aged for IpRejections {
 }
 
 /// Counters for the global scope or one source.
+#[derive(Clone)]
 struct Scope {
     name: String,
     checked: Window<BUCKETS>,
@@ -149,8 +151,12 @@ impl Scope {
         if let Some(w) = self.reasons.get_mut(crate::metrics::reason_index(reason)) {
             w.add(t, width, 1);
         }
-        if let Some(ip) = obs.ip_key {
-            let e = self.ips.entry(&ip, || ip, IpRejections::default);
+        // A full map admits an address on its second rejection (bounded.rs): breadth is
+        // then counted over the addresses already there, which are more than `min_ips`.
+        if let Some(e) = obs
+            .ip_key
+            .and_then(|ip| self.ips.admit(&ip, || ip, IpRejections::default))
+        {
             e.rejected.add(t, width, 1);
             e.last = e.last.max(t);
         }
@@ -195,6 +201,13 @@ pub struct RejectionRatio {
     global: Scope,
     /// Per-source scopes indexed by `SourceIdx` (created on first event).
     sources: Vec<Option<Scope>>,
+    /// While every event so far came from one source (this index, below `MAX_SOURCES`), that
+    /// source's scope would be `global` in all but its name and severity: it is not kept
+    /// (half the per-IP work and memory on a one-source deployment), and is built from
+    /// `global` when a second source shows up.
+    mirror: Option<(usize, String)>,
+    /// True once any event was seen.
+    seen: bool,
 }
 
 impl RejectionRatio {
@@ -204,6 +217,47 @@ impl RejectionRatio {
             settings: settings.clone(),
             global: Scope::new("global".into(), settings.max_ips),
             sources: Vec::new(),
+            mirror: None,
+            seen: false,
+        }
+    }
+
+    /// Keeps the mirror in step with an event from source `i` (named `name`): starts it on
+    /// the first event, ends it when another source speaks. True while the event goes to
+    /// `global` only.
+    fn mirrored(&mut self, i: usize, name: &str) -> bool {
+        if !self.seen {
+            self.seen = true;
+            if i < MAX_SOURCES {
+                self.mirror = Some((i, name.to_string()));
+                return true;
+            }
+            return false;
+        }
+        match &self.mirror {
+            Some((j, _)) if *j == i => true,
+            Some(_) => {
+                self.split();
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Ends the mirror: the mirrored source gets its own scope, a copy of `global` (which it
+    /// equals up to this event) under its own name.
+    fn split(&mut self) {
+        let Some((j, name)) = self.mirror.take() else {
+            return;
+        };
+        if self.sources.len() <= j {
+            self.sources.resize_with(j + 1, || None);
+        }
+        if let Some(slot) = self.sources.get_mut(j) {
+            *slot = Some(Scope {
+                name,
+                ..self.global.clone()
+            });
         }
     }
 
@@ -300,15 +354,20 @@ impl Detector for RejectionRatio {
 
     fn observe(&mut self, obs: &Obs<'_>, _out: &mut Findings) {
         let width = self.width();
+        let only_global = self.mirrored(usize::from(obs.ev.source), obs.source);
         self.global.observe(obs, width);
+        if only_global {
+            return;
+        }
         if let Some(sc) = self.source_scope(obs) {
             sc.observe(obs, width);
         }
     }
 
     /// Evaluates every scope. Per-source scopes only matter when there are several sources:
-    /// with one, the source and `global` are the same incident and only `global` reports.
-    fn tick(&mut self, now: EventTime, out: &mut Findings) {
+    /// with one, the source and `global` are the same incident and only `global` reports
+    /// (and while one source is mirrored, its scope evaluates exactly as `global` did).
+    fn tick(&mut self, now: EventTime, _health: &Health, out: &mut Findings) {
         let mut global = std::mem::replace(&mut self.global, Scope::new(String::new(), 1));
         if let Some(f) = self.evaluate(&mut global, now, Severity::High) {
             out.push(f);
@@ -325,8 +384,10 @@ impl Detector for RejectionRatio {
         self.sources = sources;
     }
 
+    /// A mirrored source counts as the copy of `global` it stands for.
     fn tracked(&self) -> usize {
-        self.global.ips.len()
+        let mirror = if self.mirror.is_some() { 2 } else { 1 };
+        mirror * self.global.ips.len()
             + self
                 .sources
                 .iter()
@@ -336,7 +397,8 @@ impl Detector for RejectionRatio {
     }
 
     fn evictions(&self) -> u64 {
-        self.global.ips.evictions()
+        let mirror = if self.mirror.is_some() { 2 } else { 1 };
+        mirror * self.global.ips.evictions()
             + self
                 .sources
                 .iter()
@@ -361,7 +423,7 @@ mod tests {
         let e = ev(secs, ip, Some("ak_1"), outcome);
         d.observe(&obs(&e, true), f);
         if secs % 10 == 0 {
-            d.tick(EventTime::from_secs(secs), f);
+            d.tick(EventTime::from_secs(secs), &Health::EMPTY, f);
         }
     }
 
@@ -436,7 +498,7 @@ mod tests {
                 d.observe(&o, &mut f);
             }
             if s % 10 == 0 {
-                d.tick(EventTime::from_secs(s), &mut f);
+                d.tick(EventTime::from_secs(s), &Health::EMPTY, &mut f);
             }
             all.extend(take(&mut f));
         }
@@ -448,6 +510,53 @@ mod tests {
             "{keys:?}"
         );
         assert!(all.iter().all(|f| f.cooldown_ms == 900_000));
+    }
+
+    #[test]
+    fn a_second_source_inherits_the_first_ones_history() {
+        // Source a fails completely from the start; b joins at 400 s, all accepted. While a
+        // is alone only global reports, but a's scope has been in breach (and in cooldown
+        // after the finding global made) all along: it reports when that cooldown ends,
+        // not a sustain period after b appeared.
+        let mut d = RejectionRatio::new(&Settings::default());
+        let mut f = Findings::default();
+        let mut all = Vec::new();
+        for s in 0..1200i64 {
+            let mut e = ev(
+                s,
+                &format!("10.0.2.{}", s % 20),
+                Some("t"),
+                Outcome::Rejected(Reason::Invalid),
+            );
+            d.observe(
+                &Obs {
+                    source: "a",
+                    ..obs(&e, true)
+                },
+                &mut f,
+            );
+            if s >= 400 {
+                e.source = 1;
+                e.outcome = Outcome::Accepted;
+                d.observe(
+                    &Obs {
+                        source: "b",
+                        ..obs(&e, true)
+                    },
+                    &mut f,
+                );
+            }
+            if s % 10 == 0 {
+                d.tick(EventTime::from_secs(s), &Health::EMPTY, &mut f);
+            }
+            all.extend(take(&mut f));
+        }
+        let got: Vec<(&str, i64)> = all
+            .iter()
+            .map(|f| (f.key.as_str(), f.ts.as_millis() / 1000))
+            .collect();
+        assert_eq!(got, [("global", 110), ("a", 1010)]);
+        assert_eq!(d.tracked(), 2 * 20);
     }
 
     #[test]

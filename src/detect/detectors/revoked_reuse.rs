@@ -16,7 +16,7 @@
 //!   refreshes): any accepted use ends the streak;
 //! - rotation stragglers: one or two uses of the old key (`min_uses`);
 //! - an auth outage, where every known token is refused for minutes: refusals while most
-//!   known tokens fail ([`OutageGuard`], and its one-minute twin for the outage's first
+//!   known tokens fail ([`Health`](super::health::Health), and its one-minute twin for the outage's first
 //!   minutes) do not count (a revoked key still refused after the outage still fires);
 //! - never-seen tokens refused as invalid: guesses, the spray detectors' business.
 
@@ -25,7 +25,8 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::token_spray_kit::{before, ms, OutageGuard, QuickOutageGuard, ReasonCounts};
+use super::health::Health;
+use super::token_spray_kit::{before, ms, ReasonCounts};
 use super::{Common, Detector};
 use crate::detect::bounded::{Aged, BoundedMap};
 use crate::detect::window::Window;
@@ -118,8 +119,6 @@ impl TokenUses {
 pub struct RevokedReuse {
     settings: Settings,
     tokens: BoundedMap<TokenId, TokenUses>,
-    guard: OutageGuard,
-    quick: QuickOutageGuard,
 }
 
 impl RevokedReuse {
@@ -128,8 +127,6 @@ impl RevokedReuse {
         RevokedReuse {
             settings: settings.clone(),
             tokens: BoundedMap::new(settings.max_tokens),
-            guard: OutageGuard::default(),
-            quick: QuickOutageGuard::default(),
         }
     }
 
@@ -166,8 +163,6 @@ impl Detector for RevokedReuse {
     }
 
     fn observe(&mut self, obs: &Obs<'_>, out: &mut Findings) {
-        self.guard.observe(obs);
-        self.quick.observe(obs);
         let Outcome::Rejected(reason) = obs.ev.outcome else {
             return;
         };
@@ -180,7 +175,7 @@ impl Detector for RevokedReuse {
         let t = obs.ev.time;
         // A refusal while most known tokens fail is the outage's, not this token's: it
         // neither counts towards a streak nor fires.
-        if self.guard.outage(t) || self.quick.outage(t) {
+        if obs.health.outage(t) || obs.health.quick_outage(t) {
             return;
         }
         let width = ms(self.settings.window_secs) / BUCKETS as i64;
@@ -218,7 +213,7 @@ impl Detector for RevokedReuse {
         out.push(self.finding(tok, &st, n, obs));
     }
 
-    fn tick(&mut self, now: EventTime, _out: &mut Findings) {
+    fn tick(&mut self, now: EventTime, _health: &Health, _out: &mut Findings) {
         let keep = ms(self.settings.window_secs).max(ms(self.settings.cooldown_secs));
         self.tokens.expire(before(now, keep));
     }
@@ -236,7 +231,7 @@ impl Detector for RevokedReuse {
 mod tests {
     use std::collections::HashMap;
 
-    use super::super::token_spray_kit::test_util::{ev, take};
+    use super::super::token_spray_kit::test_util::{counted, ev, take};
     use super::*;
 
     /// Drives the detector the way the engine does: remembers when each token was last
@@ -244,6 +239,7 @@ mod tests {
     #[derive(Default)]
     struct Drive {
         accepted: HashMap<String, EventTime>,
+        health: Health,
         got: Vec<Finding>,
     }
 
@@ -252,17 +248,13 @@ mod tests {
             let e = ev(secs, ip, Some(tok), o);
             let last = self.accepted.get(tok).copied();
             let o2 = Obs {
-                ev: &e,
-                source: "gw",
-                ip_key: e.ip,
-                token_known: last.is_some(),
                 last_accepted: last,
-                location: None,
+                ..counted(&mut self.health, &e, last.is_some())
             };
             let mut f = Findings::default();
             d.observe(&o2, &mut f);
             if secs % 10 == 0 {
-                d.tick(EventTime::from_secs(secs), &mut f);
+                d.tick(EventTime::from_secs(secs), &self.health, &mut f);
             }
             self.got.extend(take(&mut f));
             if o == Outcome::Accepted {

@@ -4,14 +4,16 @@
 //! Accepted first uses do not count (every new or refreshed token is "never seen" once:
 //! an office NAT whose users refresh short-lived tokens is not a spray), nor do expired or
 //! revoked tokens (real keys once, `revoked_reuse`'s job) or 403s (a valid token). While
-//! most known tokens fail (an auth outage) nothing is reported: see [`OutageGuard`].
+//! most known tokens fail (an auth outage) nothing is reported: see
+//! [`Health`](super::health::Health).
 
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::token_spray_kit::{before, is_spray_attempt, ms, token_hash, OutageGuard, TokenSet};
+use super::health::Health;
+use super::token_spray_kit::{before, is_spray_attempt, ms, token_hash, TokenSet};
 use super::{Common, Detector};
 use crate::detect::bounded::{Aged, BoundedMap};
 use crate::detect::{Finding, Findings, Obs, Severity};
@@ -95,7 +97,6 @@ pub struct TokenSpray {
     settings: Settings,
     ips: BoundedMap<IpAddr, IpState>,
     names: BoundedMap<u64, Name>,
-    guard: OutageGuard,
 }
 
 impl TokenSpray {
@@ -105,7 +106,6 @@ impl TokenSpray {
             settings: settings.clone(),
             ips: BoundedMap::new(settings.max_ips),
             names: BoundedMap::new(NAMES_CAP),
-            guard: OutageGuard::default(),
         }
     }
 
@@ -143,7 +143,6 @@ impl Detector for TokenSpray {
     }
 
     fn observe(&mut self, obs: &Obs<'_>, out: &mut Findings) {
-        self.guard.observe(obs);
         if !is_spray_attempt(obs) {
             return;
         }
@@ -152,7 +151,12 @@ impl Detector for TokenSpray {
         };
         let t = obs.ev.time;
         let since = before(t, ms(self.settings.window_secs));
-        let h = token_hash(tok);
+        let h = obs.token_hash.unwrap_or_else(|| token_hash(tok));
+        // A full map admits an address on its second attempt (bounded.rs); the name is kept
+        // only for addresses with state, the only ones whose evidence can show it.
+        let Some(st) = self.ips.admit(&ip, || ip, IpState::default) else {
+            return;
+        };
         let name = self.names.entry(
             &h,
             || h,
@@ -163,7 +167,6 @@ impl Detector for TokenSpray {
         );
         name.last = name.last.max(t);
         let cap = self.settings.min_tokens.max(1);
-        let st = self.ips.entry(&ip, || ip, IpState::default);
         if st.last < since {
             *st = IpState {
                 first: t,
@@ -176,7 +179,7 @@ impl Detector for TokenSpray {
         if !st.tokens.add(h, t, since, cap) {
             return;
         }
-        if st.tokens.count_since(since) < cap || t < st.quiet_until || self.guard.outage(t) {
+        if st.tokens.count_since(since) < cap || t < st.quiet_until || obs.health.outage(t) {
             return;
         }
         st.quiet_until = EventTime::from_millis(
@@ -187,7 +190,7 @@ impl Detector for TokenSpray {
         out.push(self.finding(ip, &st, obs));
     }
 
-    fn tick(&mut self, now: EventTime, _out: &mut Findings) {
+    fn tick(&mut self, now: EventTime, _health: &Health, _out: &mut Findings) {
         let keep = ms(self.settings.window_secs).max(ms(self.settings.cooldown_secs));
         self.ips.expire(before(now, keep));
         self.names
@@ -205,7 +208,7 @@ impl Detector for TokenSpray {
 
 #[cfg(test)]
 mod tests {
-    use super::super::token_spray_kit::test_util::{ev, obs, rand_ip, take};
+    use super::super::token_spray_kit::test_util::{counted, ev, obs, rand_ip, take};
     use super::*;
     use crate::event::{Outcome, Reason};
 
@@ -213,7 +216,7 @@ mod tests {
         let e = ev(secs, ip, Some(tok), r);
         d.observe(&obs(&e, false), f);
         if secs % 10 == 0 {
-            d.tick(EventTime::from_secs(secs), f);
+            d.tick(EventTime::from_secs(secs), &Health::EMPTY, f);
         }
     }
 
@@ -284,21 +287,16 @@ mod tests {
     fn quiet_during_an_outage() {
         let mut d = TokenSpray::new(&Settings::default());
         let mut f = Findings::default();
+        let mut health = Health::default();
         for i in 0..60i64 {
             // Known tokens failing everywhere: the backend is down.
             for k in 0..4 {
                 let e = ev(i * 5, &format!("10.1.0.{k}"), Some("known"), INVALID);
-                d.observe(&obs(&e, true), &mut f);
+                d.observe(&counted(&mut health, &e, true), &mut f);
             }
             // The office NAT's users retrying their (new, so unknown) tokens.
-            attempt(
-                &mut d,
-                &mut f,
-                i * 5 + 1,
-                "192.0.2.1",
-                &format!("n{i}"),
-                INVALID,
-            );
+            let e = ev(i * 5 + 1, "192.0.2.1", Some(&format!("n{i}")), INVALID);
+            d.observe(&counted(&mut health, &e, false), &mut f);
         }
         assert!(take(&mut f).is_empty());
     }

@@ -1,19 +1,20 @@
 //! Small parts shared by the per-IP and global detectors (`rejection_ratio`, `brute_force`,
 //! `token_spray`, `distributed_spray`, `revoked_reuse`): token hashing, a capped set of
-//! token hashes, per-reason counts and "is this a spray attempt".
+//! token hashes, per-reason counts and "is this a spray attempt". (The known-token outage
+//! guard they share lives in [`health`](super::health), one copy in the engine.)
 
 use std::hash::{Hash, Hasher};
 
 use serde_json::{json, Value};
 
-use crate::detect::window::Window;
 use crate::detect::Obs;
 use crate::event::{EventTime, Outcome, Reason, TokenId};
 use crate::metrics::reason_index;
 
 /// A token as a 64-bit hash: per-IP sets store these, never strings (8 bytes, no allocation).
-/// SipHash with fixed keys, so a replay hashes identically.
-pub(crate) fn token_hash(t: &TokenId) -> u64 {
+/// SipHash with fixed keys, so a replay hashes identically (and hashes in a snapshot stay
+/// valid across a restart).
+pub fn token_hash(t: &TokenId) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
     t.as_str().hash(&mut h);
     h.finish()
@@ -33,43 +34,91 @@ pub(crate) fn is_spray_attempt(obs: &Obs<'_>) -> bool {
 
 /// Distinct token hashes with the time each was last presented; at most `cap` are kept
 /// (the detectors only need exact counts up to their threshold, DETECTORS.md).
+///
+/// The first hash is stored inline and only a second one allocates: under a spray from
+/// random addresses almost every address tries one token, and a heap block per address
+/// (allocated on its first attempt, freed when it is evicted) was a third of the per-address
+/// work. Serialised as before, one array of `[hash, time]` pairs.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-#[serde(transparent)]
+#[serde(from = "Vec<(u64, EventTime)>", into = "Vec<(u64, EventTime)>")]
 pub(crate) struct TokenSet {
-    items: Vec<(u64, EventTime)>,
+    /// The first entry (`None` only when the set is empty).
+    first: Option<(u64, EventTime)>,
+    /// The entries after it, in first-seen order.
+    rest: Vec<(u64, EventTime)>,
+}
+
+impl From<Vec<(u64, EventTime)>> for TokenSet {
+    fn from(mut v: Vec<(u64, EventTime)>) -> Self {
+        if v.is_empty() {
+            return TokenSet::default();
+        }
+        let first = v.remove(0);
+        TokenSet {
+            first: Some(first),
+            rest: v,
+        }
+    }
+}
+
+impl From<TokenSet> for Vec<(u64, EventTime)> {
+    fn from(s: TokenSet) -> Self {
+        s.iter().copied().collect()
+    }
 }
 
 impl TokenSet {
+    /// Entries in first-seen order.
+    fn iter(&self) -> impl Iterator<Item = &(u64, EventTime)> + '_ {
+        self.first.iter().chain(self.rest.iter())
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
     /// Records `h` at `t`; returns true if it was new. Entries older than `since` make room
     /// first; when still full the new hash is not stored (the count saturates at `cap`).
     pub(crate) fn add(&mut self, h: u64, t: EventTime, since: EventTime, cap: usize) -> bool {
-        if let Some(e) = self.items.iter_mut().find(|e| e.0 == h) {
+        let found = self
+            .first
+            .iter_mut()
+            .chain(self.rest.iter_mut())
+            .find(|e| e.0 == h);
+        if let Some(e) = found {
             e.1 = e.1.max(t);
             return false;
         }
-        if self.items.len() >= cap {
+        if self.len() >= cap {
             self.forget_before(since);
         }
-        if self.items.len() >= cap {
+        if self.len() >= cap {
             return false;
         }
-        self.items.push((h, t));
+        if self.first.is_none() {
+            self.first = Some((h, t));
+        } else {
+            self.rest.push((h, t));
+        }
         true
     }
 
     /// Drops entries last presented before `since`.
     pub(crate) fn forget_before(&mut self, since: EventTime) {
-        self.items.retain(|e| e.1 >= since);
+        self.rest.retain(|e| e.1 >= since);
+        if self.first.is_some_and(|e| e.1 < since) {
+            self.first = (!self.rest.is_empty()).then(|| self.rest.remove(0));
+        }
     }
 
     /// Distinct hashes presented at or after `since`.
     pub(crate) fn count_since(&self, since: EventTime) -> usize {
-        self.items.iter().filter(|e| e.1 >= since).count()
+        self.iter().filter(|e| e.1 >= since).count()
     }
 
     /// The hashes presented at or after `since`, in first-seen order.
     pub(crate) fn hashes_since(&self, since: EventTime) -> impl Iterator<Item = u64> + '_ {
-        self.items.iter().filter(move |e| e.1 >= since).map(|e| e.0)
+        self.iter().filter(move |e| e.1 >= since).map(|e| e.0)
     }
 }
 
@@ -106,46 +155,6 @@ impl ReasonCounts {
     }
 }
 
-/// Known tokens' checks and rejections over the last few minutes. When most checks of
-/// tokens that worked before now fail, the auth backend is down or rotating keys: never-seen
-/// and invalid tokens then say nothing about guessing, so the spray detectors stand down
-/// (`rejection_ratio` reports the outage). `N` buckets of `WIDTH_MS` each.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct KnownTokenHealth<const N: usize, const WIDTH_MS: i64> {
-    checked: Window<N>,
-    rejected: Window<N>,
-}
-
-/// The outage guard: 5 minutes in 30 s buckets.
-pub(crate) type OutageGuard = KnownTokenHealth<10, 30_000>;
-
-/// Its quick twin: the last minute in 10 s buckets, so an outage is recognised within a
-/// minute of its start (the 5-minute guard still counts the good minutes before it), for
-/// detectors that would otherwise fire inside that minute.
-pub(crate) type QuickOutageGuard = KnownTokenHealth<6, 10_000>;
-
-/// Known-token checks in the window before a guard can trip.
-const GUARD_MIN_CHECKS: u64 = 20;
-
-impl<const N: usize, const WIDTH_MS: i64> KnownTokenHealth<N, WIDTH_MS> {
-    /// Counts a check of a known token.
-    pub(crate) fn observe(&mut self, obs: &Obs<'_>) {
-        if !obs.token_known {
-            return;
-        }
-        self.checked.add(obs.ev.time, WIDTH_MS, 1);
-        if obs.ev.outcome.is_rejected() {
-            self.rejected.add(obs.ev.time, WIDTH_MS, 1);
-        }
-    }
-
-    /// True if more than half of at least 20 known-token checks in the window failed.
-    pub(crate) fn outage(&self, now: EventTime) -> bool {
-        let c = self.checked.sum_at(now, WIDTH_MS);
-        c >= GUARD_MIN_CHECKS && self.rejected.sum_at(now, WIDTH_MS) * 2 > c
-    }
-}
-
 /// Seconds to milliseconds, saturating (the one helper lives beside `Finding`).
 pub(crate) use crate::detect::record::secs_to_ms as ms;
 
@@ -160,6 +169,7 @@ pub(crate) mod test_util {
 
     use std::net::IpAddr;
 
+    use crate::detect::detectors::health::Health;
     use crate::detect::{Finding, Findings, Obs};
     use crate::event::{AuthEvent, EventTime, Outcome, TokenId};
 
@@ -177,7 +187,7 @@ pub(crate) mod test_util {
         }
     }
 
-    /// The observation of `ev` (IP as its own key, no location).
+    /// The observation of `ev` (IP as its own key, no location, no outage).
     pub(crate) fn obs<'a>(ev: &'a AuthEvent, known: bool) -> Obs<'a> {
         Obs {
             ev,
@@ -186,6 +196,18 @@ pub(crate) mod test_util {
             token_known: known,
             last_accepted: known.then_some(EventTime::from_millis(0)),
             location: None,
+            token_hash: None,
+            health: &Health::EMPTY,
+        }
+    }
+
+    /// The observation of `ev` as the engine makes it: counted in `health` first, which it
+    /// then carries (for the detectors that stand down during an outage).
+    pub(crate) fn counted<'a>(health: &'a mut Health, ev: &'a AuthEvent, known: bool) -> Obs<'a> {
+        health.observe(ev, known);
+        Obs {
+            health: &*health,
+            ..obs(ev, known)
         }
     }
 
@@ -218,6 +240,15 @@ mod tests {
         // Token 1 (last at 5 s) slides out of a window starting at 6 s and makes room.
         assert!(s.add(4, t(40), t(6), 3));
         assert_eq!(s.hashes_since(t(6)).collect::<Vec<_>>(), vec![2, 3, 4]);
+        // The inline first entry gives way in order, and the JSON form is the pair array.
+        let json = serde_json::to_string(&s).expect("json");
+        assert_eq!(json, "[[2,10000],[3,20000],[4,40000]]");
+        let back: TokenSet = serde_json::from_str(&json).expect("back");
+        assert_eq!(back.hashes_since(t(0)).collect::<Vec<_>>(), vec![2, 3, 4]);
+        s.forget_before(t(50));
+        assert_eq!((s.len(), s.count_since(t(0))), (0, 0));
+        assert!(s.add(9, t(60), t(50), 3));
+        assert_eq!(s.hashes_since(t(0)).collect::<Vec<_>>(), vec![9]);
         assert_eq!(
             token_hash(&TokenId::new("a")),
             token_hash(&TokenId::new("a"))

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use super::token::TokenFacts;
 use super::{on_tick_grid, Alias, Cooldown, Decide, TOKEN_IDLE_MS};
 use crate::detect::bounded::BoundedMap;
-use crate::detect::detectors::Detector;
+use crate::detect::detectors::health::Health;
+use crate::detect::detectors::{token_hash, Detector};
 use crate::detect::{Detection, DetectionSink, Findings, Obs};
 use crate::event::{AuthEvent, EventTime, TokenId};
 use crate::metrics::Metrics;
@@ -18,6 +19,8 @@ pub(crate) struct RestStage {
     sources: Arc<[String]>,
     pub(super) aliases: BoundedMap<TokenId, Alias>,
     pub(super) others: Vec<Box<dyn Detector>>,
+    /// Known tokens' health (the outage guard), counted once for every detector.
+    pub(super) health: Health,
     pub(super) cooldowns: BoundedMap<(&'static str, String), Cooldown>,
     pub(super) sinks: Vec<Box<dyn DetectionSink>>,
     pub(super) policy: Option<Box<dyn Decide>>,
@@ -39,6 +42,7 @@ impl RestStage {
             sources,
             aliases: BoundedMap::new(max_tokens),
             others,
+            health: Health::default(),
             cooldowns: BoundedMap::new(100_000),
             sinks: Vec::new(),
             policy: None,
@@ -70,6 +74,7 @@ impl RestStage {
         if let Some(hour_crossed) = on_tick_grid(self.watermark, &mut self.last_tick) {
             self.tick(self.watermark, hour_crossed);
         }
+        self.health.observe(ev, facts.token_known);
         let source = self
             .sources
             .get(usize::from(ev.source))
@@ -82,6 +87,12 @@ impl RestStage {
             last_accepted: facts.last_accepted,
             // Only token detectors use the location; they run in the token stage.
             location: None,
+            token_hash: ev
+                .token
+                .as_ref()
+                .filter(|_| ev.outcome.is_rejected())
+                .map(token_hash),
+            health: &self.health,
         };
         for d in &mut self.others {
             d.observe(&obs, &mut self.findings);
@@ -95,7 +106,7 @@ impl RestStage {
 
     fn tick(&mut self, now: EventTime, hour_crossed: Option<i64>) {
         for d in &mut self.others {
-            d.tick(now, &mut self.findings);
+            d.tick(now, &self.health, &mut self.findings);
         }
         if let Some(on_the_hour) = hour_crossed {
             let idle = EventTime::from_millis(on_the_hour.saturating_sub(TOKEN_IDLE_MS));

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::{group_ip, on_tick_grid, EngineSettings, TokenDetectors, TokenState, TOKEN_IDLE_MS};
 use crate::detect::bounded::{Aged, BoundedMap};
+use crate::detect::detectors::health::Health;
 use crate::detect::{Findings, Obs};
 use crate::enrich::geo::{GeoLookup, Location};
 use crate::event::{AuthEvent, EventTime, Outcome, TokenId};
@@ -133,6 +134,9 @@ impl TokenStage {
             token_known: facts.token_known,
             last_accepted: facts.last_accepted,
             location: location.as_ref(),
+            // The per-IP detectors' inputs; token detectors read neither.
+            token_hash: None,
+            health: &Health::EMPTY,
         };
         let t = ev.time;
         let st = if let Some(i) = at {

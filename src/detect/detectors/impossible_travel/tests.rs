@@ -73,6 +73,8 @@ fn run(d: &mut ImpossibleTravel, uses: &[(i64, &str, Location)]) -> Vec<Finding>
             token_known: true,
             last_accepted: None,
             location: Some(loc),
+            token_hash: None,
+            health: &crate::detect::detectors::health::Health::EMPTY,
         };
         d.observe(&mut st, &obs, &mut out);
     }
@@ -249,6 +251,8 @@ fn unlocated_rejected_and_out_of_order_uses_are_ignored() {
             token_known: true,
             last_accepted: None,
             location: loc,
+            token_hash: None,
+            health: &crate::detect::detectors::health::Health::EMPTY,
         };
         d.observe(&mut st, &obs, &mut out);
         out.drain().count()
@@ -312,6 +316,8 @@ fn the_place_table_is_bounded_under_a_flood() {
             token_known: true,
             last_accepted: None,
             location: Some(&loc),
+            token_hash: None,
+            health: &crate::detect::detectors::health::Health::EMPTY,
         };
         d.observe(&mut st, &obs, &mut out);
         out.drain().for_each(drop);
