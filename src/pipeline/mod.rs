@@ -142,8 +142,10 @@ impl Pipeline {
         let mut counts = std::mem::take(&mut self.counts);
         let mut start = 0;
         let mut times = times.iter();
+        // One iterator over the batch: its vector search is set up once, not once a line.
+        let mut newlines = memchr::memchr_iter(b'\n', buf);
         while start < buf.len() {
-            let end = memchr::memchr(b'\n', &buf[start..]).map_or(buf.len(), |i| start + i);
+            let end = newlines.next().unwrap_or(buf.len());
             let line = &buf[start..end];
             start = end + 1;
             handle_line(
