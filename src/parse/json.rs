@@ -87,12 +87,37 @@ impl Node {
     }
 
     fn child(&self, key: &str) -> Option<&Node> {
-        self.kids.iter().find(|(k, _)| &**k == key).map(|(_, n)| n)
+        self.child_bytes(key.as_bytes())
+    }
+
+    /// The child for a key given as bytes.
+    pub(super) fn child_bytes(&self, key: &[u8]) -> Option<&Node> {
+        self.kids
+            .iter()
+            .find(|(k, _)| k.as_bytes() == key)
+            .map(|(_, n)| n)
+    }
+
+    /// The slot this path fills, if it is mapped.
+    pub(super) fn slot(&self) -> Option<usize> {
+        self.slot
     }
 }
 
-/// Decodes `line` (a JSON object) into the slots named by `root`.
+/// Decodes `line` (a JSON object) into the slots named by `root`: the hand scanner when it
+/// can answer, else serde_json.
 pub(super) fn extract<'l, const N: usize>(
+    root: &Node,
+    line: &'l [u8],
+) -> Result<[Val<'l>; N], ParseError> {
+    match super::json_scan::extract(root, line) {
+        Some(v) => Ok(v),
+        None => extract_serde(root, line),
+    }
+}
+
+/// [`extract`] through serde_json alone (the reference the scanner must agree with).
+pub(super) fn extract_serde<'l, const N: usize>(
     root: &Node,
     line: &'l [u8],
 ) -> Result<[Val<'l>; N], ParseError> {

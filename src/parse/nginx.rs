@@ -1,8 +1,9 @@
 //! The `nginx` preset: access logs described by an nginx `log_format` string.
 //!
-//! The format is compiled once into literal and variable segments; a line is split by
-//! `memchr` on each literal's first byte (or on the closing quote of a quoted variable,
-//! honouring `\"` escapes), so the hot path has no regex and no allocation.
+//! The format is compiled once into literal and variable segments; a line is split by a
+//! search for each literal's first byte (or for the closing quote of a quoted variable,
+//! honouring `\"` escapes): eight bytes at a time for short fields, memchr's vector search
+//! past the first 16 bytes of a quoted one. The hot path has no regex and no allocation.
 //!
 //! Tolerated: `\xNN` escapes (kept as found), `\"` escapes, empty requests `""`, IPv6
 //! clients, `-` for absent values and byte counts, CRLF endings, and a leading prefix of up
@@ -73,18 +74,32 @@ struct Step {
     may_end_before: bool,
 }
 
-/// How a variable's value is delimited.
+/// A variable of the scan: how its value ends, and where its span goes.
 #[derive(Debug, Clone, Copy)]
 struct VarStep {
-    role: Role,
-    quoted: bool,
-    /// First byte of the literal after it (`None`: the variable runs to the end of line).
-    next: Option<u8>,
+    end: End,
+    /// Index into [`Spans`]; variables without a role write the spare slot `ROLES`, so
+    /// the scan stores every span without a test.
+    slot: usize,
 }
 
-/// Byte ranges of each role's value in the current line (`start == u32::MAX`: absent).
-/// `u32` halves the array the scanner fills and copies; lines are capped far below 4 GiB.
-type Spans = [(u32, u32); ROLES];
+/// How a variable's value is delimited, decided once when the format is compiled.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    /// A quoted variable: up to the next `"` not escaped by a backslash.
+    Quote,
+    /// `$time_local`: its fixed 26 bytes, or (on a shorter rest of line) up to the byte.
+    Time(Option<u8>),
+    /// Up to the first occurrence of the byte that starts the next literal.
+    Byte(u8),
+    /// To the end of the line (the format's last variable).
+    Line,
+}
+
+/// Byte ranges of each role's value in the current line (`start == u32::MAX`: absent),
+/// plus a spare slot for variables without a role. `u32` halves the array the scanner
+/// fills and copies; lines are capped far below 4 GiB.
+type Spans = [(u32, u32); ROLES + 1];
 const NONE: (u32, u32) = (u32::MAX, 0);
 
 /// An nginx access-log parser for one compiled `log_format`.
@@ -163,7 +178,7 @@ impl NginxParser {
     /// Splits `line` into role spans. A line that ends early (inside the optional tail) yields
     /// the spans up to the last place the format may end, dropping the partial tail.
     fn scan(&self, line: &[u8], spans: &mut Spans) -> Result<(), ParseError> {
-        *spans = [NONE; ROLES];
+        *spans = [NONE; ROLES + 1];
         let mut can_end = false;
         let mut pos = 0;
         for step in &self.steps {
@@ -173,20 +188,17 @@ impl NginxParser {
                 }
                 can_end = true;
             }
-            let after_lit = match match_lit(line, pos, &step.lit) {
+            pos = match match_lit(line, pos, &step.lit) {
                 Some(p) => p,
                 None => return self.short_line(line, pos, &step.lit, can_end, spans),
             };
-            pos = after_lit;
             let Some(var) = step.var else { continue };
-            let Some(end) = var_end(line, pos, var) else {
+            let Some(end) = var_end(line, pos, var.end) else {
                 return self.short_line(line, pos, &[], can_end, spans);
             };
-            if var.role != Role::Other {
-                if let Some(slot) = spans.get_mut(var.role as usize) {
-                    // Both fit: lines are capped (max_line_bytes) far below 4 GiB.
-                    *slot = (pos as u32, end as u32);
-                }
+            if let Some(slot) = spans.get_mut(var.slot) {
+                // Both fit: lines are capped (max_line_bytes) far below 4 GiB.
+                *slot = (pos as u32, end as u32);
             }
             pos = end;
         }
@@ -246,28 +258,32 @@ impl NginxParser {
         first.map(|peer| (line, peer))
     }
 
+    /// The record of a scanned line. With `full` false (counting only) the token, user and
+    /// client address are checked as `parse` checks them but not built: the same lines fail,
+    /// with the same error, in the same order.
     fn record<'l>(
         &mut self,
         line: &'l [u8],
         s: &Spans,
         peer: Option<IpAddr>,
+        full: bool,
     ) -> Result<Record<'l>, ParseError> {
         let status = match field(line, s, Role::Status) {
             Some(b) => super::parse_status(b)?,
             None => return Err(ParseError::MissingField("status")),
         };
         let reason = text(line, s, Role::Reason)?;
-        let ip = if self.client_field {
-            field(line, s, Role::ClientField).and_then(parse_addr)
-        } else {
-            self.resolver.resolve(peer, field(line, s, Role::Xff))
+        let ip = match (full, self.client_field) {
+            (false, _) => None,
+            (true, true) => field(line, s, Role::ClientField).and_then(parse_addr),
+            (true, false) => self.resolver.resolve(peer, field(line, s, Role::Xff)),
         };
         Ok(Record {
             alias: None,
             time: self.time(line, s)?,
-            token: text(line, s, Role::Token)?.map(Cow::Borrowed),
+            token: text_if(line, s, Role::Token, full)?.map(Cow::Borrowed),
             ip,
-            user: text(line, s, Role::User)?.map(Cow::Borrowed),
+            user: text_if(line, s, Role::User, full)?.map(Cow::Borrowed),
             status: Some(status),
             outcome: Outcome::from_status(status, reason),
         })
@@ -277,9 +293,18 @@ impl NginxParser {
 impl Parser for NginxParser {
     fn parse<'l>(&mut self, line: &'l [u8]) -> Result<Parsed<'l>, ParseError> {
         let line = trim_cr(line);
-        let mut spans = [NONE; ROLES];
+        let mut spans = [NONE; ROLES + 1];
         let (line, peer) = self.scan_with_prefix(line, &mut spans)?;
-        self.record(line, &spans, peer).map(Parsed::Event)
+        self.record(line, &spans, peer, true).map(Parsed::Event)
+    }
+
+    fn parse_counts<'l>(&mut self, line: &'l [u8]) -> Result<Parsed<'l>, ParseError> {
+        let line = trim_cr(line);
+        let mut spans = [NONE; ROLES + 1];
+        // The address is still parsed: an unparsable one makes the line (or its prefix
+        // retry) fail, as in `parse`.
+        let (line, peer) = self.scan_with_prefix(line, &mut spans)?;
+        self.record(line, &spans, peer, false).map(Parsed::Event)
     }
 }
 
@@ -474,11 +499,19 @@ fn plan(segs: &[Seg], ends: &[usize]) -> Vec<Step> {
         _ => None,
     };
     let var_at = |i: usize| match segs.get(i) {
-        Some(Seg::Var { role, quoted }) => Some(VarStep {
-            role: *role,
-            quoted: *quoted,
-            next: next_byte(i + 1),
-        }),
+        Some(Seg::Var { role, quoted }) => {
+            let next = next_byte(i + 1);
+            let end = match (*quoted, *role, next) {
+                (true, _, _) => End::Quote,
+                (false, Role::TimeLocal, next) => End::Time(next),
+                (false, _, Some(c)) => End::Byte(c),
+                (false, _, None) => End::Line,
+            };
+            Some(VarStep {
+                end,
+                slot: (*role as usize).min(ROLES),
+            })
+        }
         _ => None,
     };
     let mut steps = vec![];
@@ -503,27 +536,61 @@ fn plan(segs: &[Seg], ends: &[usize]) -> Vec<Step> {
 }
 
 fn match_lit(line: &[u8], pos: usize, lit: &[u8]) -> Option<usize> {
-    let end = pos.checked_add(lit.len())?;
-    let got = line.get(pos..end)?;
-    // Literals are 1–3 bytes: an inline loop beats a call to memcmp.
-    got.iter().zip(lit).all(|(a, b)| a == b).then_some(end)
+    let rest = line.get(pos..)?;
+    // Literals are 1–3 bytes: compares by length beat both a loop and a call to memcmp.
+    let ok = match *lit {
+        [] => true,
+        [a] => rest.first() == Some(&a),
+        [a, b] => matches!(*rest, [x, y, ..] if x == a && y == b),
+        [a, b, c] => matches!(*rest, [x, y, z, ..] if x == a && y == b && z == c),
+        _ => rest.starts_with(lit),
+    };
+    ok.then_some(pos + lit.len())
 }
 
 /// Where a variable's value ends.
-fn var_end(line: &[u8], pos: usize, var: VarStep) -> Option<usize> {
+fn var_end(line: &[u8], pos: usize, end: End) -> Option<usize> {
     let rest = line.get(pos..)?;
-    if var.quoted {
-        return closing_quote(rest).map(|e| pos + e);
+    let len = match end {
+        End::Quote => closing_quote(rest)?,
+        End::Time(_) if rest.len() >= 26 => 26,
+        End::Time(Some(c)) | End::Byte(c) => find_byte(rest, c)?,
+        End::Time(None) | End::Line => rest.len(),
+    };
+    Some(pos + len)
+}
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Non-zero when a byte of `x` is zero; its lowest set bit marks the first zero byte
+/// (higher lanes may be false positives after a borrow, the lowest never is).
+fn zero_byte(x: u64) -> u64 {
+    x.wrapping_sub(LO) & !x & HI
+}
+
+/// Eight bytes as a little-endian word.
+fn word(c: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(c);
+    u64::from_le_bytes(w)
+}
+
+/// The first `c` in `b`, eight bytes at a time: unquoted fields (address, user, status,
+/// byte count) are a few to a few dozen bytes, too short for a vector search's setup.
+fn find_byte(b: &[u8], c: u8) -> Option<usize> {
+    let pat = LO * u64::from(c);
+    let mut chunks = b.chunks_exact(8);
+    let mut base = 0;
+    for w in &mut chunks {
+        let hit = zero_byte(word(w) ^ pat);
+        if hit != 0 {
+            return Some(base + (hit.trailing_zeros() / 8) as usize);
+        }
+        base += 8;
     }
-    if var.role == Role::TimeLocal && rest.len() >= 26 {
-        return Some(pos + 26);
-    }
-    match var.next {
-        // Unquoted fields (address, user, status, bytes) are a few bytes: a plain loop
-        // beats memchr's vector setup there.
-        Some(c) => rest.iter().position(|&b| b == c).map(|e| pos + e),
-        None => Some(line.len()),
-    }
+    let tail = chunks.remainder();
+    tail.iter().position(|&x| x == c).map(|p| base + p)
 }
 
 /// The next `"` not escaped by a backslash.
@@ -547,20 +614,14 @@ const SWAR_BYTES: usize = 16;
 /// The first `"` or `\` in `b` (also used to unescape Docker's json-file entries, whose
 /// runs between escapes are as short).
 pub(crate) fn find_quote_or_backslash(b: &[u8]) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let has = |x: u64| x.wrapping_sub(LO) & !x & HI;
     let head = b.get(..SWAR_BYTES).unwrap_or(b);
     let mut chunks = head.chunks_exact(8);
     let mut base = 0;
     for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        let x = u64::from_le_bytes(w);
-        let hit = has(x ^ (LO * u64::from(b'"'))) | has(x ^ (LO * u64::from(b'\\')));
+        let x = word(c);
+        let hit = zero_byte(x ^ (LO * u64::from(b'"'))) | zero_byte(x ^ (LO * u64::from(b'\\')));
         if hit != 0 {
-            // The lowest set bit marks the first match (higher lanes may be false positives
-            // after a borrow, the lowest never is).
+            // The lowest set bit of either test is the first match.
             return Some(base + (hit.trailing_zeros() / 8) as usize);
         }
         base += 8;
@@ -586,6 +647,23 @@ fn text<'l>(line: &'l [u8], s: &Spans, r: Role) -> Result<Option<&'l str>, Parse
         // `-` (most users and reasons) needs no UTF-8 check.
         Some(b"-" | b"") | None => Ok(None),
         Some(b) => Ok(present(utf8(b)?)),
+    }
+}
+
+/// [`text`] when `keep`; otherwise only its check (ASCII, the usual case, is checked far
+/// cheaper than `str::from_utf8` makes a `&str`), with `None` for the value.
+fn text_if<'l>(
+    line: &'l [u8],
+    s: &Spans,
+    r: Role,
+    keep: bool,
+) -> Result<Option<&'l str>, ParseError> {
+    if keep {
+        return text(line, s, r);
+    }
+    match field(line, s, r) {
+        Some(b) if !b.is_ascii() => utf8(b).map(|_| None),
+        _ => Ok(None),
     }
 }
 
@@ -620,4 +698,36 @@ fn time(line: &[u8], s: &Spans) -> Result<Option<EventTime>, ParseError> {
         return Ok(None);
     };
     parsed.map(Some).ok_or(ParseError::Timestamp)
+}
+
+#[cfg(test)]
+mod search_tests {
+    use super::*;
+
+    /// The closing quote by a plain byte walk.
+    fn reference_quote(b: &[u8]) -> Option<usize> {
+        let mut i = 0;
+        while let Some(&c) = b.get(i) {
+            match c {
+                b'"' => return Some(i),
+                b'\\' => i += 2,
+                _ => i += 1,
+            }
+        }
+        None
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn searches_agree_with_a_byte_walk(s in "[a \"\\\\é]{0,70}") {
+            // Lengths around the 8-byte words and the 16-byte hand-over to memchr.
+            let b = s.as_bytes();
+            proptest::prop_assert_eq!(closing_quote(b), reference_quote(b));
+            proptest::prop_assert_eq!(find_byte(b, b' '), b.iter().position(|&c| c == b' '));
+            proptest::prop_assert_eq!(
+                find_quote_or_backslash(b),
+                b.iter().position(|&c| c == b'"' || c == b'\\')
+            );
+        }
+    }
 }

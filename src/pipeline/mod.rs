@@ -182,7 +182,13 @@ fn handle_line(
         counts.skipped += 1;
         return;
     }
-    match stage.parser.parse(line) {
+    // Without a sink only the counters need the line: the parser may skip building the
+    // token, user and address.
+    let parsed = match sink {
+        Some(_) => stage.parser.parse(line),
+        None => stage.parser.parse_counts(line),
+    };
+    match parsed {
         Ok(Parsed::Event(mut rec)) => {
             rec.time = rec.time.or(fallback);
             counts.parsed += 1;
