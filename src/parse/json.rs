@@ -92,9 +92,10 @@ impl Node {
 
     /// The child for a key given as bytes.
     pub(super) fn child_bytes(&self, key: &[u8]) -> Option<&Node> {
+        // The first byte rules out most keys without a call to memcmp.
         self.kids
             .iter()
-            .find(|(k, _)| k.as_bytes() == key)
+            .find(|(k, _)| k.as_bytes().first() == key.first() && k.as_bytes() == key)
             .map(|(_, n)| n)
     }
 
@@ -326,6 +327,8 @@ pub struct JsonParser {
     detect_left: u32,
     /// The spec's settings, to rebuild the mapping once a dialect is detected.
     spec: ParserSpec,
+    /// The last RFC 3339 timestamp's second.
+    seconds: time::SecondCache,
 }
 
 impl JsonParser {
@@ -346,6 +349,7 @@ impl JsonParser {
                 0
             },
             spec: spec.clone(),
+            seconds: time::SecondCache::default(),
         })
     }
 
@@ -435,12 +439,17 @@ impl Parser for JsonParser {
         let Some(outcome) = decide(rejected, status, v[REASON].as_str()) else {
             return Ok(Parsed::Skip);
         };
-        let time = ts(&v[TS], &self.zone)?;
+        let time = ts(&v[TS], &self.zone, &mut self.seconds)?;
         // Traefik's `ClientHost` may hold a list (`client, proxy`): the first is the client
         // as the gateway saw it.
-        let peer = v[IP]
-            .as_str()
-            .and_then(|s| parse_addr(s.split(',').next().unwrap_or(s).as_bytes()));
+        let peer = v[IP].as_str().and_then(|s| {
+            let b = s.as_bytes();
+            parse_addr(
+                memchr::memchr(b',', b)
+                    .and_then(|p| b.get(..p))
+                    .unwrap_or(b),
+            )
+        });
         let ip = self
             .resolver
             .resolve(peer, v[XFF].as_str().map(str::as_bytes));
@@ -493,9 +502,11 @@ fn status(v: &Val<'_>) -> Result<Option<u16>, ParseError> {
 }
 
 /// RFC 3339 or epoch (seconds or millis, number or numeric string).
-fn ts(v: &Val<'_>, zone: &Zone) -> Result<EventTime, ParseError> {
+fn ts(v: &Val<'_>, zone: &Zone, seconds: &mut time::SecondCache) -> Result<EventTime, ParseError> {
     let t = match v {
-        Val::Str(s) => time::rfc3339(s.as_bytes(), zone).or_else(|| time::epoch_auto(s.as_bytes())),
+        Val::Str(s) => seconds
+            .rfc3339(s.as_bytes(), zone)
+            .or_else(|| time::epoch_auto(s.as_bytes())),
         Val::Int(n) if n.unsigned_abs() >= 100_000_000_000 => time::epoch_in_range(*n),
         Val::Int(n) => time::epoch_in_range(n.saturating_mul(1000)),
         Val::Float(f) if f.is_finite() && f.abs() < 1e15 => {

@@ -84,7 +84,7 @@ struct VarStep {
 }
 
 /// How a variable's value is delimited, decided once when the format is compiled.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
     /// A quoted variable: up to the next `"` not escaped by a backslash.
     Quote,
@@ -105,6 +105,9 @@ const NONE: (u32, u32) = (u32::MAX, 0);
 /// An nginx access-log parser for one compiled `log_format`.
 pub struct NginxParser {
     steps: Vec<Step>,
+    /// The span slots of the `combined` head's variables when the format starts with it
+    /// (every built-in does): the scan then runs those steps as straight-line code.
+    head: Option<[usize; HEAD_VARS]>,
     /// Roles set by the optional tail, cleared when a line ends before it.
     tail_roles: Vec<usize>,
     resolver: Resolver,
@@ -168,20 +171,43 @@ impl NginxParser {
                 &spec.trusted_proxies,
             ),
             client_field: field.is_some(),
+            head: None,
             steps: plan(&segs, &ends),
             tail_roles,
             skip_prefix,
             last_time: None,
-        })
+        }
+        .with_head())
+    }
+
+    /// Notes whether the plan starts with the `combined` head's steps.
+    fn with_head(mut self) -> NginxParser {
+        let mut slots = [ROLES; HEAD_VARS];
+        let same = self.steps.len() >= HEAD.len()
+            && self.steps.iter().zip(HEAD).all(|(step, (lit, end))| {
+                !step.may_end_before && *step.lit == *lit && step.var.map(|v| v.end) == end
+            });
+        for (slot, step) in slots.iter_mut().zip(&self.steps) {
+            *slot = step.var.map_or(ROLES, |v| v.slot);
+        }
+        self.head = same.then_some(slots);
+        self
     }
 
     /// Splits `line` into role spans. A line that ends early (inside the optional tail) yields
     /// the spans up to the last place the format may end, dropping the partial tail.
     fn scan(&self, line: &[u8], spans: &mut Spans) -> Result<(), ParseError> {
         *spans = [NONE; ROLES + 1];
+        let (mut pos, mut first) = (0, 0);
+        if let Some(slots) = &self.head {
+            match scan_head(line, spans, slots) {
+                Some(p) => (pos, first) = (p, HEAD.len()),
+                // The step-by-step scan below gives the answer (and the error).
+                None => *spans = [NONE; ROLES + 1],
+            }
+        }
         let mut can_end = false;
-        let mut pos = 0;
-        for step in &self.steps {
+        for step in self.steps.get(first..).unwrap_or_default() {
             if step.may_end_before {
                 if pos == line.len() {
                     return Ok(());
@@ -535,6 +561,53 @@ fn plan(segs: &[Seg], ends: &[usize]) -> Vec<Step> {
     steps
 }
 
+/// The steps of nginx's `combined` format, which every built-in format starts with.
+const HEAD: [(&[u8], Option<End>); 9] = [
+    (b"", Some(End::Byte(b' '))),
+    (b" - ", Some(End::Byte(b' '))),
+    (b" [", Some(End::Time(Some(b']')))),
+    (b"] \"", Some(End::Quote)),
+    (b"\" ", Some(End::Byte(b' '))),
+    (b" ", Some(End::Byte(b' '))),
+    (b" \"", Some(End::Quote)),
+    (b"\" \"", Some(End::Quote)),
+    (b"\"", None),
+];
+/// The variables of [`HEAD`].
+const HEAD_VARS: usize = 8;
+
+/// The [`HEAD`] steps as straight-line code (each step's literal and end are constants,
+/// so the per-step dispatch of the general loop disappears). The same helpers as the
+/// general loop, so the same spans; `None` where that loop would stop.
+fn scan_head(line: &[u8], spans: &mut Spans, slots: &[usize; HEAD_VARS]) -> Option<usize> {
+    #[inline(always)]
+    fn step(
+        line: &[u8],
+        pos: usize,
+        (lit, end): (&[u8], End),
+        slot: usize,
+        spans: &mut Spans,
+    ) -> Option<usize> {
+        let start = match_lit(line, pos, lit)?;
+        let stop = var_end(line, start, end)?;
+        if let Some(s) = spans.get_mut(slot) {
+            *s = (start as u32, stop as u32);
+        }
+        Some(stop)
+    }
+    let [addr, user, time, request, status, bytes, referer, agent] = *slots;
+    let pos = step(line, 0, (b"", End::Byte(b' ')), addr, spans)?;
+    let pos = step(line, pos, (b" - ", End::Byte(b' ')), user, spans)?;
+    let pos = step(line, pos, (b" [", End::Time(Some(b']'))), time, spans)?;
+    let pos = step(line, pos, (b"] \"", End::Quote), request, spans)?;
+    let pos = step(line, pos, (b"\" ", End::Byte(b' ')), status, spans)?;
+    let pos = step(line, pos, (b" ", End::Byte(b' ')), bytes, spans)?;
+    let pos = step(line, pos, (b" \"", End::Quote), referer, spans)?;
+    let pos = step(line, pos, (b"\" \"", End::Quote), agent, spans)?;
+    match_lit(line, pos, b"\"")
+}
+
+#[inline(always)]
 fn match_lit(line: &[u8], pos: usize, lit: &[u8]) -> Option<usize> {
     let rest = line.get(pos..)?;
     // Literals are 1–3 bytes: compares by length beat both a loop and a call to memcmp.
@@ -549,6 +622,7 @@ fn match_lit(line: &[u8], pos: usize, lit: &[u8]) -> Option<usize> {
 }
 
 /// Where a variable's value ends.
+#[inline(always)]
 fn var_end(line: &[u8], pos: usize, end: End) -> Option<usize> {
     let rest = line.get(pos..)?;
     let len = match end {
@@ -717,7 +791,58 @@ mod search_tests {
         None
     }
 
+    fn spec(log_format: &str, token: &str) -> ParserSpec {
+        ParserSpec {
+            log_format: Some(log_format.into()),
+            token_field: Some(token.into()),
+            ..ParserSpec::default()
+        }
+    }
+
+    #[test]
+    fn the_combined_head_is_recognised() {
+        for (f, head) in [
+            ("tokenwatch", true),
+            ("combined", true),
+            ("main", true),
+            ("traefik", true),
+            ("common", false),
+            (r#"$remote_addr [$time_local] "$request" $status"#, false),
+        ] {
+            let p = NginxParser::new(&spec(f, "token_id")).unwrap();
+            assert_eq!(p.head.is_some(), head, "{f}");
+        }
+    }
+
+    const LINE: &str = r#"203.0.113.9 - alice [02/Mar/2026:13:55:36 +0000] "GET /v1?q=\"a\" HTTP/1.1" 401 12 "-" "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0" "ak_3f9c2b11d0aa" "token revoked""#;
+
     proptest::proptest! {
+        #[test]
+        fn the_straight_line_head_scans_as_the_loop_does(
+            token in proptest::sample::select(vec!["token_id", "http_user_agent", "remote_user"]),
+            format in proptest::sample::select(vec!["tokenwatch", "combined", "main"]),
+            at in 0usize..400,
+            byte in proptest::sample::select(b"\"\\ -[]:0".to_vec()),
+            edit in 0u8..3,
+        ) {
+            let fast = NginxParser::new(&spec(format, token)).unwrap();
+            let mut slow = NginxParser::new(&spec(format, token)).unwrap();
+            slow.head = None;
+            let mut line = LINE.as_bytes().to_vec();
+            let at = at % line.len();
+            match edit {
+                0 => line[at] = byte,
+                1 => { line.remove(at); }
+                _ => line.truncate(at),
+            }
+            let (mut a, mut b) = ([NONE; ROLES + 1], [NONE; ROLES + 1]);
+            let (ra, rb) = (fast.scan(&line, &mut a), slow.scan(&line, &mut b));
+            proptest::prop_assert_eq!(&ra, &rb);
+            if ra.is_ok() {
+                proptest::prop_assert_eq!(&a[..ROLES], &b[..ROLES]);
+            }
+        }
+
         #[test]
         fn searches_agree_with_a_byte_walk(s in "[a \"\\\\é]{0,70}") {
             // Lengths around the 8-byte words and the 16-byte hand-over to memchr.

@@ -49,6 +49,8 @@ const SLOTS: usize = 10;
 pub struct VaultParser {
     root: Node,
     zone: Zone,
+    /// The last timestamp's second.
+    seconds: time::SecondCache,
 }
 
 impl VaultParser {
@@ -72,6 +74,7 @@ impl VaultParser {
         VaultParser {
             root,
             zone: Zone::new(spec.timezone.as_ref()),
+            seconds: time::SecondCache::default(),
         }
     }
 }
@@ -87,7 +90,10 @@ impl Parser for VaultParser {
             _ => return Err(ParseError::MissingField("type")),
         }
         let t = match &v[TIME] {
-            Val::Str(s) => time::rfc3339(s.as_bytes(), &self.zone).ok_or(ParseError::Timestamp)?,
+            Val::Str(s) => self
+                .seconds
+                .rfc3339(s.as_bytes(), &self.zone)
+                .ok_or(ParseError::Timestamp)?,
             _ => return Err(ParseError::MissingField("time")),
         };
         let resolved = str_of(&v[ACCESSOR]).is_some();
