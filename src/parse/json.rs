@@ -92,10 +92,10 @@ impl Node {
 
     /// The child for a key given as bytes.
     pub(super) fn child_bytes(&self, key: &[u8]) -> Option<&Node> {
-        // The first byte rules out most keys without a call to memcmp.
+        // Keys are a few bytes: a loop beats a call to memcmp.
         self.kids
             .iter()
-            .find(|(k, _)| k.as_bytes().first() == key.first() && k.as_bytes() == key)
+            .find(|(k, _)| k.len() == key.len() && k.bytes().zip(key).all(|(a, b)| a == *b))
             .map(|(_, n)| n)
     }
 
@@ -107,31 +107,35 @@ impl Node {
 
 /// Decodes `line` (a JSON object) into the slots named by `root`: the hand scanner when it
 /// can answer, else serde_json.
+/// The slots are filled in place (`out` starts all `Null`): the array is a few hundred
+/// bytes, and moving it out of each call cost more than some of the fields.
 pub(super) fn extract<'l, const N: usize>(
     root: &Node,
     line: &'l [u8],
-) -> Result<[Val<'l>; N], ParseError> {
-    match super::json_scan::extract(root, line) {
-        Some(v) => Ok(v),
-        None => extract_serde(root, line),
+    out: &mut [Val<'l>; N],
+) -> Result<(), ParseError> {
+    if super::json_scan::extract(root, line, out).is_some() {
+        return Ok(());
     }
+    // The scanner may have filled some slots before it gave up.
+    out.iter_mut().for_each(|v| *v = Val::Null);
+    extract_serde(root, line, out)
 }
 
 /// [`extract`] through serde_json alone (the reference the scanner must agree with).
 pub(super) fn extract_serde<'l, const N: usize>(
     root: &Node,
     line: &'l [u8],
-) -> Result<[Val<'l>; N], ParseError> {
-    let mut out: [Val<'l>; N] = std::array::from_fn(|_| Val::Null);
+    out: &mut [Val<'l>; N],
+) -> Result<(), ParseError> {
     let mut de = serde_json::Deserializer::from_slice(line);
     let seed = Walk {
         node: root,
-        out: &mut out,
+        out,
         top: true,
     };
     seed.deserialize(&mut de).map_err(json_err)?;
-    de.end().map_err(json_err)?;
-    Ok(out)
+    de.end().map_err(json_err)
 }
 
 /// A JSON error without any of the input in it (values may be secrets).
@@ -424,7 +428,8 @@ impl Parser for JsonParser {
         if self.detect_left > 0 {
             self.maybe_detect(line);
         }
-        let mut v: [Val<'l>; SLOTS] = extract(&self.root, line)?;
+        let mut v: [Val<'l>; SLOTS] = std::array::from_fn(|_| Val::Null);
+        extract(&self.root, line, &mut v)?;
         for (first, second) in [(TOKEN, TOKEN2), (USER, USER2), (IP, IP2)] {
             if take_str_ref(&v[first]).is_none() {
                 v[first] = std::mem::take(&mut v[second]);
@@ -444,11 +449,8 @@ impl Parser for JsonParser {
         // as the gateway saw it.
         let peer = v[IP].as_str().and_then(|s| {
             let b = s.as_bytes();
-            parse_addr(
-                memchr::memchr(b',', b)
-                    .and_then(|p| b.get(..p))
-                    .unwrap_or(b),
-            )
+            let first = b.iter().position(|&c| c == b',').and_then(|p| b.get(..p));
+            parse_addr(first.unwrap_or(b))
         });
         let ip = self
             .resolver

@@ -20,8 +20,13 @@ use super::nginx::find_quote_or_backslash;
 /// Deeper lines go to serde_json (whose own limit is 128).
 const MAX_DEPTH: u32 = 32;
 
-/// The mapped values of `line`, or `None` to let serde_json decide.
-pub(super) fn extract<'l, const N: usize>(root: &Node, line: &'l [u8]) -> Option<[Val<'l>; N]> {
+/// Fills the mapped values of `line` into `out`, or returns `None` to let serde_json decide
+/// (`out` may then hold some values: the caller clears it).
+pub(super) fn extract<'l, const N: usize>(
+    root: &Node,
+    line: &'l [u8],
+    out: &mut [Val<'l>; N],
+) -> Option<()> {
     // A branch-free pass the compiler vectorises; JSON whitespace is then only spaces.
     if line.iter().fold(false, |acc, &c| acc | (c < 0x20)) {
         return None;
@@ -31,7 +36,7 @@ pub(super) fn extract<'l, const N: usize>(root: &Node, line: &'l [u8]) -> Option
         b: line,
         text,
         i: 0,
-        out: std::array::from_fn(|_| Val::Null),
+        out,
     };
     s.spaces();
     if s.peek()? != b'{' {
@@ -39,18 +44,18 @@ pub(super) fn extract<'l, const N: usize>(root: &Node, line: &'l [u8]) -> Option
     }
     s.object(Some(root), 0)?;
     s.spaces();
-    (s.i == line.len()).then_some(s.out)
+    (s.i == line.len()).then_some(())
 }
 
-struct Scan<'l, const N: usize> {
+struct Scan<'l, 'o, const N: usize> {
     b: &'l [u8],
     /// The same bytes, checked UTF-8 once, so strings are sliced without another check.
     text: &'l str,
     i: usize,
-    out: [Val<'l>; N],
+    out: &'o mut [Val<'l>; N],
 }
 
-impl<'l, const N: usize> Scan<'l, N> {
+impl<'l, const N: usize> Scan<'l, '_, N> {
     fn peek(&self) -> Option<u8> {
         self.b.get(self.i).copied()
     }
@@ -320,10 +325,12 @@ mod tests {
     /// The scanner either declines or gives exactly serde_json's values.
     fn agrees(line: &[u8]) -> Result<bool, String> {
         let root = root();
-        match extract::<N>(&root, line) {
+        let mut fast: [Val<'_>; N] = std::array::from_fn(|_| Val::Null);
+        let mut slow: [Val<'_>; N] = std::array::from_fn(|_| Val::Null);
+        match extract::<N>(&root, line, &mut fast) {
             None => Ok(false),
-            Some(fast) => match extract_serde::<N>(&root, line) {
-                Ok(slow) if slow == fast => Ok(true),
+            Some(()) => match extract_serde::<N>(&root, line, &mut slow) {
+                Ok(()) if slow == fast => Ok(true),
                 other => Err(format!(
                     "{:?}: scanner {fast:?}, serde {other:?}",
                     String::from_utf8_lossy(line)

@@ -224,16 +224,16 @@ pub struct SecondCache(Option<([u8; 19], Civil)>);
 impl SecondCache {
     /// The same answer as [`rfc3339`].
     pub fn rfc3339(&mut self, b: &[u8], zone: &Zone) -> Option<EventTime> {
-        let head = b.get(..19)?;
+        let head = <[u8; 19]>::try_from(b.get(..19)?).ok()?;
         let (c, ms, rest) = match &self.0 {
-            Some((text, c)) if head == text.as_slice() => {
+            Some((text, c)) if head == *text => {
                 let after = b.get(19..)?;
                 let (ms, used) = fraction(after);
                 (*c, ms, after.get(used..)?)
             }
             _ => {
                 let got = date_time(b)?;
-                self.0 = <[u8; 19]>::try_from(head).ok().map(|t| (t, got.0));
+                self.0 = Some((head, got.0));
                 got
             }
         };

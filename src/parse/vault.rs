@@ -83,7 +83,8 @@ impl Parser for VaultParser {
     fn parse<'l>(&mut self, line: &'l [u8]) -> Result<Parsed<'l>, ParseError> {
         let line = trim_cr(line);
         let start = memchr(b'{', line).ok_or(ParseError::NoMatch("vault"))?;
-        let mut v: [Val<'l>; SLOTS] = extract(&self.root, &line[start..])?;
+        let mut v: [Val<'l>; SLOTS] = std::array::from_fn(|_| Val::Null);
+        extract(&self.root, &line[start..], &mut v)?;
         match &v[TYPE] {
             Val::Str(t) if t == "response" => {}
             Val::Str(_) => return Ok(Parsed::Skip),
