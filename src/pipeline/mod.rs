@@ -5,7 +5,7 @@
 //! integers and flushed to Prometheus once per batch.
 
 use crate::durable::StateWriter;
-use crate::enrich::{identify, Fingerprinter, TokenKind};
+use crate::enrich::{identify_cached, FingerprintCache, Fingerprinter, TokenKind};
 use crate::event::{AuthEvent, EventTime, Outcome, SourceIdx};
 use crate::metrics::{reason_index, SourceMetrics};
 use crate::parse::{Parsed, Parser, Record};
@@ -84,6 +84,8 @@ struct BatchCounts {
 pub struct Pipeline {
     stages: Vec<SourceStage>,
     fingerprinter: Fingerprinter,
+    /// Recent secrets' fingerprints (by keyed hash; bounded).
+    fp_cache: FingerprintCache,
     sink: Option<Box<dyn EventSink>>,
     lag: Option<prometheus::Histogram>,
     totals: Totals,
@@ -101,6 +103,7 @@ impl Pipeline {
         Pipeline {
             stages,
             fingerprinter,
+            fp_cache: FingerprintCache::default(),
             sink,
             lag: None,
             totals: Totals::default(),
@@ -152,7 +155,7 @@ impl Pipeline {
                 stage,
                 source,
                 (line, times.next().copied()),
-                &self.fingerprinter,
+                (&self.fingerprinter, &mut self.fp_cache),
                 &mut self.sink,
                 &mut counts,
             );
@@ -174,7 +177,7 @@ fn handle_line(
     stage: &mut SourceStage,
     source: SourceIdx,
     (line, fallback): (&[u8], Option<EventTime>),
-    fp: &Fingerprinter,
+    fp: (&Fingerprinter, &mut FingerprintCache),
     sink: &mut Option<Box<dyn EventSink>>,
     counts: &mut BatchCounts,
 ) {
@@ -225,12 +228,17 @@ fn bump(v: &mut Vec<(&'static str, u64)>, reason: &'static str, n: u64) {
 
 /// Enriches a borrowed record into an owned event; the raw token is fingerprinted here and
 /// dropped with the record.
-fn to_event(rec: Record<'_>, source: SourceIdx, kind: TokenKind, fp: &Fingerprinter) -> AuthEvent {
+fn to_event(
+    rec: Record<'_>,
+    source: SourceIdx,
+    kind: TokenKind,
+    (fp, cache): (&Fingerprinter, &mut FingerprintCache),
+) -> AuthEvent {
     AuthEvent {
         time: rec.time.unwrap_or_default(),
         source,
-        token: rec.token.as_deref().and_then(|t| identify(t, kind, fp)),
-        alias: rec.alias.as_deref().and_then(|t| identify(t, kind, fp)),
+        token: (rec.token.as_deref()).and_then(|t| identify_cached(t, kind, fp, cache)),
+        alias: (rec.alias.as_deref()).and_then(|t| identify_cached(t, kind, fp, cache)),
         ip: rec.ip,
         user: rec.user.map(|u| u.into_owned().into_boxed_str()),
         outcome: rec.outcome,
