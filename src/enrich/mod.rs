@@ -5,5 +5,5 @@ pub mod fingerprint;
 pub mod geo;
 pub mod token;
 
-pub use fingerprint::Fingerprinter;
-pub use token::{identify, TokenKind};
+pub use fingerprint::{FingerprintCache, Fingerprinter};
+pub use token::{identify, identify_cached, TokenKind};

@@ -1,5 +1,6 @@
 //! Deciding whether a token value is a secret (fingerprint it) or a non-secret id (keep it).
 
+use super::fingerprint::FingerprintCache;
 use super::Fingerprinter;
 use crate::event::TokenId;
 
@@ -31,6 +32,25 @@ const MAX_ID_LEN: usize = 23;
 /// Turns a raw token from a log into a safe [`TokenId`]; the raw value is not retained.
 /// Returns `None` for an absent token (`-`, empty, or a bare `Bearer`).
 pub fn identify(raw: &str, kind: TokenKind, fp: &Fingerprinter) -> Option<TokenId> {
+    classify(raw, kind, |secret| fp.fingerprint(secret))
+}
+
+/// [`identify`], with secrets' fingerprints through `cache` (the pipeline's hot path).
+pub fn identify_cached(
+    raw: &str,
+    kind: TokenKind,
+    fp: &Fingerprinter,
+    cache: &mut FingerprintCache,
+) -> Option<TokenId> {
+    classify(raw, kind, |secret| cache.fingerprint(fp, secret))
+}
+
+/// The id of `raw`, with `fingerprint` making a secret's.
+fn classify(
+    raw: &str,
+    kind: TokenKind,
+    fingerprint: impl FnOnce(&[u8]) -> TokenId,
+) -> Option<TokenId> {
     let (had_scheme, value) = strip_scheme(raw.trim_start());
     let value = value.trim_end();
     if value.is_empty() || value == "-" {
@@ -42,7 +62,7 @@ pub fn identify(raw: &str, kind: TokenKind, fp: &Fingerprinter) -> Option<TokenI
         TokenKind::Auto => had_scheme || looks_secret(value),
     };
     Some(if secret {
-        fp.fingerprint(value.as_bytes())
+        fingerprint(value.as_bytes())
     } else {
         TokenId::new(value)
     })

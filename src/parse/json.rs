@@ -87,25 +87,55 @@ impl Node {
     }
 
     fn child(&self, key: &str) -> Option<&Node> {
-        self.kids.iter().find(|(k, _)| &**k == key).map(|(_, n)| n)
+        self.child_bytes(key.as_bytes())
+    }
+
+    /// The child for a key given as bytes.
+    pub(super) fn child_bytes(&self, key: &[u8]) -> Option<&Node> {
+        // Keys are a few bytes: a loop beats a call to memcmp.
+        self.kids
+            .iter()
+            .find(|(k, _)| k.len() == key.len() && k.bytes().zip(key).all(|(a, b)| a == *b))
+            .map(|(_, n)| n)
+    }
+
+    /// The slot this path fills, if it is mapped.
+    pub(super) fn slot(&self) -> Option<usize> {
+        self.slot
     }
 }
 
-/// Decodes `line` (a JSON object) into the slots named by `root`.
+/// Decodes `line` (a JSON object) into the slots named by `root`: the hand scanner when it
+/// can answer, else serde_json.
+/// The slots are filled in place (`out` starts all `Null`): the array is a few hundred
+/// bytes, and moving it out of each call cost more than some of the fields.
 pub(super) fn extract<'l, const N: usize>(
     root: &Node,
     line: &'l [u8],
-) -> Result<[Val<'l>; N], ParseError> {
-    let mut out: [Val<'l>; N] = std::array::from_fn(|_| Val::Null);
+    out: &mut [Val<'l>; N],
+) -> Result<(), ParseError> {
+    if super::json_scan::extract(root, line, out).is_some() {
+        return Ok(());
+    }
+    // The scanner may have filled some slots before it gave up.
+    out.iter_mut().for_each(|v| *v = Val::Null);
+    extract_serde(root, line, out)
+}
+
+/// [`extract`] through serde_json alone (the reference the scanner must agree with).
+pub(super) fn extract_serde<'l, const N: usize>(
+    root: &Node,
+    line: &'l [u8],
+    out: &mut [Val<'l>; N],
+) -> Result<(), ParseError> {
     let mut de = serde_json::Deserializer::from_slice(line);
     let seed = Walk {
         node: root,
-        out: &mut out,
+        out,
         top: true,
     };
     seed.deserialize(&mut de).map_err(json_err)?;
-    de.end().map_err(json_err)?;
-    Ok(out)
+    de.end().map_err(json_err)
 }
 
 /// A JSON error without any of the input in it (values may be secrets).
@@ -301,6 +331,8 @@ pub struct JsonParser {
     detect_left: u32,
     /// The spec's settings, to rebuild the mapping once a dialect is detected.
     spec: ParserSpec,
+    /// The last RFC 3339 timestamp's second.
+    seconds: time::SecondCache,
 }
 
 impl JsonParser {
@@ -321,6 +353,7 @@ impl JsonParser {
                 0
             },
             spec: spec.clone(),
+            seconds: time::SecondCache::default(),
         })
     }
 
@@ -395,7 +428,8 @@ impl Parser for JsonParser {
         if self.detect_left > 0 {
             self.maybe_detect(line);
         }
-        let mut v: [Val<'l>; SLOTS] = extract(&self.root, line)?;
+        let mut v: [Val<'l>; SLOTS] = std::array::from_fn(|_| Val::Null);
+        extract(&self.root, line, &mut v)?;
         for (first, second) in [(TOKEN, TOKEN2), (USER, USER2), (IP, IP2)] {
             if take_str_ref(&v[first]).is_none() {
                 v[first] = std::mem::take(&mut v[second]);
@@ -410,12 +444,14 @@ impl Parser for JsonParser {
         let Some(outcome) = decide(rejected, status, v[REASON].as_str()) else {
             return Ok(Parsed::Skip);
         };
-        let time = ts(&v[TS], &self.zone)?;
+        let time = ts(&v[TS], &self.zone, &mut self.seconds)?;
         // Traefik's `ClientHost` may hold a list (`client, proxy`): the first is the client
         // as the gateway saw it.
-        let peer = v[IP]
-            .as_str()
-            .and_then(|s| parse_addr(s.split(',').next().unwrap_or(s).as_bytes()));
+        let peer = v[IP].as_str().and_then(|s| {
+            let b = s.as_bytes();
+            let first = b.iter().position(|&c| c == b',').and_then(|p| b.get(..p));
+            parse_addr(first.unwrap_or(b))
+        });
         let ip = self
             .resolver
             .resolve(peer, v[XFF].as_str().map(str::as_bytes));
@@ -468,9 +504,11 @@ fn status(v: &Val<'_>) -> Result<Option<u16>, ParseError> {
 }
 
 /// RFC 3339 or epoch (seconds or millis, number or numeric string).
-fn ts(v: &Val<'_>, zone: &Zone) -> Result<EventTime, ParseError> {
+fn ts(v: &Val<'_>, zone: &Zone, seconds: &mut time::SecondCache) -> Result<EventTime, ParseError> {
     let t = match v {
-        Val::Str(s) => time::rfc3339(s.as_bytes(), zone).or_else(|| time::epoch_auto(s.as_bytes())),
+        Val::Str(s) => seconds
+            .rfc3339(s.as_bytes(), zone)
+            .or_else(|| time::epoch_auto(s.as_bytes())),
         Val::Int(n) if n.unsigned_abs() >= 100_000_000_000 => time::epoch_in_range(*n),
         Val::Int(n) => time::epoch_in_range(n.saturating_mul(1000)),
         Val::Float(f) if f.is_finite() && f.abs() < 1e15 => {

@@ -1,8 +1,9 @@
 //! The `nginx` preset: access logs described by an nginx `log_format` string.
 //!
-//! The format is compiled once into literal and variable segments; a line is split by
-//! `memchr` on each literal's first byte (or on the closing quote of a quoted variable,
-//! honouring `\"` escapes), so the hot path has no regex and no allocation.
+//! The format is compiled once into literal and variable segments; a line is split by a
+//! search for each literal's first byte (or for the closing quote of a quoted variable,
+//! honouring `\"` escapes): eight bytes at a time for short fields, memchr's vector search
+//! past the first 16 bytes of a quoted one. The hot path has no regex and no allocation.
 //!
 //! Tolerated: `\xNN` escapes (kept as found), `\"` escapes, empty requests `""`, IPv6
 //! clients, `-` for absent values and byte counts, CRLF endings, and a leading prefix of up
@@ -73,23 +74,40 @@ struct Step {
     may_end_before: bool,
 }
 
-/// How a variable's value is delimited.
+/// A variable of the scan: how its value ends, and where its span goes.
 #[derive(Debug, Clone, Copy)]
 struct VarStep {
-    role: Role,
-    quoted: bool,
-    /// First byte of the literal after it (`None`: the variable runs to the end of line).
-    next: Option<u8>,
+    end: End,
+    /// Index into [`Spans`]; variables without a role write the spare slot `ROLES`, so
+    /// the scan stores every span without a test.
+    slot: usize,
 }
 
-/// Byte ranges of each role's value in the current line (`start == u32::MAX`: absent).
-/// `u32` halves the array the scanner fills and copies; lines are capped far below 4 GiB.
-type Spans = [(u32, u32); ROLES];
+/// How a variable's value is delimited, decided once when the format is compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// A quoted variable: up to the next `"` not escaped by a backslash.
+    Quote,
+    /// `$time_local`: its fixed 26 bytes, or (on a shorter rest of line) up to the byte.
+    Time(Option<u8>),
+    /// Up to the first occurrence of the byte that starts the next literal.
+    Byte(u8),
+    /// To the end of the line (the format's last variable).
+    Line,
+}
+
+/// Byte ranges of each role's value in the current line (`start == u32::MAX`: absent),
+/// plus a spare slot for variables without a role. `u32` halves the array the scanner
+/// fills and copies; lines are capped far below 4 GiB.
+type Spans = [(u32, u32); ROLES + 1];
 const NONE: (u32, u32) = (u32::MAX, 0);
 
 /// An nginx access-log parser for one compiled `log_format`.
 pub struct NginxParser {
     steps: Vec<Step>,
+    /// The span slots of the `combined` head's variables when the format starts with it
+    /// (every built-in does): the scan then runs those steps as straight-line code.
+    head: Option<[usize; HEAD_VARS]>,
     /// Roles set by the optional tail, cleared when a line ends before it.
     tail_roles: Vec<usize>,
     resolver: Resolver,
@@ -153,40 +171,60 @@ impl NginxParser {
                 &spec.trusted_proxies,
             ),
             client_field: field.is_some(),
+            head: None,
             steps: plan(&segs, &ends),
             tail_roles,
             skip_prefix,
             last_time: None,
-        })
+        }
+        .with_head())
+    }
+
+    /// Notes whether the plan starts with the `combined` head's steps.
+    fn with_head(mut self) -> NginxParser {
+        let mut slots = [ROLES; HEAD_VARS];
+        let same = self.steps.len() >= HEAD.len()
+            && self.steps.iter().zip(HEAD).all(|(step, (lit, end))| {
+                !step.may_end_before && *step.lit == *lit && step.var.map(|v| v.end) == end
+            });
+        for (slot, step) in slots.iter_mut().zip(&self.steps) {
+            *slot = step.var.map_or(ROLES, |v| v.slot);
+        }
+        self.head = same.then_some(slots);
+        self
     }
 
     /// Splits `line` into role spans. A line that ends early (inside the optional tail) yields
     /// the spans up to the last place the format may end, dropping the partial tail.
     fn scan(&self, line: &[u8], spans: &mut Spans) -> Result<(), ParseError> {
-        *spans = [NONE; ROLES];
+        *spans = [NONE; ROLES + 1];
+        let (mut pos, mut first) = (0, 0);
+        if let Some(slots) = &self.head {
+            match scan_head(line, spans, slots) {
+                Some(p) => (pos, first) = (p, HEAD.len()),
+                // The step-by-step scan below gives the answer (and the error).
+                None => *spans = [NONE; ROLES + 1],
+            }
+        }
         let mut can_end = false;
-        let mut pos = 0;
-        for step in &self.steps {
+        for step in self.steps.get(first..).unwrap_or_default() {
             if step.may_end_before {
                 if pos == line.len() {
                     return Ok(());
                 }
                 can_end = true;
             }
-            let after_lit = match match_lit(line, pos, &step.lit) {
+            pos = match match_lit(line, pos, &step.lit) {
                 Some(p) => p,
                 None => return self.short_line(line, pos, &step.lit, can_end, spans),
             };
-            pos = after_lit;
             let Some(var) = step.var else { continue };
-            let Some(end) = var_end(line, pos, var) else {
+            let Some(end) = var_end(line, pos, var.end) else {
                 return self.short_line(line, pos, &[], can_end, spans);
             };
-            if var.role != Role::Other {
-                if let Some(slot) = spans.get_mut(var.role as usize) {
-                    // Both fit: lines are capped (max_line_bytes) far below 4 GiB.
-                    *slot = (pos as u32, end as u32);
-                }
+            if let Some(slot) = spans.get_mut(var.slot) {
+                // Both fit: lines are capped (max_line_bytes) far below 4 GiB.
+                *slot = (pos as u32, end as u32);
             }
             pos = end;
         }
@@ -246,28 +284,32 @@ impl NginxParser {
         first.map(|peer| (line, peer))
     }
 
+    /// The record of a scanned line. With `full` false (counting only) the token, user and
+    /// client address are checked as `parse` checks them but not built: the same lines fail,
+    /// with the same error, in the same order.
     fn record<'l>(
         &mut self,
         line: &'l [u8],
         s: &Spans,
         peer: Option<IpAddr>,
+        full: bool,
     ) -> Result<Record<'l>, ParseError> {
         let status = match field(line, s, Role::Status) {
             Some(b) => super::parse_status(b)?,
             None => return Err(ParseError::MissingField("status")),
         };
         let reason = text(line, s, Role::Reason)?;
-        let ip = if self.client_field {
-            field(line, s, Role::ClientField).and_then(parse_addr)
-        } else {
-            self.resolver.resolve(peer, field(line, s, Role::Xff))
+        let ip = match (full, self.client_field) {
+            (false, _) => None,
+            (true, true) => field(line, s, Role::ClientField).and_then(parse_addr),
+            (true, false) => self.resolver.resolve(peer, field(line, s, Role::Xff)),
         };
         Ok(Record {
             alias: None,
             time: self.time(line, s)?,
-            token: text(line, s, Role::Token)?.map(Cow::Borrowed),
+            token: text_if(line, s, Role::Token, full)?.map(Cow::Borrowed),
             ip,
-            user: text(line, s, Role::User)?.map(Cow::Borrowed),
+            user: text_if(line, s, Role::User, full)?.map(Cow::Borrowed),
             status: Some(status),
             outcome: Outcome::from_status(status, reason),
         })
@@ -277,9 +319,18 @@ impl NginxParser {
 impl Parser for NginxParser {
     fn parse<'l>(&mut self, line: &'l [u8]) -> Result<Parsed<'l>, ParseError> {
         let line = trim_cr(line);
-        let mut spans = [NONE; ROLES];
+        let mut spans = [NONE; ROLES + 1];
         let (line, peer) = self.scan_with_prefix(line, &mut spans)?;
-        self.record(line, &spans, peer).map(Parsed::Event)
+        self.record(line, &spans, peer, true).map(Parsed::Event)
+    }
+
+    fn parse_counts<'l>(&mut self, line: &'l [u8]) -> Result<Parsed<'l>, ParseError> {
+        let line = trim_cr(line);
+        let mut spans = [NONE; ROLES + 1];
+        // The address is still parsed: an unparsable one makes the line (or its prefix
+        // retry) fail, as in `parse`.
+        let (line, peer) = self.scan_with_prefix(line, &mut spans)?;
+        self.record(line, &spans, peer, false).map(Parsed::Event)
     }
 }
 
@@ -474,11 +525,19 @@ fn plan(segs: &[Seg], ends: &[usize]) -> Vec<Step> {
         _ => None,
     };
     let var_at = |i: usize| match segs.get(i) {
-        Some(Seg::Var { role, quoted }) => Some(VarStep {
-            role: *role,
-            quoted: *quoted,
-            next: next_byte(i + 1),
-        }),
+        Some(Seg::Var { role, quoted }) => {
+            let next = next_byte(i + 1);
+            let end = match (*quoted, *role, next) {
+                (true, _, _) => End::Quote,
+                (false, Role::TimeLocal, next) => End::Time(next),
+                (false, _, Some(c)) => End::Byte(c),
+                (false, _, None) => End::Line,
+            };
+            Some(VarStep {
+                end,
+                slot: (*role as usize).min(ROLES),
+            })
+        }
         _ => None,
     };
     let mut steps = vec![];
@@ -502,33 +561,113 @@ fn plan(segs: &[Seg], ends: &[usize]) -> Vec<Step> {
     steps
 }
 
+/// The steps of nginx's `combined` format, which every built-in format starts with.
+const HEAD: [(&[u8], Option<End>); 9] = [
+    (b"", Some(End::Byte(b' '))),
+    (b" - ", Some(End::Byte(b' '))),
+    (b" [", Some(End::Time(Some(b']')))),
+    (b"] \"", Some(End::Quote)),
+    (b"\" ", Some(End::Byte(b' '))),
+    (b" ", Some(End::Byte(b' '))),
+    (b" \"", Some(End::Quote)),
+    (b"\" \"", Some(End::Quote)),
+    (b"\"", None),
+];
+/// The variables of [`HEAD`].
+const HEAD_VARS: usize = 8;
+
+/// The [`HEAD`] steps as straight-line code (each step's literal and end are constants,
+/// so the per-step dispatch of the general loop disappears). The same helpers as the
+/// general loop, so the same spans; `None` where that loop would stop.
+fn scan_head(line: &[u8], spans: &mut Spans, slots: &[usize; HEAD_VARS]) -> Option<usize> {
+    #[inline(always)]
+    fn step(
+        line: &[u8],
+        pos: usize,
+        (lit, end): (&[u8], End),
+        slot: usize,
+        spans: &mut Spans,
+    ) -> Option<usize> {
+        let start = match_lit(line, pos, lit)?;
+        let stop = var_end(line, start, end)?;
+        if let Some(s) = spans.get_mut(slot) {
+            *s = (start as u32, stop as u32);
+        }
+        Some(stop)
+    }
+    let [addr, user, time, request, status, bytes, referer, agent] = *slots;
+    let pos = step(line, 0, (b"", End::Byte(b' ')), addr, spans)?;
+    let pos = step(line, pos, (b" - ", End::Byte(b' ')), user, spans)?;
+    let pos = step(line, pos, (b" [", End::Time(Some(b']'))), time, spans)?;
+    let pos = step(line, pos, (b"] \"", End::Quote), request, spans)?;
+    let pos = step(line, pos, (b"\" ", End::Byte(b' ')), status, spans)?;
+    let pos = step(line, pos, (b" ", End::Byte(b' ')), bytes, spans)?;
+    let pos = step(line, pos, (b" \"", End::Quote), referer, spans)?;
+    let pos = step(line, pos, (b"\" \"", End::Quote), agent, spans)?;
+    match_lit(line, pos, b"\"")
+}
+
+#[inline(always)]
 fn match_lit(line: &[u8], pos: usize, lit: &[u8]) -> Option<usize> {
-    let end = pos.checked_add(lit.len())?;
-    let got = line.get(pos..end)?;
-    // Literals are 1–3 bytes: an inline loop beats a call to memcmp.
-    got.iter().zip(lit).all(|(a, b)| a == b).then_some(end)
+    let rest = line.get(pos..)?;
+    // Literals are 1–3 bytes: compares by length beat both a loop and a call to memcmp.
+    let ok = match *lit {
+        [] => true,
+        [a] => rest.first() == Some(&a),
+        [a, b] => matches!(*rest, [x, y, ..] if x == a && y == b),
+        [a, b, c] => matches!(*rest, [x, y, z, ..] if x == a && y == b && z == c),
+        _ => rest.starts_with(lit),
+    };
+    ok.then_some(pos + lit.len())
 }
 
 /// Where a variable's value ends.
-fn var_end(line: &[u8], pos: usize, var: VarStep) -> Option<usize> {
+#[inline(always)]
+fn var_end(line: &[u8], pos: usize, end: End) -> Option<usize> {
     let rest = line.get(pos..)?;
-    if var.quoted {
-        return closing_quote(rest).map(|e| pos + e);
-    }
-    if var.role == Role::TimeLocal && rest.len() >= 26 {
-        return Some(pos + 26);
-    }
-    match var.next {
-        // Unquoted fields (address, user, status, bytes) are a few bytes: a plain loop
-        // beats memchr's vector setup there.
-        Some(c) => rest.iter().position(|&b| b == c).map(|e| pos + e),
-        None => Some(line.len()),
-    }
+    let len = match end {
+        End::Quote => closing_quote(rest)?,
+        End::Time(_) if rest.len() >= 26 => 26,
+        End::Time(Some(c)) | End::Byte(c) => find_byte(rest, c)?,
+        End::Time(None) | End::Line => rest.len(),
+    };
+    Some(pos + len)
 }
 
-/// The next `"` not escaped by a backslash. Quoted fields are mostly short (a token, `-`)
-/// or a few dozen bytes (request, user agent): eight bytes at a time in plain integer
-/// arithmetic beats both a byte loop and memchr's vector setup for that size.
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Non-zero when a byte of `x` is zero; its lowest set bit marks the first zero byte
+/// (higher lanes may be false positives after a borrow, the lowest never is).
+fn zero_byte(x: u64) -> u64 {
+    x.wrapping_sub(LO) & !x & HI
+}
+
+/// Eight bytes as a little-endian word.
+fn word(c: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(c);
+    u64::from_le_bytes(w)
+}
+
+/// The first `c` in `b`, eight bytes at a time: unquoted fields (address, user, status,
+/// byte count) are a few to a few dozen bytes, too short for a vector search's setup.
+fn find_byte(b: &[u8], c: u8) -> Option<usize> {
+    let pat = LO * u64::from(c);
+    let mut chunks = b.chunks_exact(8);
+    let mut base = 0;
+    for w in &mut chunks {
+        let hit = zero_byte(word(w) ^ pat);
+        if hit != 0 {
+            return Some(base + (hit.trailing_zeros() / 8) as usize);
+        }
+        base += 8;
+    }
+    let tail = chunks.remainder();
+    tail.iter().position(|&x| x == c).map(|p| base + p)
+}
+
+/// The next `"` not escaped by a backslash.
 fn closing_quote(b: &[u8]) -> Option<usize> {
     let mut i = 0;
     loop {
@@ -540,25 +679,30 @@ fn closing_quote(b: &[u8]) -> Option<usize> {
     }
 }
 
-/// The first `"` or `\\` in `b` (also used to unescape Docker's json-file entries, whose
+/// How many bytes the word-at-a-time search looks at before handing over to memchr's
+/// vector search: most quoted fields (`-`, a token id, a reason, a short request) end
+/// within them, and for those a vector search's setup costs more than the search; user
+/// agents, referers and query strings run to hundreds of bytes, where it pays many times.
+const SWAR_BYTES: usize = 16;
+
+/// The first `"` or `\` in `b` (also used to unescape Docker's json-file entries, whose
 /// runs between escapes are as short).
 pub(crate) fn find_quote_or_backslash(b: &[u8]) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let has = |x: u64| x.wrapping_sub(LO) & !x & HI;
-    let mut chunks = b.chunks_exact(8);
+    let head = b.get(..SWAR_BYTES).unwrap_or(b);
+    let mut chunks = head.chunks_exact(8);
     let mut base = 0;
     for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        let x = u64::from_le_bytes(w);
-        let hit = has(x ^ (LO * u64::from(b'"'))) | has(x ^ (LO * u64::from(b'\\')));
+        let x = word(c);
+        let hit = zero_byte(x ^ (LO * u64::from(b'"'))) | zero_byte(x ^ (LO * u64::from(b'\\')));
         if hit != 0 {
-            // The lowest set bit marks the first match (higher lanes may be false positives
-            // after a borrow, the lowest never is).
+            // The lowest set bit of either test is the first match.
             return Some(base + (hit.trailing_zeros() / 8) as usize);
         }
         base += 8;
+    }
+    if base == SWAR_BYTES {
+        let rest = b.get(SWAR_BYTES..).unwrap_or_default();
+        return memchr::memchr2(b'"', b'\\', rest).map(|p| SWAR_BYTES + p);
     }
     let tail = chunks.remainder();
     tail.iter()
@@ -577,6 +721,23 @@ fn text<'l>(line: &'l [u8], s: &Spans, r: Role) -> Result<Option<&'l str>, Parse
         // `-` (most users and reasons) needs no UTF-8 check.
         Some(b"-" | b"") | None => Ok(None),
         Some(b) => Ok(present(utf8(b)?)),
+    }
+}
+
+/// [`text`] when `keep`; otherwise only its check (ASCII, the usual case, is checked far
+/// cheaper than `str::from_utf8` makes a `&str`), with `None` for the value.
+fn text_if<'l>(
+    line: &'l [u8],
+    s: &Spans,
+    r: Role,
+    keep: bool,
+) -> Result<Option<&'l str>, ParseError> {
+    if keep {
+        return text(line, s, r);
+    }
+    match field(line, s, r) {
+        Some(b) if !b.is_ascii() => utf8(b).map(|_| None),
+        _ => Ok(None),
     }
 }
 
@@ -611,4 +772,87 @@ fn time(line: &[u8], s: &Spans) -> Result<Option<EventTime>, ParseError> {
         return Ok(None);
     };
     parsed.map(Some).ok_or(ParseError::Timestamp)
+}
+
+#[cfg(test)]
+mod search_tests {
+    use super::*;
+
+    /// The closing quote by a plain byte walk.
+    fn reference_quote(b: &[u8]) -> Option<usize> {
+        let mut i = 0;
+        while let Some(&c) = b.get(i) {
+            match c {
+                b'"' => return Some(i),
+                b'\\' => i += 2,
+                _ => i += 1,
+            }
+        }
+        None
+    }
+
+    fn spec(log_format: &str, token: &str) -> ParserSpec {
+        ParserSpec {
+            log_format: Some(log_format.into()),
+            token_field: Some(token.into()),
+            ..ParserSpec::default()
+        }
+    }
+
+    #[test]
+    fn the_combined_head_is_recognised() {
+        for (f, head) in [
+            ("tokenwatch", true),
+            ("combined", true),
+            ("main", true),
+            ("traefik", true),
+            ("common", false),
+            (r#"$remote_addr [$time_local] "$request" $status"#, false),
+        ] {
+            let p = NginxParser::new(&spec(f, "token_id")).unwrap();
+            assert_eq!(p.head.is_some(), head, "{f}");
+        }
+    }
+
+    const LINE: &str = r#"203.0.113.9 - alice [02/Mar/2026:13:55:36 +0000] "GET /v1?q=\"a\" HTTP/1.1" 401 12 "-" "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0" "ak_3f9c2b11d0aa" "token revoked""#;
+
+    proptest::proptest! {
+        #[test]
+        fn the_straight_line_head_scans_as_the_loop_does(
+            token in proptest::sample::select(vec!["token_id", "http_user_agent", "remote_user"]),
+            format in proptest::sample::select(vec!["tokenwatch", "combined", "main"]),
+            at in 0usize..400,
+            byte in proptest::sample::select(b"\"\\ -[]:0".to_vec()),
+            edit in 0u8..3,
+        ) {
+            let fast = NginxParser::new(&spec(format, token)).unwrap();
+            let mut slow = NginxParser::new(&spec(format, token)).unwrap();
+            slow.head = None;
+            let mut line = LINE.as_bytes().to_vec();
+            let at = at % line.len();
+            match edit {
+                0 => line[at] = byte,
+                1 => { line.remove(at); }
+                _ => line.truncate(at),
+            }
+            let (mut a, mut b) = ([NONE; ROLES + 1], [NONE; ROLES + 1]);
+            let (ra, rb) = (fast.scan(&line, &mut a), slow.scan(&line, &mut b));
+            proptest::prop_assert_eq!(&ra, &rb);
+            if ra.is_ok() {
+                proptest::prop_assert_eq!(&a[..ROLES], &b[..ROLES]);
+            }
+        }
+
+        #[test]
+        fn searches_agree_with_a_byte_walk(s in "[a \"\\\\é]{0,70}") {
+            // Lengths around the 8-byte words and the 16-byte hand-over to memchr.
+            let b = s.as_bytes();
+            proptest::prop_assert_eq!(closing_quote(b), reference_quote(b));
+            proptest::prop_assert_eq!(find_byte(b, b' '), b.iter().position(|&c| c == b' '));
+            proptest::prop_assert_eq!(
+                find_quote_or_backslash(b),
+                b.iter().position(|&c| c == b'"' || c == b'\\')
+            );
+        }
+    }
 }

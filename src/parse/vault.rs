@@ -49,6 +49,8 @@ const SLOTS: usize = 10;
 pub struct VaultParser {
     root: Node,
     zone: Zone,
+    /// The last timestamp's second.
+    seconds: time::SecondCache,
 }
 
 impl VaultParser {
@@ -72,6 +74,7 @@ impl VaultParser {
         VaultParser {
             root,
             zone: Zone::new(spec.timezone.as_ref()),
+            seconds: time::SecondCache::default(),
         }
     }
 }
@@ -80,14 +83,18 @@ impl Parser for VaultParser {
     fn parse<'l>(&mut self, line: &'l [u8]) -> Result<Parsed<'l>, ParseError> {
         let line = trim_cr(line);
         let start = memchr(b'{', line).ok_or(ParseError::NoMatch("vault"))?;
-        let mut v: [Val<'l>; SLOTS] = extract(&self.root, &line[start..])?;
+        let mut v: [Val<'l>; SLOTS] = std::array::from_fn(|_| Val::Null);
+        extract(&self.root, &line[start..], &mut v)?;
         match &v[TYPE] {
             Val::Str(t) if t == "response" => {}
             Val::Str(_) => return Ok(Parsed::Skip),
             _ => return Err(ParseError::MissingField("type")),
         }
         let t = match &v[TIME] {
-            Val::Str(s) => time::rfc3339(s.as_bytes(), &self.zone).ok_or(ParseError::Timestamp)?,
+            Val::Str(s) => self
+                .seconds
+                .rfc3339(s.as_bytes(), &self.zone)
+                .ok_or(ParseError::Timestamp)?,
             _ => return Err(ParseError::MissingField("time")),
         };
         let resolved = str_of(&v[ACCESSOR]).is_some();

@@ -5,7 +5,7 @@
 //! integers and flushed to Prometheus once per batch.
 
 use crate::durable::StateWriter;
-use crate::enrich::{identify, Fingerprinter, TokenKind};
+use crate::enrich::{identify_cached, FingerprintCache, Fingerprinter, TokenKind};
 use crate::event::{AuthEvent, EventTime, Outcome, SourceIdx};
 use crate::metrics::{reason_index, SourceMetrics};
 use crate::parse::{Parsed, Parser, Record};
@@ -120,6 +120,8 @@ struct BatchCounts {
 pub struct Pipeline {
     stages: Vec<SourceStage>,
     fingerprinter: Fingerprinter,
+    /// Recent secrets' fingerprints (by keyed hash; bounded).
+    fp_cache: FingerprintCache,
     sink: Option<Box<dyn EventSink>>,
     lag: Option<prometheus::Histogram>,
     totals: Totals,
@@ -137,6 +139,7 @@ impl Pipeline {
         Pipeline {
             stages,
             fingerprinter,
+            fp_cache: FingerprintCache::default(),
             sink,
             lag: None,
             totals: Totals::default(),
@@ -206,15 +209,17 @@ impl Pipeline {
         let mut counts = std::mem::take(&mut self.counts);
         let mut start = 0;
         let mut times = times.iter();
+        // One iterator over the batch: its vector search is set up once, not once a line.
+        let mut newlines = memchr::memchr_iter(b'\n', buf);
         while start < buf.len() {
-            let end = memchr::memchr(b'\n', &buf[start..]).map_or(buf.len(), |i| start + i);
+            let end = newlines.next().unwrap_or(buf.len());
             let line = &buf[start..end];
             start = end + 1;
             handle_line(
                 stage,
                 source,
                 (line, times.next().copied()),
-                &self.fingerprinter,
+                (&self.fingerprinter, &mut self.fp_cache),
                 sink.as_deref_mut(),
                 &mut counts,
             );
@@ -233,7 +238,7 @@ fn handle_line<'s>(
     stage: &mut SourceStage,
     source: SourceIdx,
     (line, fallback): (&[u8], Option<EventTime>),
-    fp: &Fingerprinter,
+    fp: (&Fingerprinter, &mut FingerprintCache),
     sink: Option<&mut (dyn EventSink + 's)>,
     counts: &mut BatchCounts,
 ) {
@@ -241,7 +246,13 @@ fn handle_line<'s>(
         counts.skipped += 1;
         return;
     }
-    match stage.parser.parse(line) {
+    // Without a sink only the counters need the line: the parser may skip building the
+    // token, user and address.
+    let parsed = match sink {
+        Some(_) => stage.parser.parse(line),
+        None => stage.parser.parse_counts(line),
+    };
+    match parsed {
         Ok(Parsed::Event(mut rec)) => {
             rec.time = rec.time.or(fallback);
             counts.parsed += 1;
@@ -287,12 +298,17 @@ fn bump(v: &mut Vec<(&'static str, u64)>, reason: &'static str, n: u64) {
 
 /// Enriches a borrowed record into an owned event; the raw token is fingerprinted here and
 /// dropped with the record.
-fn to_event(rec: Record<'_>, source: SourceIdx, kind: TokenKind, fp: &Fingerprinter) -> AuthEvent {
+fn to_event(
+    rec: Record<'_>,
+    source: SourceIdx,
+    kind: TokenKind,
+    (fp, cache): (&Fingerprinter, &mut FingerprintCache),
+) -> AuthEvent {
     AuthEvent {
         time: rec.time.unwrap_or_default(),
         source,
-        token: rec.token.as_deref().and_then(|t| identify(t, kind, fp)),
-        alias: rec.alias.as_deref().and_then(|t| identify(t, kind, fp)),
+        token: (rec.token.as_deref()).and_then(|t| identify_cached(t, kind, fp, cache)),
+        alias: (rec.alias.as_deref()).and_then(|t| identify_cached(t, kind, fp, cache)),
         ip: rec.ip,
         user: rec.user.map(|u| u.into_owned().into_boxed_str()),
         outcome: rec.outcome,

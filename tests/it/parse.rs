@@ -698,3 +698,151 @@ proptest! {
         }
     }
 }
+
+/// What the counters take from a parse (metrics-only mode): the classification, the error,
+/// the outcome, status and time.
+fn counted(r: Result<Parsed<'_>, ParseError>) -> String {
+    match r {
+        Ok(Parsed::Event(r)) => format!("event {:?} {:?} {:?}", r.outcome, r.status, r.time),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Lines the nginx scanner's fast paths must get right: escapes, IPv6 forms, fields that
+/// end at or across its 8- and 16-byte steps, odd spacing, missing and extra fields,
+/// invalid UTF-8 in each text field, bad times and statuses, prefixes.
+fn tricky_nginx_lines() -> Vec<Vec<u8>> {
+    let ok = r#"203.0.113.9 - alice [02/Mar/2026:13:55:36 +0000] "GET /v1/chat?q=a HTTP/1.1" 401 12 "https://ref.example/x?y=z" "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/133.0" "ak_3f9c2b11d0aa" "token revoked""#;
+    let mut lines: Vec<Vec<u8>> = vec![ok.into()];
+    for (from, to) in [
+        ("203.0.113.9", "2001:db8::1"),
+        ("203.0.113.9", "2001:db8:0:0:0:0:0:1"),
+        ("203.0.113.9", "[2001:db8::1]:443"),
+        ("203.0.113.9", "::ffff:192.0.2.1"),
+        ("203.0.113.9", "203.0.113.9:5678"),
+        ("203.0.113.9", "fe80::1%eth0"),
+        ("203.0.113.9", "not-an-ip"),
+        ("203.0.113.9", "-"),
+        ("203.0.113.9", "203.0.113.256"),
+        (
+            "203.0.113.9 -",
+            "<190>Mar  2 13:55:36 host nginx: 203.0.113.9 -",
+        ),
+        ("203.0.113.9 -", "vhost.example:443 203.0.113.9 -"),
+        ("Firefox/133.0", r#"Firefox/133.0 \"quoted\" x"#),
+        ("Firefox/133.0", r#"ends with a backslash\\"#),
+        (
+            "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/133.0",
+            r#"0123456\"89abcdef"#,
+        ),
+        (
+            "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/133.0",
+            r#"0123456789abcde\"f"#,
+        ),
+        (
+            "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/133.0",
+            "0123456789abcdef",
+        ),
+        (
+            "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/133.0",
+            "01234567",
+        ),
+        (
+            "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/133.0",
+            "",
+        ),
+        ("/v1/chat?q=a", r#"/v1/chat?q=caf\xC3\xA9"#),
+        (r#""GET /v1/chat?q=a HTTP/1.1""#, r#""""#),
+        (" 401 ", "  401 "),
+        (" 401 ", " 4O1 "),
+        (" 401 ", " 403 "),
+        (" 401 ", " 200 "),
+        ("02/Mar/2026:13:55:36", "31/Feb/2026:13:55:36"),
+        ("[02/Mar/2026:13:55:36 +0000]", "[02/Mar/2026:13:55:36]"),
+        (r#" "token revoked""#, ""),
+        (r#" "token revoked""#, r#" "token revoked" "extra" 0.001"#),
+        (r#" "token revoked""#, r#" "token revoked"x"#),
+        (
+            r#""ak_3f9c2b11d0aa" "token revoked""#,
+            r#""Bearer sk-proj-0123456789abcdef0123456789abcdef" "-""#,
+        ),
+        (r#"" "ak_3f9c2b11d0aa" "token revoked""#, "\""),
+        (r#" "ak_3f9c2b11d0aa" "token revoked""#, r#" "ak_1""#),
+    ] {
+        assert!(ok.contains(from), "{from}");
+        lines.push(ok.replacen(from, to, 1).into_bytes());
+    }
+    for field in ["alice", "ak_3f9c2b11d0aa", "token revoked", "Firefox"] {
+        let at = ok.find(field).unwrap();
+        let mut bad = ok.as_bytes().to_vec();
+        bad.insert(at + 1, 0xff);
+        lines.push(bad);
+    }
+    lines.push(format!("{ok}\r").into_bytes());
+    lines
+}
+
+#[test]
+fn counting_agrees_with_parse_on_fixtures_and_tricky_lines() {
+    let mut files: Vec<(Preset, Vec<Vec<u8>>)> = vec![
+        (Preset::Nginx, fixture("nginx/tokenwatch.log")),
+        (Preset::Nginx, fixture("nginx/main.log")),
+        (Preset::Nginx, tricky_nginx_lines()),
+        (Preset::Json, fixture("json/app.log")),
+        (Preset::Vault, fixture("vault/audit.log")),
+    ];
+    files.push((Preset::Keycloak, fixture("keycloak/events.log")));
+    for (preset, lines) in files {
+        let (mut full, mut count) = (parser(&spec(preset)), parser(&spec(preset)));
+        for line in &lines {
+            let want = counted(full.parse(line));
+            assert_eq!(
+                counted(count.parse_counts(line)),
+                want,
+                "{preset:?} {:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+    // The tricky lines do exercise both answers.
+    let mut p = parser(&spec(Preset::Nginx));
+    let got: Vec<bool> = tricky_nginx_lines()
+        .iter()
+        .map(|l| matches!(p.parse(l), Ok(Parsed::Event(_))))
+        .collect();
+    assert!(got.iter().filter(|ok| **ok).count() > 10, "{got:?}");
+    assert!(got.iter().filter(|ok| !**ok).count() > 5, "{got:?}");
+}
+
+#[test]
+fn nginx_escapes_and_long_fields_keep_their_values() {
+    let mut p = parser(&spec(Preset::Nginx));
+    let ua = "x".repeat(300) + r#"\"y\" "# + &"z".repeat(40);
+    let line = format!(
+        r#"2a01:4f8:d46a:c322::b2cc - - [02/Mar/2026:13:55:36 +0000] "GET /v1?{q} HTTP/1.1" 401 1 "-" "{ua}" "ak_1" "-""#,
+        q = "a=b&".repeat(50)
+    );
+    let r = event(p.as_mut(), line.as_bytes());
+    assert_eq!(r.ip, ip("2a01:4f8:d46a:c322::b2cc"));
+    assert_eq!(r.token.as_deref(), Some("ak_1"));
+    assert_eq!(r.outcome, Outcome::Rejected(Reason::Invalid));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+    #[test]
+    fn counting_agrees_with_parse_on_mutated_lines(idx in 0usize..100, pos in any::<prop::sample::Index>(), byte in prop::sample::select(b"\"\\ -[]:.x\xff\t0".to_vec()), delete in any::<bool>()) {
+        let mut lines = tricky_nginx_lines();
+        lines.extend(fixture("nginx/tokenwatch.log"));
+        let n = lines.len();
+        let line = &mut lines[idx % n];
+        let i = pos.index(line.len());
+        if delete {
+            line.remove(i);
+        } else {
+            line.insert(i, byte);
+        }
+        let (mut full, mut count) = (parser(&spec(Preset::Nginx)), parser(&spec(Preset::Nginx)));
+        prop_assert_eq!(counted(count.parse_counts(line)), counted(full.parse(line)));
+    }
+}
