@@ -9,10 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::bounded::{Aged, BoundedMap};
 use super::detectors::{
-    brute_force::BruteForce, distributed_spray::DistributedSpray,
     impossible_travel::ImpossibleTravel, ip_fanout::IpFanout, off_hours::OffHours,
-    rate_spike::RateSpike, rejection_ratio::RejectionRatio, revoked_reuse::RevokedReuse,
-    token_spray::TokenSpray, Common, Detector, TokenDetector,
+    rate_spike::RateSpike, Detector, TokenDetector,
 };
 use super::{Detection, DetectionSink, Findings, Obs};
 use crate::config::DetectorsConfig;
@@ -177,38 +175,19 @@ impl Aged for GeoEntry {
     }
 }
 
-fn enabled<S: Common, D>(s: &S, make: impl FnOnce(&S) -> D) -> Option<D> {
-    s.enabled().then(|| make(s))
-}
-
 impl Engine {
     /// Builds the engine for `sources` (names indexed by `SourceIdx`).
     pub fn new(cfg: &DetectorsConfig, settings: EngineSettings, sources: Vec<String>) -> Engine {
-        let mut others: Vec<Box<dyn Detector>> = Vec::new();
-        let mut add = |d: Option<Box<dyn Detector>>| others.extend(d);
-        add(enabled(&cfg.rejection_ratio, |s| {
-            Box::new(RejectionRatio::new(s)) as Box<dyn Detector>
-        }));
-        add(enabled(&cfg.brute_force, |s| {
-            Box::new(BruteForce::new(s)) as Box<dyn Detector>
-        }));
-        add(enabled(&cfg.token_spray, |s| {
-            Box::new(TokenSpray::new(s)) as Box<dyn Detector>
-        }));
-        add(enabled(&cfg.distributed_spray, |s| {
-            Box::new(DistributedSpray::new(s)) as Box<dyn Detector>
-        }));
-        add(enabled(&cfg.revoked_reuse, |s| {
-            Box::new(RevokedReuse::new(s)) as Box<dyn Detector>
-        }));
+        let others = super::detectors::build_own(cfg);
         Engine {
             tokens: BoundedMap::new(settings.max_tokens),
             aliases: BoundedMap::new(settings.max_tokens),
             token_detectors: TokenDetectors {
-                rate: enabled(&cfg.rate_spike, RateSpike::new),
-                hours: enabled(&cfg.off_hours, OffHours::new),
-                travel: enabled(&cfg.impossible_travel, ImpossibleTravel::new),
-                fanout: enabled(&cfg.ip_fanout, IpFanout::new),
+                rate: (cfg.rate_spike.enabled).then(|| RateSpike::new(&cfg.rate_spike)),
+                hours: (cfg.off_hours.enabled).then(|| OffHours::new(&cfg.off_hours)),
+                travel: (cfg.impossible_travel.enabled)
+                    .then(|| ImpossibleTravel::new(&cfg.impossible_travel)),
+                fanout: (cfg.ip_fanout.enabled).then(|| IpFanout::new(&cfg.ip_fanout)),
             },
             others,
             geo: None,
@@ -255,8 +234,12 @@ impl Engine {
         self
     }
 
-    /// Reports into these metrics.
+    /// Reports into these metrics (every registered detector's series exist from here on,
+    /// at zero).
     pub fn with_metrics(mut self, m: Metrics) -> Self {
+        for e in crate::config::detectors::REGISTRY {
+            m.register_detector(e.name, e.state == crate::config::detectors::StateKind::Own);
+        }
         self.metrics = Some(m);
         self
     }
@@ -598,11 +581,61 @@ impl Engine {
             tokens: Pairs(&self.tokens),
             aliases: AliasesRef(&self.aliases),
             cooldowns: CooldownsRef(&self.cooldowns),
-            detectors: self
-                .others
-                .iter()
-                .map(|d| (d.name().to_string(), d.snapshot()))
-                .collect(),
+            detectors: self.detector_parts(),
+        }
+    }
+
+    /// Each detector's own snapshot part by name (token detectors' parts of a token are in
+    /// `tokens`; a detector with nothing else to keep gives `null` and is left out).
+    fn detector_parts(&self) -> BTreeMap<String, serde_json::Value> {
+        let t = &self.token_detectors;
+        let token_parts = [
+            t.rate.as_ref().map(|d| (d.name(), d.snapshot())),
+            t.hours.as_ref().map(|d| (d.name(), d.snapshot())),
+            t.travel.as_ref().map(|d| (d.name(), d.snapshot())),
+            t.fanout.as_ref().map(|d| (d.name(), d.snapshot())),
+        ];
+        let own = self.others.iter().map(|d| (d.name(), d.snapshot()));
+        token_parts
+            .into_iter()
+            .flatten()
+            .chain(own)
+            .filter(|(_, v)| !v.is_null())
+            .map(|(n, v)| (n.to_string(), v))
+            .collect()
+    }
+
+    /// Hands each detector its part of a snapshot; a part it cannot read is ignored (that
+    /// detector starts afresh, the others keep theirs).
+    fn restore_detector_parts(&mut self, mut parts: BTreeMap<String, serde_json::Value>) {
+        fn give(
+            name: &str,
+            part: Option<serde_json::Value>,
+            restore: impl FnOnce(serde_json::Value) -> Result<(), String>,
+        ) {
+            let Some(v) = part.filter(|v| !v.is_null()) else {
+                return;
+            };
+            if let Err(e) = restore(v) {
+                tracing::warn!(detector = name, %e, "ignoring its snapshot");
+            }
+        }
+        let t = &mut self.token_detectors;
+        if let Some(d) = &mut t.rate {
+            give(d.name(), parts.remove(d.name()), |v| d.restore(v));
+        }
+        if let Some(d) = &mut t.hours {
+            give(d.name(), parts.remove(d.name()), |v| d.restore(v));
+        }
+        if let Some(d) = &mut t.travel {
+            give(d.name(), parts.remove(d.name()), |v| d.restore(v));
+        }
+        if let Some(d) = &mut t.fanout {
+            give(d.name(), parts.remove(d.name()), |v| d.restore(v));
+        }
+        for d in &mut self.others {
+            let name = d.name();
+            give(name, parts.remove(name), |v| d.restore(v));
         }
     }
 
@@ -631,18 +664,11 @@ impl Engine {
             self.aliases.insert(k, v);
         }
         for (d, k, until) in snap.cooldowns {
-            if let Some(name) = crate::metrics::DETECTORS.iter().find(|n| **n == d) {
-                self.cooldowns.insert((*name, k), Cooldown { until });
+            if let Some(e) = crate::config::detectors::entry(&d) {
+                self.cooldowns.insert((e.name, k), Cooldown { until });
             }
         }
-        let mut states = snap.detectors;
-        for d in &mut self.others {
-            if let Some(v) = states.remove(d.name()) {
-                if let Err(e) = d.restore(v) {
-                    tracing::warn!(detector = d.name(), %e, "ignoring its snapshot");
-                }
-            }
-        }
+        self.restore_detector_parts(snap.detectors);
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per feature.
 
 mod admin_security;
+mod architecture;
 mod authz;
 mod cli;
 mod config;

@@ -8,7 +8,12 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use std::hash::Hash;
+
+use super::bounded::{Aged, BoundedMap};
 use super::{Findings, Obs};
+use crate::config::detectors::{StateKind, REGISTRY};
+use crate::config::DetectorsConfig;
 use crate::event::EventTime;
 
 pub mod brute_force;
@@ -38,14 +43,12 @@ pub trait Detector: Send {
     fn evictions(&self) -> u64 {
         0
     }
-    /// State to persist across restarts.
-    fn snapshot(&self) -> serde_json::Value {
-        serde_json::Value::Null
-    }
+    /// Everything it learned (the engine snapshot's `detectors.NAME` part), so a restored
+    /// detector continues as an uninterrupted one would. No default: every detector says
+    /// what it keeps.
+    fn snapshot(&self) -> serde_json::Value;
     /// Restores [`snapshot`](Detector::snapshot) output; errors leave the state empty.
-    fn restore(&mut self, _v: serde_json::Value) -> Result<(), String> {
-        Ok(())
-    }
+    fn restore(&mut self, v: serde_json::Value) -> Result<(), String>;
 }
 
 /// A detector whose per-token state lives in the engine's `TokenState`.
@@ -56,10 +59,64 @@ pub trait TokenDetector: Send {
     fn name(&self) -> &'static str;
     /// Sees one event of a known token (`obs.ev.token` is `Some`); `st` is that token's part.
     fn observe(&mut self, st: &mut Self::State, obs: &Obs<'_>, out: &mut Findings);
+    /// What it keeps outside the tokens' parts (`null`: nothing), the engine snapshot's
+    /// `detectors.NAME` part. No default: every detector says what it keeps.
+    fn snapshot(&self) -> serde_json::Value;
+    /// Restores [`snapshot`](TokenDetector::snapshot) output; errors leave it empty.
+    fn restore(&mut self, v: serde_json::Value) -> Result<(), String>;
 }
 
-/// Settings every detector has.
-pub trait Common {
-    /// Whether the detector runs.
-    fn enabled(&self) -> bool;
+/// A [`BoundedMap`] as a JSON array of `[key, value]` pairs in the map's order, written
+/// without copying the map.
+pub(crate) struct Pairs<'a, K, V>(pub(crate) &'a BoundedMap<K, V>);
+
+impl<K: Serialize + Hash + Eq, V: Serialize + Aged> Serialize for Pairs<'_, K, V> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter())
+    }
+}
+
+/// Refills `map` with [`Pairs`] read back, in their order: the restored map iterates, and
+/// so evaluates and evicts, as the saved one did.
+pub(crate) fn refill<K: Hash + Eq, V: Aged>(map: &mut BoundedMap<K, V>, pairs: Vec<(K, V)>) {
+    for (k, v) in pairs {
+        map.insert(k, v);
+    }
+}
+
+/// A snapshot part as JSON (these plain types always serialise; `null` would only start
+/// that part afresh).
+pub(crate) fn part(state: &impl Serialize) -> serde_json::Value {
+    serde_json::to_value(state).unwrap_or_default()
+}
+
+/// Reads a snapshot part back.
+pub(crate) fn from_part<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, String> {
+    serde_json::from_value(v).map_err(|e| e.to_string())
+}
+
+/// The enabled detectors that own their state (the registry's `StateKind::Own`), in
+/// registry order; the per-token ones are fields of the engine's `TokenState`.
+pub fn build_own(cfg: &DetectorsConfig) -> Vec<Box<dyn Detector>> {
+    let mut out: Vec<Box<dyn Detector>> = Vec::new();
+    for e in REGISTRY.iter().filter(|e| e.state == StateKind::Own) {
+        if !cfg.enabled(e.name) {
+            continue;
+        }
+        // One arm per self-contained detector; a registry name without one is caught by
+        // the test below, never silently skipped at run time.
+        out.push(match e.name {
+            "rejection_ratio" => {
+                Box::new(rejection_ratio::RejectionRatio::new(&cfg.rejection_ratio))
+            }
+            "brute_force" => Box::new(brute_force::BruteForce::new(&cfg.brute_force)),
+            "token_spray" => Box::new(token_spray::TokenSpray::new(&cfg.token_spray)),
+            "distributed_spray" => Box::new(distributed_spray::DistributedSpray::new(
+                &cfg.distributed_spray,
+            )),
+            "revoked_reuse" => Box::new(revoked_reuse::RevokedReuse::new(&cfg.revoked_reuse)),
+            _ => continue,
+        });
+    }
+    out
 }

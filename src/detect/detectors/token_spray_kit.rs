@@ -74,7 +74,7 @@ impl TokenSet {
 }
 
 /// Rejections by reason (indexed like [`Reason::ALL`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct ReasonCounts([u32; 5]);
 
 impl ReasonCounts {
@@ -110,7 +110,7 @@ impl ReasonCounts {
 /// tokens that worked before now fail, the auth backend is down or rotating keys: never-seen
 /// and invalid tokens then say nothing about guessing, so the spray detectors stand down
 /// (`rejection_ratio` reports the outage). `N` buckets of `WIDTH_MS` each.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct KnownTokenHealth<const N: usize, const WIDTH_MS: i64> {
     checked: Window<N>,
     rejected: Window<N>,
