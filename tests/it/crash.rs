@@ -278,7 +278,7 @@ fn assert_state_files_sound(state: &Path) {
 }
 
 /// The log offset the detector snapshot covers (what the next start resumes from).
-fn snapshot_offset(state: &Path) -> u64 {
+pub(super) fn snapshot_offset(state: &Path) -> u64 {
     let Ok(bytes) = fs::read(state.join("detect-snapshot.json")) else {
         return 0;
     };
@@ -293,7 +293,7 @@ fn snapshot_offset(state: &Path) -> u64 {
 /// One record from a line of `detections.jsonl`. A kill -9 can cut a record in two (the
 /// sink's buffer is flushed in pieces), and the next start appends right after the cut: the
 /// whole record that follows on the same line is still read; the cut one is counted.
-fn parse_record(l: &str, torn: &mut usize) -> Option<serde_json::Value> {
+pub(super) fn parse_record(l: &str, torn: &mut usize) -> Option<serde_json::Value> {
     if let Ok(v) = serde_json::from_str(l) {
         return Some(v);
     }

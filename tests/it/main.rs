@@ -6,6 +6,7 @@ mod authz;
 mod cli;
 mod config;
 mod crash;
+mod crash_detect;
 mod detect_engine;
 mod detect_formats;
 mod detect_ip;
