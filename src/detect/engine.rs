@@ -702,6 +702,45 @@ impl EventSink for Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::detectors::{StateKind, REGISTRY};
+
+    /// The detectors an engine runs: (name, keeps its state in `TokenState`).
+    fn running(cfg: &DetectorsConfig) -> Vec<(&'static str, bool)> {
+        let e = Engine::new(cfg, EngineSettings::from_config(cfg, 64), Vec::new());
+        let t = &e.token_detectors;
+        let per_token = [
+            t.rate.as_ref().map(|d| d.name()),
+            t.hours.as_ref().map(|d| d.name()),
+            t.travel.as_ref().map(|d| d.name()),
+            t.fanout.as_ref().map(|d| d.name()),
+        ];
+        let mut out: Vec<(&'static str, bool)> = per_token
+            .into_iter()
+            .flatten()
+            .map(|n| (n, true))
+            .chain(e.others.iter().map(|d| (d.name(), false)))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Each registered detector runs exactly once, in the shape the registry gives it, and
+    /// its `enabled` switch removes exactly it.
+    #[test]
+    fn the_engine_runs_each_registered_detector_once() {
+        let mut all: Vec<(&str, bool)> = REGISTRY
+            .iter()
+            .map(|e| (e.name, e.state == StateKind::PerToken))
+            .collect();
+        all.sort();
+        assert_eq!(running(&DetectorsConfig::default()), all);
+        for off in REGISTRY {
+            let mut cfg = DetectorsConfig::default();
+            cfg.keep_stages(|e| e.name != off.name);
+            let want: Vec<_> = all.iter().copied().filter(|d| d.0 != off.name).collect();
+            assert_eq!(running(&cfg), want, "{} off", off.name);
+        }
+    }
 
     #[test]
     fn any_state_budget_gives_a_sane_token_cap() {

@@ -29,6 +29,8 @@ mod kafka_responder;
 mod kafka_worker;
 mod parse;
 mod prometheus;
+#[cfg(feature = "kafka")]
+mod registry;
 mod respond;
 mod secrets;
 mod support;

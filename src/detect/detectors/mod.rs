@@ -4,6 +4,13 @@
 //! [`TokenState`](super::TokenState) per token (so a token costs one map entry, not four);
 //! every other detector implements [`Detector`] and owns its state (per IP, per revoked
 //! token, global), capped with [`BoundedMap`](super::bounded::BoundedMap).
+//!
+//! Which detectors exist, their stage and where their state lives is declared once, in the
+//! registry (`config::detectors`); their settings live there too (the config feeds the
+//! detectors). Adding one: its file here (with `snapshot`/`restore`: no defaults, so what
+//! it keeps is always said), its `Settings` file and one registry line in
+//! `config/detectors/`, and its arm in [`build_own`] (or, per token, its `TokenState`
+//! field). The tests here and in the engine fail until all of them agree.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -119,4 +126,47 @@ pub fn build_own(cfg: &DetectorsConfig) -> Vec<Box<dyn Detector>> {
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A detector file that implements a detector but is not in the registry would never run
+    /// (nor be configurable, snapshotted or counted): each must be registered by its name.
+    #[test]
+    fn every_detector_file_is_registered() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/detect/detectors");
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let implements = text.lines().any(|l| {
+                l.starts_with("impl Detector for") || l.starts_with("impl TokenDetector for")
+            });
+            if implements {
+                let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+                assert!(
+                    crate::config::detectors::entry(&stem).is_some(),
+                    "{} implements a detector that is not in the registry (config/detectors)",
+                    path.display()
+                );
+                found.push(stem);
+            }
+        }
+        assert_eq!(found.len(), REGISTRY.len(), "{found:?}");
+    }
+
+    /// Every registered self-contained detector is built, under its own name.
+    #[test]
+    fn build_own_builds_every_own_state_entry() {
+        let cfg = DetectorsConfig::default();
+        let built: Vec<&str> = build_own(&cfg).iter().map(|d| d.name()).collect();
+        let own: Vec<&str> = REGISTRY
+            .iter()
+            .filter(|e| e.state == StateKind::Own)
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(built, own);
+    }
 }
