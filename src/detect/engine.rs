@@ -512,17 +512,6 @@ pub fn group_ip(ip: IpAddr, v6_prefix: u8) -> IpAddr {
     }
 }
 
-/// [`Snapshot`] as written: the same JSON, borrowing the engine's maps.
-#[derive(Serialize)]
-struct SnapshotRef<'a> {
-    version: u32,
-    watermark: EventTime,
-    tokens: Pairs<'a>,
-    aliases: AliasesRef<'a>,
-    cooldowns: CooldownsRef<'a>,
-    detectors: BTreeMap<String, serde_json::Value>,
-}
-
 /// The token map as a JSON array of `[id, state]` pairs, like `Vec<(TokenId, TokenState)>`.
 struct Pairs<'a>(&'a BoundedMap<TokenId, TokenState>);
 
@@ -550,6 +539,33 @@ impl Serialize for CooldownsRef<'_> {
     }
 }
 
+/// Writes `sep`, `"name":` and `v` (one field of the snapshot object).
+fn field(
+    out: &mut dyn std::io::Write,
+    sep: &str,
+    name: &str,
+    v: &impl Serialize,
+) -> std::io::Result<()> {
+    out.write_all(sep.as_bytes())?;
+    serde_json::to_writer(&mut *out, name).map_err(std::io::Error::other)?;
+    out.write_all(b":")?;
+    serde_json::to_writer(&mut *out, v).map_err(std::io::Error::other)
+}
+
+/// Writes `sep`, `"name":` and a detector's part (from `write`); `sep` becomes `,`.
+fn detector_part(
+    out: &mut dyn std::io::Write,
+    sep: &mut &str,
+    name: &str,
+    write: impl FnOnce(&mut dyn std::io::Write) -> serde_json::Result<()>,
+) -> std::io::Result<()> {
+    out.write_all(sep.as_bytes())?;
+    *sep = ",";
+    serde_json::to_writer(&mut *out, name).map_err(std::io::Error::other)?;
+    out.write_all(b":")?;
+    write(out).map_err(std::io::Error::other)
+}
+
 /// The persisted form of the engine's learned state (as read back).
 #[derive(Deserialize)]
 struct Snapshot {
@@ -566,43 +582,48 @@ struct Snapshot {
 const SNAPSHOT_VERSION: u32 = 1;
 
 impl Engine {
-    /// Serialises learned state (baselines, per-token history, cooldowns) for a restart.
-    /// Tokens are serialised straight from the map (no copy of the state first): at the
-    /// state cap a copy would double the peak memory of every snapshot.
+    /// Serialises learned state (baselines, per-token history, cooldowns, every detector's
+    /// part) for a restart.
     pub fn snapshot(&self) -> Vec<u8> {
-        let snap = self.snapshot_ref();
-        serde_json::to_vec(&snap).unwrap_or_default()
-    }
-
-    fn snapshot_ref(&self) -> SnapshotRef<'_> {
-        SnapshotRef {
-            version: SNAPSHOT_VERSION,
-            watermark: self.watermark,
-            tokens: Pairs(&self.tokens),
-            aliases: AliasesRef(&self.aliases),
-            cooldowns: CooldownsRef(&self.cooldowns),
-            detectors: self.detector_parts(),
+        let mut out = Vec::new();
+        match self.write_snapshot_to(&mut out) {
+            Ok(()) => out,
+            Err(_) => Vec::new(),
         }
     }
 
-    /// Each detector's own snapshot part by name (token detectors' parts of a token are in
-    /// `tokens`; a detector with nothing else to keep gives `null` and is left out).
-    fn detector_parts(&self) -> BTreeMap<String, serde_json::Value> {
+    /// Streams [`snapshot`](Engine::snapshot)'s bytes into `out`: the token map and every
+    /// detector's state are serialised straight from where they live (no copy first: at
+    /// the state cap a copy would double the peak memory of every snapshot).
+    pub fn write_snapshot_to(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let out: &mut dyn std::io::Write = out;
+        field(out, "{", "version", &SNAPSHOT_VERSION)?;
+        field(out, ",", "watermark", &self.watermark)?;
+        field(out, ",", "tokens", &Pairs(&self.tokens))?;
+        field(out, ",", "aliases", &AliasesRef(&self.aliases))?;
+        field(out, ",", "cooldowns", &CooldownsRef(&self.cooldowns))?;
+        out.write_all(b",\"detectors\":")?;
+        let mut sep = "{";
         let t = &self.token_detectors;
-        let token_parts = [
-            t.rate.as_ref().map(|d| (d.name(), d.snapshot())),
-            t.hours.as_ref().map(|d| (d.name(), d.snapshot())),
-            t.travel.as_ref().map(|d| (d.name(), d.snapshot())),
-            t.fanout.as_ref().map(|d| (d.name(), d.snapshot())),
-        ];
-        let own = self.others.iter().map(|d| (d.name(), d.snapshot()));
-        token_parts
-            .into_iter()
-            .flatten()
-            .chain(own)
-            .filter(|(_, v)| !v.is_null())
-            .map(|(n, v)| (n.to_string(), v))
-            .collect()
+        if let Some(d) = &t.rate {
+            detector_part(out, &mut sep, d.name(), |o| d.write_snapshot(o))?;
+        }
+        if let Some(d) = &t.hours {
+            detector_part(out, &mut sep, d.name(), |o| d.write_snapshot(o))?;
+        }
+        if let Some(d) = &t.travel {
+            detector_part(out, &mut sep, d.name(), |o| d.write_snapshot(o))?;
+        }
+        if let Some(d) = &t.fanout {
+            detector_part(out, &mut sep, d.name(), |o| d.write_snapshot(o))?;
+        }
+        for d in &self.others {
+            detector_part(out, &mut sep, d.name(), |o| d.write_snapshot(o))?;
+        }
+        if sep == "{" {
+            out.write_all(b"{")?;
+        }
+        out.write_all(b"}}")
     }
 
     /// Hands each detector its part of a snapshot; a part it cannot read is ignored (that
@@ -637,11 +658,6 @@ impl Engine {
             let name = d.name();
             give(name, parts.remove(name), |v| d.restore(v));
         }
-    }
-
-    /// Streams [`snapshot`](Engine::snapshot)'s bytes into `out`.
-    pub fn write_snapshot_to(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
-        serde_json::to_writer(out, &self.snapshot_ref()).map_err(std::io::Error::other)
     }
 
     /// Restores a [`snapshot`](Engine::snapshot); a bad or old snapshot is an error and

@@ -7,13 +7,14 @@
 //! While most known tokens fail (an outage) nothing is reported: busy services retrying
 //! through the outage would each look like a guessing run (`rejection_ratio` reports it).
 
+use std::io::Write;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::token_spray_kit::{before, ms, token_hash, OutageGuard, ReasonCounts, TokenSet};
-use super::{from_part, part, refill, Detector, Pairs};
+use super::{from_part, refill, write_part, Detector, Pairs};
 use crate::config::detectors::brute_force::Settings;
 use crate::detect::bounded::{Aged, BoundedMap};
 use crate::detect::window::Window;
@@ -170,11 +171,14 @@ impl Detector for BruteForce {
     }
 
     /// The addresses in their window (with cooldowns) and the outage guard.
-    fn snapshot(&self) -> serde_json::Value {
-        part(&SnapshotRef {
-            ips: Pairs(&self.ips),
-            guard: &self.guard,
-        })
+    fn write_snapshot(&self, out: &mut dyn Write) -> serde_json::Result<()> {
+        write_part(
+            out,
+            &SnapshotRef {
+                ips: Pairs(&self.ips),
+                guard: &self.guard,
+            },
+        )
     }
 
     fn restore(&mut self, v: serde_json::Value) -> Result<(), String> {

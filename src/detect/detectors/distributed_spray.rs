@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::token_spray_kit::{before, is_spray_attempt, ms, token_hash, OutageGuard, TokenSet};
-use super::Detector;
+use super::{Detector, Pairs};
 use crate::config::detectors::distributed_spray::Settings;
 use crate::detect::bounded::{Aged, BoundedMap};
 use crate::detect::window::Window;
@@ -121,7 +121,7 @@ impl History {
 #[derive(Serialize)]
 struct SnapshotRef<'a> {
     history: &'a History,
-    ips: Vec<(&'a IpAddr, &'a IpState)>,
+    ips: Pairs<'a, IpAddr, IpState>,
     next_eval: EventTime,
     guard: &'a OutageGuard,
     quiet_until: EventTime,
@@ -331,16 +331,16 @@ impl Detector for DistributedSpray {
     /// The baseline, the addresses in the window, the outage guard and the cooldown, so a
     /// restart neither forgets a spray under way (nor reports it twice) nor samples a
     /// thinner hour into the baseline than an uninterrupted run.
-    fn snapshot(&self) -> serde_json::Value {
+    fn write_snapshot(&self, out: &mut dyn std::io::Write) -> serde_json::Result<()> {
         let snap = SnapshotRef {
             history: &self.history,
-            ips: self.ips.iter().collect(),
+            ips: Pairs(&self.ips),
             next_eval: self.next_eval,
             guard: &self.guard,
             quiet_until: self.quiet_until,
             armed: self.armed,
         };
-        serde_json::to_value(&snap).unwrap_or_default()
+        super::write_part(out, &snap)
     }
 
     fn restore(&mut self, v: serde_json::Value) -> Result<(), String> {
@@ -533,7 +533,9 @@ mod tests {
         let mut d = DistributedSpray::new(&Settings::default());
         d.history.samples = vec![7, 9];
         let mut e = DistributedSpray::new(&Settings::default());
-        assert_eq!(e.restore(d.snapshot()), Ok(()));
+        let mut part = Vec::new();
+        d.write_snapshot(&mut part).unwrap();
+        assert_eq!(e.restore(serde_json::from_slice(&part).unwrap()), Ok(()));
         assert_eq!(e.history.samples, vec![7, 9]);
         // An older snapshot: the history alone.
         let mut old = DistributedSpray::new(&Settings::default());

@@ -154,8 +154,8 @@ impl TokenDetector for ImpossibleTravel {
     }
 
     /// The place names evidence uses (a token's part holds coordinates only).
-    fn snapshot(&self) -> Value {
-        super::part(&self.places)
+    fn write_snapshot(&self, out: &mut dyn std::io::Write) -> serde_json::Result<()> {
+        super::write_part(out, &self.places)
     }
 
     fn restore(&mut self, v: Value) -> Result<(), String> {

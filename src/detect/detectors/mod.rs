@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use std::hash::Hash;
+use std::io::Write;
 
 use super::bounded::{Aged, BoundedMap};
 use super::{Findings, Obs};
@@ -50,11 +51,13 @@ pub trait Detector: Send {
     fn evictions(&self) -> u64 {
         0
     }
-    /// Everything it learned (the engine snapshot's `detectors.NAME` part), so a restored
+    /// Writes everything it learned as one JSON value straight to `out` (the engine
+    /// snapshot's `detectors.NAME` part; no copy of the state is made), so a restored
     /// detector continues as an uninterrupted one would. No default: every detector says
     /// what it keeps.
-    fn snapshot(&self) -> serde_json::Value;
-    /// Restores [`snapshot`](Detector::snapshot) output; errors leave the state empty.
+    fn write_snapshot(&self, out: &mut dyn Write) -> serde_json::Result<()>;
+    /// Restores [`write_snapshot`](Detector::write_snapshot) output; errors leave the state
+    /// empty.
     fn restore(&mut self, v: serde_json::Value) -> Result<(), String>;
 }
 
@@ -66,10 +69,11 @@ pub trait TokenDetector: Send {
     fn name(&self) -> &'static str;
     /// Sees one event of a known token (`obs.ev.token` is `Some`); `st` is that token's part.
     fn observe(&mut self, st: &mut Self::State, obs: &Obs<'_>, out: &mut Findings);
-    /// What it keeps outside the tokens' parts (`null`: nothing), the engine snapshot's
-    /// `detectors.NAME` part. No default: every detector says what it keeps.
-    fn snapshot(&self) -> serde_json::Value;
-    /// Restores [`snapshot`](TokenDetector::snapshot) output; errors leave it empty.
+    /// Writes what it keeps outside the tokens' parts (`null`: nothing) to `out`, the engine
+    /// snapshot's `detectors.NAME` part. No default: every detector says what it keeps.
+    fn write_snapshot(&self, out: &mut dyn Write) -> serde_json::Result<()>;
+    /// Restores [`write_snapshot`](TokenDetector::write_snapshot) output; errors leave it
+    /// empty.
     fn restore(&mut self, v: serde_json::Value) -> Result<(), String>;
 }
 
@@ -91,10 +95,14 @@ pub(crate) fn refill<K: Hash + Eq, V: Aged>(map: &mut BoundedMap<K, V>, pairs: V
     }
 }
 
-/// A snapshot part as JSON (these plain types always serialise; `null` would only start
-/// that part afresh).
-pub(crate) fn part(state: &impl Serialize) -> serde_json::Value {
-    serde_json::to_value(state).unwrap_or_default()
+/// Writes a snapshot part (borrowing the state: no copy of it).
+pub(crate) fn write_part(out: &mut dyn Write, state: &impl Serialize) -> serde_json::Result<()> {
+    serde_json::to_writer(out, state)
+}
+
+/// The snapshot part of a detector that keeps nothing of its own.
+pub(crate) fn write_nothing(out: &mut dyn Write) -> serde_json::Result<()> {
+    out.write_all(b"null").map_err(serde_json::Error::io)
 }
 
 /// Reads a snapshot part back.

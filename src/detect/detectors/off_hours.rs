@@ -112,8 +112,8 @@ impl TokenDetector for OffHours {
     }
 
     /// Nothing outside the tokens' parts (its weeks are in each token's `State`).
-    fn snapshot(&self) -> serde_json::Value {
-        serde_json::Value::Null
+    fn write_snapshot(&self, out: &mut dyn std::io::Write) -> serde_json::Result<()> {
+        super::write_nothing(out)
     }
 
     fn restore(&mut self, _v: serde_json::Value) -> Result<(), String> {

@@ -7,13 +7,14 @@
 //! `min_ips` client addresses, and the ratio must still be above the threshold with the
 //! single noisiest address left out. The condition must then hold for `sustain_secs`.
 
+use std::io::Write;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::token_spray_kit::{before, ms, ReasonCounts};
-use super::{from_part, part, refill, Detector, Pairs};
+use super::{from_part, refill, write_part, Detector, Pairs};
 use crate::config::detectors::rejection_ratio::Settings;
 use crate::detect::bounded::{Aged, BoundedMap};
 use crate::detect::window::Window;
@@ -364,15 +365,18 @@ impl Detector for RejectionRatio {
 
     /// Every scope's windows, addresses, breach start and cooldown: a restart during a
     /// storm neither restarts its sustain timer nor reports it again.
-    fn snapshot(&self) -> serde_json::Value {
-        part(&SnapshotRef {
-            global: ScopeRef::from(&self.global),
-            sources: self
-                .sources
-                .iter()
-                .map(|s| s.as_ref().map(ScopeRef::from))
-                .collect(),
-        })
+    fn write_snapshot(&self, out: &mut dyn Write) -> serde_json::Result<()> {
+        write_part(
+            out,
+            &SnapshotRef {
+                global: ScopeRef::from(&self.global),
+                sources: self
+                    .sources
+                    .iter()
+                    .map(|s| s.as_ref().map(ScopeRef::from))
+                    .collect(),
+            },
+        )
     }
 
     fn restore(&mut self, v: serde_json::Value) -> Result<(), String> {

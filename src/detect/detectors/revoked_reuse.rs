@@ -20,13 +20,14 @@
 //!   minutes) do not count (a revoked key still refused after the outage still fires);
 //! - never-seen tokens refused as invalid: guesses, the spray detectors' business.
 
+use std::io::Write;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::token_spray_kit::{before, ms, OutageGuard, QuickOutageGuard, ReasonCounts};
-use super::{from_part, part, refill, Detector, Pairs};
+use super::{from_part, refill, write_part, Detector, Pairs};
 use crate::config::detectors::revoked_reuse::Settings;
 use crate::detect::bounded::{Aged, BoundedMap};
 use crate::detect::window::Window;
@@ -206,12 +207,15 @@ impl Detector for RevokedReuse {
 
     /// The tokens' streaks (with cooldowns) and both outage guards: a restart in the middle
     /// of a streak neither restarts its count nor forgets an outage under way.
-    fn snapshot(&self) -> serde_json::Value {
-        part(&SnapshotRef {
-            tokens: Pairs(&self.tokens),
-            guard: &self.guard,
-            quick: &self.quick,
-        })
+    fn write_snapshot(&self, out: &mut dyn Write) -> serde_json::Result<()> {
+        write_part(
+            out,
+            &SnapshotRef {
+                tokens: Pairs(&self.tokens),
+                guard: &self.guard,
+                quick: &self.quick,
+            },
+        )
     }
 
     fn restore(&mut self, v: serde_json::Value) -> Result<(), String> {

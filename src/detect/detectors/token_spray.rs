@@ -6,13 +6,14 @@
 //! revoked tokens (real keys once, `revoked_reuse`'s job) or 403s (a valid token). While
 //! most known tokens fail (an auth outage) nothing is reported: see [`OutageGuard`].
 
+use std::io::Write;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::token_spray_kit::{before, is_spray_attempt, ms, token_hash, OutageGuard, TokenSet};
-use super::{from_part, part, refill, Detector, Pairs};
+use super::{from_part, refill, write_part, Detector, Pairs};
 use crate::config::detectors::token_spray::Settings;
 use crate::detect::bounded::{Aged, BoundedMap};
 use crate::detect::{Finding, Findings, Obs};
@@ -182,12 +183,15 @@ impl Detector for TokenSpray {
     }
 
     /// The addresses in their window, the token ids evidence names, and the outage guard.
-    fn snapshot(&self) -> serde_json::Value {
-        part(&SnapshotRef {
-            ips: Pairs(&self.ips),
-            names: Pairs(&self.names),
-            guard: &self.guard,
-        })
+    fn write_snapshot(&self, out: &mut dyn Write) -> serde_json::Result<()> {
+        write_part(
+            out,
+            &SnapshotRef {
+                ips: Pairs(&self.ips),
+                names: Pairs(&self.names),
+                guard: &self.guard,
+            },
+        )
     }
 
     fn restore(&mut self, v: serde_json::Value) -> Result<(), String> {
