@@ -11,9 +11,10 @@
 
 use std::path::Path;
 
-use tokenwatch::detect::{Action, Detection, Severity};
+use tokenwatch::detect::{Action, Detection};
 use tokenwatch::enrich::Fingerprinter;
 use tokenwatch::event::EventTime;
+use tokenwatch::event::Severity;
 use tokenwatch::respond::FrozenEntry;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

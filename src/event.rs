@@ -325,6 +325,31 @@ pub struct AuthEvent {
     pub status: Option<u16>,
 }
 
+/// How bad a detection is (also a metric label).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Worth a look.
+    Low,
+    /// Likely abuse.
+    Medium,
+    /// Act now.
+    High,
+}
+
+impl Severity {
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -150,30 +150,10 @@ impl StateFile {
     }
 }
 
-/// The detector names of DESIGN §6 (stable: users' rules match on them).
-pub const DETECTORS: [&str; 9] = [
-    "rejection_ratio",
-    "brute_force",
-    "token_spray",
-    "distributed_spray",
-    "rate_spike",
-    "impossible_travel",
-    "ip_fanout",
-    "off_hours",
-    "revoked_reuse",
-];
-
-/// Kinds of per-key state (`tokenwatch_tracked_entities{kind}`): learned tokens, cooldown
-/// entries, and each self-contained detector's own state.
-pub const ENTITY_KINDS: [&str; 7] = [
-    "token",
-    "cooldown",
-    "rejection_ratio",
-    "brute_force",
-    "token_spray",
-    "distributed_spray",
-    "revoked_reuse",
-];
+/// Kinds of per-key state the engine itself keeps (`tokenwatch_tracked_entities{kind}`):
+/// learned tokens and cooldown entries; each self-contained detector adds its own name
+/// ([`Metrics::register_detector`]).
+pub const ENTITY_KINDS: [&str; 2] = ["token", "cooldown"];
 
 /// Detection severities.
 pub const SEVERITIES: [&str; 3] = ["low", "medium", "high"];
@@ -399,12 +379,6 @@ impl Metrics {
         for r in ["success", "failure"] {
             self.reloads.with_label_values(&[r]);
         }
-        // Zero-valued series so increase() sees the first detection and dashboards show 0.
-        for d in DETECTORS {
-            for s in SEVERITIES {
-                self.detections.with_label_values(&[d, s]);
-            }
-        }
         for kind in ENTITY_KINDS {
             self.tracked.with_label_values(&[kind]);
             self.evictions.with_label_values(&[kind]);
@@ -413,6 +387,19 @@ impl Metrics {
             for e in ["corrupt", "write"] {
                 self.state_errors.with_label_values(&[f.as_str(), e]);
             }
+        }
+    }
+
+    /// Creates the zero-valued series of the detector called `name` (each severity, and
+    /// with `own_state` its tracked/evicted kind), so increase() sees its first detection
+    /// and dashboards show 0. The engine calls it for every registered detector.
+    pub fn register_detector(&self, name: &str, own_state: bool) {
+        for s in SEVERITIES {
+            self.detections.with_label_values(&[name, s]);
+        }
+        if own_state {
+            self.tracked.with_label_values(&[name]);
+            self.evictions.with_label_values(&[name]);
         }
     }
 

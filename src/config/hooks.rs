@@ -316,7 +316,7 @@ impl HookConfig {
             None => out.push(("url", "webhook needs url = \"https://...\"".into(), true)),
             Some(u) => {
                 check_template(u, "url", out);
-                let probe = crate::respond::template::fill_with(u, |_| "x");
+                let probe = super::template::fill_with(u, |_| "x");
                 match reqwest::Url::parse(&probe) {
                     Ok(p) if matches!(p.scheme(), "http" | "https") => {}
                     Ok(p) => out.push((
@@ -438,7 +438,7 @@ impl HookConfig {
 }
 
 fn check_template(t: &str, key: &'static str, out: &mut Vec<Problem>) {
-    for name in crate::respond::template::names(t) {
+    for name in super::template::names(t) {
         if !PLACEHOLDERS.contains(&name) {
             out.push((
                 key,

@@ -323,7 +323,7 @@ impl KafkaConfig {
                 && v.expose().is_some_and(|p| {
                     p.eq_ignore_ascii_case("ssl") || p.eq_ignore_ascii_case("sasl_ssl")
                 });
-            if tls && !crate::scale::broker_tls_available() {
+            if tls && !broker_tls_available() {
                 out.push((
                     at,
                     "TLS to the broker is not in this build (no OpenSSL): see README \
@@ -458,6 +458,23 @@ pub fn host_name() -> String {
         "edge".to_string()
     } else {
         clean
+    }
+}
+
+/// True when the linked librdkafka can speak TLS (not in the default build, which has no
+/// OpenSSL; a build with `--features rdkafka/ssl-vendored` can). Validation needs it to
+/// refuse a TLS `security.protocol` the binary cannot speak, so it lives with the config.
+fn broker_tls_available() -> bool {
+    #[cfg(feature = "kafka")]
+    {
+        rdkafka::ClientConfig::new()
+            .create_native_config()
+            .and_then(|c| c.get("builtin.features"))
+            .is_ok_and(|f| f.split(',').any(|x| x == "ssl"))
+    }
+    #[cfg(not(feature = "kafka"))]
+    {
+        false
     }
 }
 

@@ -60,7 +60,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 mod authz;
-mod detectors;
+pub mod detectors;
 mod doc;
 mod error;
 mod geo;
@@ -73,6 +73,7 @@ mod server;
 mod source;
 mod state;
 mod suggest;
+pub mod template;
 mod validate;
 mod values;
 

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::suggest::unknown_choice;
 use super::values;
-use crate::detect::Severity;
+use crate::event::Severity;
 use crate::net::Cidr;
 
 /// Whether detections lead to freezes.
@@ -122,8 +122,9 @@ impl ResponseConfig {
     pub(crate) fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
         for name in &self.freeze_detectors {
-            if !crate::metrics::DETECTORS.contains(&name.as_str()) {
-                let hint = super::suggest::closest(name, &crate::metrics::DETECTORS)
+            if super::detectors::entry(name).is_none() {
+                let names: Vec<&str> = super::detectors::names().collect();
+                let hint = super::suggest::closest(name, &names)
                     .map(|c| format!(" (did you mean {c:?}?)"))
                     .unwrap_or_default();
                 out.push((

@@ -9,10 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::bounded::{Aged, BoundedMap};
 use super::detectors::{
-    brute_force::BruteForce, distributed_spray::DistributedSpray,
     impossible_travel::ImpossibleTravel, ip_fanout::IpFanout, off_hours::OffHours,
-    rate_spike::RateSpike, rejection_ratio::RejectionRatio, revoked_reuse::RevokedReuse,
-    token_spray::TokenSpray, Common, Detector, TokenDetector,
+    rate_spike::RateSpike, TokenDetector,
 };
 use super::{Detection, DetectionSink, Findings, Obs};
 use crate::config::DetectorsConfig;
@@ -190,35 +188,16 @@ fn on_tick_grid(watermark: EventTime, last_tick: &mut EventTime) -> Option<Optio
     Some(crossed.then(|| hour(watermark).saturating_mul(TOKEN_EXPIRY_EVERY_MS)))
 }
 
-fn enabled<S: Common, D>(s: &S, make: impl FnOnce(&S) -> D) -> Option<D> {
-    s.enabled().then(|| make(s))
-}
-
 impl Engine {
     /// Builds the engine for `sources` (names indexed by `SourceIdx`).
     pub fn new(cfg: &DetectorsConfig, settings: EngineSettings, sources: Vec<String>) -> Engine {
-        let mut others: Vec<Box<dyn Detector>> = Vec::new();
-        let mut add = |d: Option<Box<dyn Detector>>| others.extend(d);
-        add(enabled(&cfg.rejection_ratio, |s| {
-            Box::new(RejectionRatio::new(s)) as Box<dyn Detector>
-        }));
-        add(enabled(&cfg.brute_force, |s| {
-            Box::new(BruteForce::new(s)) as Box<dyn Detector>
-        }));
-        add(enabled(&cfg.token_spray, |s| {
-            Box::new(TokenSpray::new(s)) as Box<dyn Detector>
-        }));
-        add(enabled(&cfg.distributed_spray, |s| {
-            Box::new(DistributedSpray::new(s)) as Box<dyn Detector>
-        }));
-        add(enabled(&cfg.revoked_reuse, |s| {
-            Box::new(RevokedReuse::new(s)) as Box<dyn Detector>
-        }));
+        let others = super::detectors::build_own(cfg);
         let token_detectors = TokenDetectors {
-            rate: enabled(&cfg.rate_spike, RateSpike::new),
-            hours: enabled(&cfg.off_hours, OffHours::new),
-            travel: enabled(&cfg.impossible_travel, ImpossibleTravel::new),
-            fanout: enabled(&cfg.ip_fanout, IpFanout::new),
+            rate: (cfg.rate_spike.enabled).then(|| RateSpike::new(&cfg.rate_spike)),
+            hours: (cfg.off_hours.enabled).then(|| OffHours::new(&cfg.off_hours)),
+            travel: (cfg.impossible_travel.enabled)
+                .then(|| ImpossibleTravel::new(&cfg.impossible_travel)),
+            fanout: (cfg.ip_fanout.enabled).then(|| IpFanout::new(&cfg.ip_fanout)),
         };
         let sources: Arc<[String]> = sources.into();
         Engine {
@@ -255,8 +234,12 @@ impl Engine {
         self
     }
 
-    /// Reports into these metrics.
+    /// Reports into these metrics (every registered detector's series exist from here on,
+    /// at zero).
     pub fn with_metrics(mut self, m: Metrics) -> Self {
+        for e in crate::config::detectors::REGISTRY {
+            m.register_detector(e.name, e.state == crate::config::detectors::StateKind::Own);
+        }
         self.token.metrics = Some(m.clone());
         self.rest.metrics = Some(m);
         self
@@ -343,43 +326,91 @@ struct Snapshot {
     #[serde(default)]
     health: Option<super::detectors::health::Health>,
     detectors: BTreeMap<String, serde_json::Value>,
+    /// The token detectors' own parts (older snapshots had them in `detectors`).
+    #[serde(default)]
+    token_detectors: BTreeMap<String, serde_json::Value>,
 }
 
 /// Current snapshot format version; older versions are ignored with a warning.
 const SNAPSHOT_VERSION: u32 = 1;
 
-/// Writes the token stage's part of a snapshot: the opening of the JSON object, the version
-/// and the token map (serialised straight from the map, no copy: at the state cap a copy
-/// would double the peak memory of every snapshot). [`write_rest_part`] closes it.
+/// Writes the token stage's part of a snapshot: the opening of the JSON object, the version,
+/// the token map and the token detectors' own parts (each serialised straight from where it
+/// lives, no copy: at the state cap a copy would double the peak memory of every snapshot).
+/// [`write_rest_part`] closes it.
 fn write_token_part(token: &TokenStage, out: &mut impl std::io::Write) -> std::io::Result<()> {
-    write!(out, "{{\"version\":{SNAPSHOT_VERSION},\"tokens\":")?;
-    serde_json::to_writer(&mut *out, &Pairs(&token.tokens)).map_err(std::io::Error::other)
+    let out: &mut dyn std::io::Write = out;
+    field(out, "{", "version", &SNAPSHOT_VERSION)?;
+    field(out, ",", "tokens", &Pairs(&token.tokens))?;
+    out.write_all(b",\"token_detectors\":")?;
+    let mut sep = "{";
+    let t = &token.detectors;
+    if let Some(d) = &t.rate {
+        detector_part(out, &mut sep, d.name(), |o| d.write_snapshot(o))?;
+    }
+    if let Some(d) = &t.hours {
+        detector_part(out, &mut sep, d.name(), |o| d.write_snapshot(o))?;
+    }
+    if let Some(d) = &t.travel {
+        detector_part(out, &mut sep, d.name(), |o| d.write_snapshot(o))?;
+    }
+    if let Some(d) = &t.fanout {
+        detector_part(out, &mut sep, d.name(), |o| d.write_snapshot(o))?;
+    }
+    close_object(out, sep)
 }
 
 /// Writes the rest stage's part of a snapshot after [`write_token_part`]'s: the watermark,
-/// token links, cooldowns and the other detectors' state, and the closing brace.
+/// token links, cooldowns, known tokens' health and the other detectors' parts, and the
+/// closing brace.
 fn write_rest_part(rest: &RestStage, out: &mut impl std::io::Write) -> std::io::Result<()> {
-    let detectors: BTreeMap<&str, serde_json::Value> = rest
-        .others
-        .iter()
-        .map(|d| (d.name(), d.snapshot()))
-        .collect();
-    json_field(out, "watermark", &rest.watermark)?;
-    json_field(out, "aliases", &AliasesRef(&rest.aliases))?;
-    json_field(out, "cooldowns", &CooldownsRef(&rest.cooldowns))?;
-    json_field(out, "health", &rest.health)?;
-    json_field(out, "detectors", &detectors)?;
+    let out: &mut dyn std::io::Write = out;
+    field(out, ",", "watermark", &rest.watermark)?;
+    field(out, ",", "aliases", &AliasesRef(&rest.aliases))?;
+    field(out, ",", "cooldowns", &CooldownsRef(&rest.cooldowns))?;
+    field(out, ",", "health", &rest.health)?;
+    out.write_all(b",\"detectors\":")?;
+    let mut sep = "{";
+    for d in &rest.others {
+        detector_part(out, &mut sep, d.name(), |o| d.write_snapshot(o))?;
+    }
+    close_object(out, sep)?;
     out.write_all(b"}")
 }
 
-/// Writes `,"name":value` (a field after the first of a JSON object).
-fn json_field(
-    out: &mut impl std::io::Write,
+/// Closes an object of detector parts (`sep` still `{`: there were none).
+fn close_object(out: &mut dyn std::io::Write, sep: &str) -> std::io::Result<()> {
+    if sep == "{" {
+        out.write_all(b"{")?;
+    }
+    out.write_all(b"}")
+}
+
+/// Writes `sep`, `"name":` and `v` (one field of the snapshot object).
+fn field(
+    out: &mut dyn std::io::Write,
+    sep: &str,
     name: &str,
     v: &impl Serialize,
 ) -> std::io::Result<()> {
-    write!(out, ",\"{name}\":")?;
+    out.write_all(sep.as_bytes())?;
+    serde_json::to_writer(&mut *out, name).map_err(std::io::Error::other)?;
+    out.write_all(b":")?;
     serde_json::to_writer(&mut *out, v).map_err(std::io::Error::other)
+}
+
+/// Writes `sep`, `"name":` and a detector's part (from `write`); `sep` becomes `,`.
+fn detector_part(
+    out: &mut dyn std::io::Write,
+    sep: &mut &str,
+    name: &str,
+    write: impl FnOnce(&mut dyn std::io::Write) -> serde_json::Result<()>,
+) -> std::io::Result<()> {
+    out.write_all(sep.as_bytes())?;
+    *sep = ",";
+    serde_json::to_writer(&mut *out, name).map_err(std::io::Error::other)?;
+    out.write_all(b":")?;
+    write(out).map_err(std::io::Error::other)
 }
 
 impl Engine {
@@ -422,19 +453,50 @@ impl Engine {
             self.rest.health = h;
         }
         for (d, k, until) in snap.cooldowns {
-            if let Some(name) = crate::metrics::DETECTORS.iter().find(|n| **n == d) {
-                self.rest.cooldowns.insert((*name, k), Cooldown { until });
+            if let Some(e) = crate::config::detectors::entry(&d) {
+                self.rest.cooldowns.insert((e.name, k), Cooldown { until });
             }
         }
-        let mut states = snap.detectors;
-        for d in &mut self.rest.others {
-            if let Some(v) = states.remove(d.name()) {
-                if let Err(e) = d.restore(v) {
-                    tracing::warn!(detector = d.name(), %e, "ignoring its snapshot");
-                }
-            }
-        }
+        let mut parts = snap.detectors;
+        parts.extend(snap.token_detectors);
+        self.restore_detector_parts(parts);
         Ok(())
+    }
+}
+
+impl Engine {
+    /// Hands each detector its part of a snapshot; a part it cannot read is ignored (that
+    /// detector starts afresh, the others keep theirs).
+    fn restore_detector_parts(&mut self, mut parts: BTreeMap<String, serde_json::Value>) {
+        fn give(
+            name: &str,
+            part: Option<serde_json::Value>,
+            restore: impl FnOnce(serde_json::Value) -> Result<(), String>,
+        ) {
+            let Some(v) = part.filter(|v| !v.is_null()) else {
+                return;
+            };
+            if let Err(e) = restore(v) {
+                tracing::warn!(detector = name, %e, "ignoring its snapshot");
+            }
+        }
+        let t = &mut self.token.detectors;
+        if let Some(d) = &mut t.rate {
+            give(d.name(), parts.remove(d.name()), |v| d.restore(v));
+        }
+        if let Some(d) = &mut t.hours {
+            give(d.name(), parts.remove(d.name()), |v| d.restore(v));
+        }
+        if let Some(d) = &mut t.travel {
+            give(d.name(), parts.remove(d.name()), |v| d.restore(v));
+        }
+        if let Some(d) = &mut t.fanout {
+            give(d.name(), parts.remove(d.name()), |v| d.restore(v));
+        }
+        for d in &mut self.rest.others {
+            let name = d.name();
+            give(name, parts.remove(name), |v| d.restore(v));
+        }
     }
 }
 
@@ -467,6 +529,45 @@ impl EventSink for Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::detectors::{StateKind, REGISTRY};
+
+    /// The detectors an engine runs: (name, keeps its state in `TokenState`).
+    fn running(cfg: &DetectorsConfig) -> Vec<(&'static str, bool)> {
+        let e = Engine::new(cfg, EngineSettings::from_config(cfg, 64), Vec::new());
+        let t = &e.token.detectors;
+        let per_token = [
+            t.rate.as_ref().map(|d| d.name()),
+            t.hours.as_ref().map(|d| d.name()),
+            t.travel.as_ref().map(|d| d.name()),
+            t.fanout.as_ref().map(|d| d.name()),
+        ];
+        let mut out: Vec<(&'static str, bool)> = per_token
+            .into_iter()
+            .flatten()
+            .map(|n| (n, true))
+            .chain(e.rest.others.iter().map(|d| (d.name(), false)))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Each registered detector runs exactly once, in the shape the registry gives it, and
+    /// its `enabled` switch removes exactly it.
+    #[test]
+    fn the_engine_runs_each_registered_detector_once() {
+        let mut all: Vec<(&str, bool)> = REGISTRY
+            .iter()
+            .map(|e| (e.name, e.state == StateKind::PerToken))
+            .collect();
+        all.sort();
+        assert_eq!(running(&DetectorsConfig::default()), all);
+        for off in REGISTRY {
+            let mut cfg = DetectorsConfig::default();
+            cfg.keep_stages(|e| e.name != off.name);
+            let want: Vec<_> = all.iter().copied().filter(|d| d.0 != off.name).collect();
+            assert_eq!(running(&cfg), want, "{} off", off.name);
+        }
+    }
 
     #[test]
     fn any_state_budget_gives_a_sane_token_cap() {

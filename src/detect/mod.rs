@@ -15,7 +15,7 @@ pub mod sink;
 pub mod window;
 
 pub use engine::{default_threads, Decide, Engine, EngineSettings, SplitEngine, TokenState};
-pub use record::{Action, Detection, Finding, Severity};
+pub use record::{Action, Detection, Finding};
 pub use sink::{DetectionSink, JsonlSink, Ring, VecSink};
 
 use std::net::IpAddr;

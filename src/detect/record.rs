@@ -5,30 +5,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::event::{EventTime, TokenId};
-
-/// How bad a detection is (also a metric label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// Worth a look.
-    Low,
-    /// Likely abuse.
-    Medium,
-    /// Act now.
-    High,
-}
-
-impl Severity {
-    /// The label value.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-        }
-    }
-}
+use crate::event::{EventTime, Severity, TokenId};
 
 /// What tokenwatch did about a detection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -57,8 +57,7 @@ fn matches(l: &Label, d: &Detection, grace_ms: i64) -> bool {
 
 /// Scores `detections` against `labels`, per detector (every DESIGN detector is listed).
 pub fn score(labels: &[Label], detections: &[Detection]) -> BTreeMap<String, DetectorScore> {
-    let mut out: BTreeMap<String, DetectorScore> = crate::metrics::DETECTORS
-        .iter()
+    let mut out: BTreeMap<String, DetectorScore> = crate::config::detectors::names()
         .map(|d| (d.to_string(), DetectorScore::default()))
         .collect();
     let mut delays: BTreeMap<String, Vec<f64>> = BTreeMap::new();

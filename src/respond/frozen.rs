@@ -202,8 +202,9 @@ fn parse(bytes: &[u8]) -> Result<File, serde_json::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::{Action, Severity};
+    use crate::detect::Action;
     use crate::event::EventTime;
+    use crate::event::Severity;
 
     fn entry(token: &str) -> FrozenEntry {
         FrozenEntry {

@@ -320,8 +320,9 @@ fn replay(bytes: &[u8], path: &Path) -> (BTreeMap<u64, Job>, u64, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::{Action, Severity};
+    use crate::detect::Action;
     use crate::event::EventTime;
+    use crate::event::Severity;
 
     fn det(id: &str) -> Detection {
         Detection {

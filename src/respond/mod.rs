@@ -23,8 +23,9 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, ResponseMode};
 use crate::detect::record::stable_id;
-use crate::detect::{Decide, Detection, Severity};
+use crate::detect::{Decide, Detection};
 use crate::event::EventTime;
+use crate::event::Severity;
 use crate::metrics::Metrics;
 
 pub mod breaker;
@@ -36,7 +37,6 @@ pub mod hooks;
 pub mod journal;
 pub mod rules;
 pub mod state;
-pub mod template;
 pub mod view;
 
 pub use clock::{Clock, ManualClock, SystemClock};

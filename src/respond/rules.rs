@@ -4,7 +4,8 @@
 use std::collections::HashSet;
 
 use crate::config::{ResponseConfig, ResponseMode};
-use crate::detect::{Detection, Severity};
+use crate::detect::Detection;
+use crate::event::Severity;
 use crate::net::Cidr;
 
 /// Detector names used for records that did not come from a detector.

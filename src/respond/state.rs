@@ -5,8 +5,9 @@ use std::sync::{Arc, Mutex};
 
 use crate::config::{HookEvent, ResponseConfig, ResponseMode};
 use crate::detect::record::stable_id;
-use crate::detect::{Action, Detection, Severity};
+use crate::detect::{Action, Detection};
 use crate::event::EventTime;
+use crate::event::Severity;
 use crate::metrics::{Metrics, StateFile};
 
 use super::breaker::{Admit, Breaker};

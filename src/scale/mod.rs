@@ -74,19 +74,3 @@ pub(crate) fn librdkafka_log(level: rdkafka::config::RDKafkaLogLevel, fac: &str,
         L::Debug => tracing::debug!(fac, "librdkafka: {msg}"),
     }
 }
-
-/// True when the linked librdkafka can speak TLS (not in the default build, which has no
-/// OpenSSL; a build with `--features rdkafka/ssl-vendored` can).
-pub fn broker_tls_available() -> bool {
-    #[cfg(feature = "kafka")]
-    {
-        rdkafka::ClientConfig::new()
-            .create_native_config()
-            .and_then(|c| c.get("builtin.features"))
-            .is_ok_and(|f| f.split(',').any(|x| x == "ssl"))
-    }
-    #[cfg(not(feature = "kafka"))]
-    {
-        false
-    }
-}

@@ -131,21 +131,19 @@ impl Stage {
         }
     }
 
-    /// `cfg` with only this stage's detectors enabled (each event reaches both stages, so
-    /// a detector enabled in both would fire twice).
+    /// `cfg` with only this stage's detectors enabled, as the registry places them (each
+    /// event reaches both stages, so a detector enabled in both would fire twice). No
+    /// stage owns all traffic yet: of the global detectors, `distributed_spray` runs per
+    /// `auth.by_ip` partition and `rejection_ratio` stays with the edges' counters
+    /// (README "Kafka").
     pub fn config(self, cfg: &Config) -> Config {
+        use crate::config::detectors::Stage as DetectorStage;
         let mut c = cfg.clone();
-        let d = &mut c.detectors;
-        d.rejection_ratio.enabled = false;
-        let token = self == Stage::Token;
-        d.rate_spike.enabled &= token;
-        d.impossible_travel.enabled &= token;
-        d.ip_fanout.enabled &= token;
-        d.off_hours.enabled &= token;
-        d.revoked_reuse.enabled &= token;
-        d.brute_force.enabled &= !token;
-        d.token_spray.enabled &= !token;
-        d.distributed_spray.enabled &= !token;
+        c.detectors.keep_stages(|d| match d.stage {
+            DetectorStage::Token => self == Stage::Token,
+            DetectorStage::Ip => self == Stage::Ip,
+            DetectorStage::Global => self == Stage::Ip && d.name == "distributed_spray",
+        });
         c
     }
 }

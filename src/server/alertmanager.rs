@@ -8,8 +8,9 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::detect::record::stable_id;
-use crate::detect::{Action, Detection, Severity};
+use crate::detect::{Action, Detection};
 use crate::event::EventTime;
+use crate::event::Severity;
 use crate::respond::{origin, Control};
 
 /// The webhook payload (only the fields used; unknown ones are ignored).

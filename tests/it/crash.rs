@@ -278,7 +278,7 @@ fn assert_state_files_sound(state: &Path) {
 }
 
 /// The log offset the detector snapshot covers (what the next start resumes from).
-fn snapshot_offset(state: &Path) -> u64 {
+pub(super) fn snapshot_offset(state: &Path) -> u64 {
     let Ok(bytes) = fs::read(state.join("detect-snapshot.json")) else {
         return 0;
     };
@@ -293,7 +293,7 @@ fn snapshot_offset(state: &Path) -> u64 {
 /// One record from a line of `detections.jsonl`. A kill -9 can cut a record in two (the
 /// sink's buffer is flushed in pieces), and the next start appends right after the cut: the
 /// whole record that follows on the same line is still read; the cut one is counted.
-fn parse_record(l: &str, torn: &mut usize) -> Option<serde_json::Value> {
+pub(super) fn parse_record(l: &str, torn: &mut usize) -> Option<serde_json::Value> {
     if let Ok(v) = serde_json::from_str(l) {
         return Some(v);
     }
@@ -411,10 +411,12 @@ fn kill_9_twenty_times_loses_nothing_and_repeats_only_the_window() {
     let n = written.load(Ordering::Acquire);
     rx.down.store(false, Ordering::Release);
 
-    // Last start: read to the end, deliver every pending action, stop cleanly.
+    // Last start: read to the end, deliver every pending action, stop cleanly. Every line
+    // here is a revoked token in its cooldown, all of it in each 1 s snapshot since
+    // revoked_reuse's streaks are saved: a debug build on a busy machine needs ~40 s.
     let mut d = Daemon::spawn(dir.path());
     d.addr(dir.path());
-    let (by_id, total, torn) = wait_for(30, "a record for every line", || {
+    let (by_id, total, torn) = wait_for(120, "a record for every line", || {
         let r = records(&state);
         (r.0.len() as u64 >= n).then_some(r)
     });

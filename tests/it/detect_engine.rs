@@ -1,11 +1,14 @@
 //! Engine-wide guarantees: replay is deterministic, and a restart from a snapshot keeps
 //! what was learned (detections after the restart equal those of an uninterrupted run).
 
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
 use tokenwatch::config::Config;
 use tokenwatch::detect::{Detection, Engine, EngineSettings, VecSink};
 use tokenwatch::enrich::geo::BuiltinGeo;
 use tokenwatch::enrich::Fingerprinter;
-use tokenwatch::gen::{generate, GenOptions};
+use tokenwatch::gen::{generate, Expect, GenOptions, Label};
 use tokenwatch::metrics::Metrics;
 use tokenwatch::pipeline::{Pipeline, SourceStage};
 
@@ -168,6 +171,196 @@ fn replay_is_deterministic_and_restart_keeps_learning() {
     let expected = after(&full);
     assert!(!expected.is_empty(), "attacks happen on the last day");
     assert_eq!(after(&resumed_sink.records()), expected);
+}
+
+/// What one uninterrupted replay of [`log`] saw at each detector's cut point: the snapshot
+/// taken there and how many records preceded it, plus every record of the whole run.
+struct Interrupted {
+    log: Vec<u8>,
+    /// Per detector: (cut byte offset, snapshot at the cut, records before the cut, end of
+    /// the detector's labelled attack in ms).
+    cuts: BTreeMap<String, (usize, Vec<u8>, usize, i64)>,
+    records: Vec<Detection>,
+}
+
+/// Cuts each labelled attack of [`log`] halfway between its start and the detector's first
+/// record (state mid-attack is what a restart must keep), snapshotting one uninterrupted
+/// engine at every cut.
+fn interrupted() -> &'static Interrupted {
+    static ONCE: OnceLock<Interrupted> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let opts = GenOptions {
+            tokens: 300,
+            days: 7,
+            seed: 11,
+            ..GenOptions::default()
+        };
+        let (mut log, mut labels) = (Vec::new(), Vec::new());
+        generate(&opts, &mut log, Some(&mut labels)).expect("generate");
+        let labels = Label::parse_all(std::str::from_utf8(&labels).expect("utf8")).expect("labels");
+        let cfg = Config::embedded_default();
+        let first_pass = replay(&cfg, &log);
+        let mut wanted: Vec<(usize, String, i64)> = Vec::new();
+        for name in tokenwatch::config::detectors::names() {
+            let Some(l) = labels
+                .iter()
+                .find(|l| l.detector == name && l.expect == Expect::Detect)
+            else {
+                continue;
+            };
+            let Some(fired) = first_pass
+                .iter()
+                .filter(|d| d.detector == name && d.ts.as_millis() >= l.start_ms)
+                .map(|d| d.ts.as_millis())
+                .min()
+            else {
+                continue;
+            };
+            let cut_ms = l.start_ms + (fired - l.start_ms) / 2;
+            wanted.push((first_line_at(&log, cut_ms), name.to_string(), l.end_ms));
+        }
+        wanted.sort();
+        let sink = VecSink::default();
+        let mut p = pipeline(&cfg, engine(&cfg, &sink));
+        let (mut cuts, mut done) = (BTreeMap::new(), 0);
+        for (cut, name, end) in wanted {
+            p.process_lines(0, &log[done..cut]);
+            done = cut;
+            let snap = p.sink_mut().and_then(|s| s.snapshot()).expect("snapshot");
+            cuts.insert(name, (cut, snap, sink.records().len(), end));
+        }
+        p.process_lines(0, &log[done..]);
+        drop(p);
+        let records = sink.records();
+        log.shrink_to_fit();
+        Interrupted { log, cuts, records }
+    })
+}
+
+/// The byte offset of the first line whose time is at or after `ms`.
+fn first_line_at(log: &[u8], ms: i64) -> usize {
+    let mut at = 0;
+    while at < log.len() {
+        if cut_time_ms(log, at) >= ms {
+            return at;
+        }
+        at = memchr_find(&log[at..], b"\n").map_or(log.len(), |n| at + n + 1);
+    }
+    at
+}
+
+/// Restores `detector`'s cut snapshot into a fresh engine and replays the rest of the log:
+/// the records must be those the uninterrupted engine wrote after the cut. A fresh engine
+/// without the snapshot must get that detector's records wrong (else the cut proves nothing).
+fn resumes_mid_attack(detector: &str) {
+    let run = interrupted();
+    let (cut, snap, before, end_ms) = run
+        .cuts
+        .get(detector)
+        .unwrap_or_else(|| panic!("no labelled {detector} attack in the generated log"));
+    let cfg = Config::embedded_default();
+    let expected = as_lines(&run.records[*before..]);
+    assert!(
+        run.records[*before..]
+            .iter()
+            .any(|d| d.detector == detector),
+        "{detector} must fire after its cut"
+    );
+
+    let sink = VecSink::default();
+    let mut resumed = engine(&cfg, &sink);
+    resumed.restore(snap).expect("restore");
+    let mut p = pipeline(&cfg, resumed);
+    p.process_lines(0, &run.log[*cut..]);
+    drop(p);
+    assert_eq!(
+        as_lines(&sink.records()),
+        expected,
+        "{detector}: resumed != uninterrupted"
+    );
+
+    // Without the snapshot, the attack's second half alone: that detector's records differ.
+    let fresh_sink = VecSink::default();
+    let until = first_line_at(&run.log, end_ms + 3_600_000);
+    let mut p = pipeline(&cfg, engine(&cfg, &fresh_sink));
+    p.process_lines(0, &run.log[*cut..until.max(*cut)]);
+    drop(p);
+    let ours = |v: &[Detection]| -> Vec<String> {
+        as_lines(
+            &v.iter()
+                .filter(|d| d.detector == detector)
+                .cloned()
+                .collect::<Vec<_>>(),
+        )
+    };
+    let horizon = tokenwatch::event::EventTime::from_millis(end_ms + 3_600_000);
+    let expected_ours: Vec<Detection> = run.records[*before..]
+        .iter()
+        .filter(|d| d.ts < horizon)
+        .cloned()
+        .collect();
+    assert_ne!(
+        ours(&fresh_sink.records()),
+        ours(&expected_ours),
+        "{detector}: a fresh engine gives the same records, so the cut tests nothing"
+    );
+}
+
+#[test]
+fn restart_mid_attack_rejection_ratio() {
+    resumes_mid_attack("rejection_ratio");
+}
+
+#[test]
+fn restart_mid_attack_brute_force() {
+    resumes_mid_attack("brute_force");
+}
+
+#[test]
+fn restart_mid_attack_token_spray() {
+    resumes_mid_attack("token_spray");
+}
+
+#[test]
+fn restart_mid_attack_distributed_spray() {
+    resumes_mid_attack("distributed_spray");
+}
+
+#[test]
+fn restart_mid_attack_rate_spike() {
+    resumes_mid_attack("rate_spike");
+}
+
+#[test]
+fn restart_mid_attack_impossible_travel() {
+    resumes_mid_attack("impossible_travel");
+}
+
+#[test]
+fn restart_mid_attack_ip_fanout() {
+    resumes_mid_attack("ip_fanout");
+}
+
+#[test]
+fn restart_mid_attack_off_hours() {
+    resumes_mid_attack("off_hours");
+}
+
+#[test]
+fn restart_mid_attack_revoked_reuse() {
+    resumes_mid_attack("revoked_reuse");
+}
+
+/// The restart tests above cover every registered detector (a new one needs its own).
+#[test]
+fn restart_tests_cover_the_registry() {
+    let src = include_str!("detect_engine.rs");
+    for name in tokenwatch::config::detectors::names() {
+        assert!(
+            src.contains(&format!("fn restart_mid_attack_{name}()")),
+            "no restart_mid_attack_{name} test"
+        );
+    }
 }
 
 fn memchr_find(hay: &[u8], needle: &[u8]) -> Option<usize> {

@@ -1,10 +1,12 @@
 //! Integration tests: one binary, one module per feature.
 
 mod admin_security;
+mod architecture;
 mod authz;
 mod cli;
 mod config;
 mod crash;
+mod crash_detect;
 mod detect_engine;
 mod detect_formats;
 mod detect_ip;
@@ -27,6 +29,8 @@ mod kafka_responder;
 mod kafka_worker;
 mod parse;
 mod prometheus;
+#[cfg(feature = "kafka")]
+mod registry;
 mod respond;
 mod secrets;
 mod support;

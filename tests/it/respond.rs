@@ -9,8 +9,9 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use tokenwatch::config::{Config, MapSecrets, Secret, SecretRef};
 use tokenwatch::detect::record::stable_id;
-use tokenwatch::detect::{Action, Detection, DetectionSink, Ring, Severity};
+use tokenwatch::detect::{Action, Detection, DetectionSink, Ring};
 use tokenwatch::event::EventTime;
+use tokenwatch::event::Severity;
 use tokenwatch::metrics::Metrics;
 use tokenwatch::respond::{replay_policy, ManualClock, Options, Responder, ResponderHandle};
 

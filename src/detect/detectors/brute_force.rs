@@ -8,6 +8,7 @@
 //! reported: busy services retrying through the outage would each look like a guessing run
 //! (`rejection_ratio` reports it).
 
+use std::io::Write;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -15,10 +16,12 @@ use serde_json::json;
 
 use super::health::Health;
 use super::token_spray_kit::{before, ms, token_hash, ReasonCounts, TokenSet};
-use super::{Common, Detector};
+use super::{from_part, refill, write_part, Detector, Pairs};
+use crate::config::detectors::brute_force::Settings;
 use crate::detect::bounded::{Aged, BoundedMap};
 use crate::detect::window::Window;
-use crate::detect::{Finding, Findings, Obs, Severity};
+use crate::detect::{Finding, Findings, Obs};
+use crate::event::Severity;
 use crate::event::{EventTime, Outcome, Reason};
 
 /// Buckets per window.
@@ -26,48 +29,8 @@ const BUCKETS: usize = 10;
 /// Distinct tokens remembered per IP (evidence only; the count saturates here).
 const TOKENS_CAP: usize = 8;
 
-/// `[detectors.brute_force]` settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Settings {
-    /// Whether the detector runs (default true).
-    pub enabled: bool,
-    /// Rejected checks from one IP in the window to fire (default 30). Peers block sooner
-    /// (fail2ban 5 in 10 m, CrowdSec a bucket of 5 leaking one per 10 s, Panther 20 in
-    /// 60 m) because they guard interactive logins; token clients are programs that retry,
-    /// so a misbehaving client makes a few 401s a minute — 30 in 5 m (one every 10 s,
-    /// CrowdSec's leak rate, sustained) is above that and still far below a real guessing
-    /// run.
-    pub min_rejected: u64,
-    /// Sliding window (default 300 s).
-    pub window_secs: u64,
-    /// No second record for the same IP within this (default 900 s, above fail2ban's 10 m
-    /// bantime: one incident per attack run).
-    pub cooldown_secs: u64,
-    /// IPs tracked at most (default 100 000, ~20 MB); the least recently seen are evicted.
-    pub max_ips: usize,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            enabled: true,
-            min_rejected: 30,
-            window_secs: 300,
-            cooldown_secs: 900,
-            max_ips: 100_000,
-        }
-    }
-}
-
-impl Common for Settings {
-    fn enabled(&self) -> bool {
-        self.enabled
-    }
-}
-
 /// One IP's recent rejections.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct IpState {
     rejected: Window<BUCKETS>,
     tokens: TokenSet,
@@ -82,6 +45,18 @@ impl Aged for IpState {
     fn last_seen(&self) -> EventTime {
         self.last
     }
+}
+
+/// The persisted state, as written (borrowing).
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    ips: Pairs<'a, IpAddr, IpState>,
+}
+
+/// The persisted state, as read back.
+#[derive(Deserialize)]
+struct Snapshot {
+    ips: Vec<(IpAddr, IpState)>,
 }
 
 /// The detector.
@@ -194,6 +169,22 @@ impl Detector for BruteForce {
 
     fn evictions(&self) -> u64 {
         self.ips.evictions()
+    }
+
+    /// The addresses in their window (with cooldowns) and the outage guard.
+    fn write_snapshot(&self, out: &mut dyn Write) -> serde_json::Result<()> {
+        write_part(
+            out,
+            &SnapshotRef {
+                ips: Pairs(&self.ips),
+            },
+        )
+    }
+
+    fn restore(&mut self, v: serde_json::Value) -> Result<(), String> {
+        let snap: Snapshot = from_part(v)?;
+        refill(&mut self.ips, snap.ips);
+        Ok(())
     }
 }
 

@@ -31,11 +31,13 @@ use serde_json::json;
 
 use super::health::Health;
 use super::token_spray_kit::{before, is_spray_attempt, ms, token_hash, TokenSet};
-use super::{Common, Detector};
+use super::{Detector, Pairs};
+use crate::config::detectors::distributed_spray::Settings;
 use crate::detect::bounded::{Aged, BoundedMap};
 use crate::detect::window::Window;
-use crate::detect::{Finding, Findings, Obs, Severity};
+use crate::detect::{Finding, Findings, Obs};
 use crate::event::EventTime;
+use crate::event::Severity;
 
 /// Buckets per window.
 const BUCKETS: usize = 6;
@@ -45,72 +47,6 @@ const EVAL_MS: i64 = 60_000;
 const SAMPLES: usize = 24;
 /// Addresses listed in evidence.
 const TOP: usize = 10;
-
-/// `[detectors.distributed_spray]` settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Settings {
-    /// Whether the detector runs (default true).
-    pub enabled: bool,
-    /// Sliding window (default 3600 s: low-and-slow sprays pace themselves over 30–60 m;
-    /// Elastic's Okta rule looks at 15 m, Splunk's at 2 m buckets).
-    pub window_secs: u64,
-    /// Distinct addresses with few failing never-seen tokens, at least (default 10; Elastic
-    /// wants ≥ 5 per 15 m, doubled for the 4× longer window).
-    pub min_ips: usize,
-    /// An address counts towards the several-tokens-per-address rule once it tried this many
-    /// distinct never-seen tokens (default 2: "a few"; background scanners try one).
-    pub min_tokens_per_ip: usize,
-    /// The width rule: addresses of any shape, at least (default 20, twice `min_ips`).
-    pub wide_min_ips: usize,
-    /// The width rule: distinct never-seen tokens, at least (default 60, three times
-    /// `min_tokens`: a busy hour of background scanning reaches 20–30).
-    pub wide_min_tokens: usize,
-    /// Distinct never-seen tokens tried by those addresses, at least (default 20; Elastic
-    /// wants ≥ 8 identities and ≥ 25 attempts per 15 m; 20 distinct tokens is above what a
-    /// few mistyping users produce — one wrong value each — and below a spray's volume).
-    pub min_tokens: usize,
-    /// An address with more attempts than this in the window is not "a few" (default 5,
-    /// Elastic's ≤ 5 attempts per identity); it is `token_spray`'s or `brute_force`'s.
-    pub max_attempts_per_ip: u32,
-    /// The token count must also exceed mean + this many standard deviations of the hourly
-    /// history (default 3.0, Splunk's distributed-spray rule).
-    pub sigmas: f64,
-    /// Hourly samples of history needed before any record (default 6, kept across restarts
-    /// in the state snapshot): the engine must learn which tokens are real before "never
-    /// seen" means anything, and the baseline must exist before it can hold a busy gateway
-    /// back. At most 24 are kept.
-    pub learning_hours: usize,
-    /// No second record within this (default 3600 s, one window).
-    pub cooldown_secs: u64,
-    /// Addresses tracked at most (default 50 000); the least recently seen are evicted.
-    pub max_ips: usize,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            enabled: true,
-            window_secs: 3600,
-            min_ips: 10,
-            min_tokens: 20,
-            min_tokens_per_ip: 2,
-            wide_min_ips: 20,
-            wide_min_tokens: 60,
-            max_attempts_per_ip: 5,
-            sigmas: 3.0,
-            learning_hours: 6,
-            cooldown_secs: 3600,
-            max_ips: 50_000,
-        }
-    }
-}
-
-impl Common for Settings {
-    fn enabled(&self) -> bool {
-        self.enabled
-    }
-}
 
 /// One address's failing never-seen tokens.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -188,8 +124,10 @@ impl History {
 #[derive(Serialize)]
 struct SnapshotRef<'a> {
     history: &'a History,
-    ips: Vec<(&'a IpAddr, &'a IpState)>,
+    ips: Pairs<'a, IpAddr, IpState>,
     next_eval: EventTime,
+    quiet_until: EventTime,
+    armed: bool,
 }
 
 /// The persisted state, as read back.
@@ -200,6 +138,11 @@ struct Snapshot {
     ips: Vec<(IpAddr, IpState)>,
     #[serde(default)]
     next_eval: Option<EventTime>,
+    /// Older snapshots lack the rest: an empty guard, no cooldown, armed (as a fresh start).
+    #[serde(default)]
+    quiet_until: Option<EventTime>,
+    #[serde(default)]
+    armed: Option<bool>,
 }
 
 /// The detector.
@@ -398,15 +341,18 @@ impl Detector for DistributedSpray {
         self.ips.len()
     }
 
-    /// The baseline and the addresses in the window, so a restart neither forgets a spray
-    /// under way nor samples a thinner hour into the baseline than an uninterrupted run.
-    fn snapshot(&self) -> serde_json::Value {
+    /// The baseline, the addresses in the window, the outage guard and the cooldown, so a
+    /// restart neither forgets a spray under way (nor reports it twice) nor samples a
+    /// thinner hour into the baseline than an uninterrupted run.
+    fn write_snapshot(&self, out: &mut dyn std::io::Write) -> serde_json::Result<()> {
         let snap = SnapshotRef {
             history: &self.history,
-            ips: self.ips.iter().collect(),
+            ips: Pairs(&self.ips),
             next_eval: self.next_eval,
+            quiet_until: self.quiet_until,
+            armed: self.armed,
         };
-        serde_json::to_value(&snap).unwrap_or_default()
+        super::write_part(out, &snap)
     }
 
     fn restore(&mut self, v: serde_json::Value) -> Result<(), String> {
@@ -417,10 +363,18 @@ impl Detector for DistributedSpray {
                 history: serde_json::from_value(v).map_err(|e| e.to_string())?,
                 ips: Vec::new(),
                 next_eval: None,
+                quiet_until: None,
+                armed: None,
             },
         };
         if let Some(t) = snap.next_eval {
             self.next_eval = t;
+        }
+        if let Some(t) = snap.quiet_until {
+            self.quiet_until = t;
+        }
+        if let Some(a) = snap.armed {
+            self.armed = a;
         }
         let mut h = snap.history;
         h.samples.truncate(SAMPLES);
@@ -590,7 +544,9 @@ mod tests {
         let mut d = DistributedSpray::new(&Settings::default());
         d.history.samples = vec![7, 9];
         let mut e = DistributedSpray::new(&Settings::default());
-        assert_eq!(e.restore(d.snapshot()), Ok(()));
+        let mut part = Vec::new();
+        d.write_snapshot(&mut part).unwrap();
+        assert_eq!(e.restore(serde_json::from_slice(&part).unwrap()), Ok(()));
         assert_eq!(e.history.samples, vec![7, 9]);
         // An older snapshot: the history alone.
         let mut old = DistributedSpray::new(&Settings::default());

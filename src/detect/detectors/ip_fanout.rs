@@ -13,61 +13,10 @@ mod fan;
 use serde::{Deserialize, Serialize};
 
 use super::off_hours::authenticated;
-use super::{Common, TokenDetector};
-use crate::detect::{Finding, Findings, Obs, Severity};
+use super::TokenDetector;
+use crate::config::detectors::ip_fanout::Settings;
+use crate::detect::{Finding, Findings, Obs};
 use fan::{net_key, Fan, NetUse};
-
-/// `[detectors.ip_fanout]` settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Settings {
-    /// Whether the detector runs (default true).
-    pub enabled: bool,
-    /// Sliding window in seconds (default 900: a leaked key sprayed from a proxy pool shows
-    /// within minutes; Elastic's AWS and Okta rules use 30 minutes for 2 of a kind, a
-    /// shorter window suits a count of 10).
-    pub window_secs: u64,
-    /// Distinct networks in the window that fire (default 10: Elastic fires on ≥ 2 IPs,
-    /// ASNs and cities for AWS session tokens, but API keys are legitimately used from a
-    /// few places — office, home, CI, a phone — and a NAT pool is one network).
-    pub min_networks: u32,
-    /// Distinct countries in the window that fire (default 3: Okta's rule fires on ≥ 2 in
-    /// 30 minutes; one border crossing or a VPN exit abroad makes 2, not 3).
-    pub min_countries: u32,
-    /// IPv4 addresses are grouped by this prefix (default 24: one NAT pool, one office).
-    pub ipv4_prefix: u8,
-    /// IPv6 addresses are grouped by this prefix (default 48: one site; privacy addresses
-    /// and /64s within it are one network).
-    pub ipv6_prefix: u8,
-    /// Networks remembered per fanned-out token, the least recent giving way (default 64).
-    pub max_networks: u32,
-    /// No repeat record for the same token within this many seconds (default 3600).
-    pub cooldown_secs: u64,
-    /// Severity of the record (default high: a key in many hands should be rotated).
-    pub severity: Severity,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            enabled: true,
-            window_secs: 900,
-            min_networks: 10,
-            min_countries: 3,
-            ipv4_prefix: 24,
-            ipv6_prefix: 48,
-            max_networks: 64,
-            cooldown_secs: 3600,
-            severity: Severity::High,
-        }
-    }
-}
-
-impl Common for Settings {
-    fn enabled(&self) -> bool {
-        self.enabled
-    }
-}
 
 /// Countries remembered per fanned-out token.
 const MAX_COUNTRIES: usize = 16;
@@ -136,6 +85,15 @@ impl TokenDetector for IpFanout {
 
     fn name(&self) -> &'static str {
         "ip_fanout"
+    }
+
+    /// Nothing outside the tokens' parts (its networks are in each token's `State`).
+    fn write_snapshot(&self, out: &mut dyn std::io::Write) -> serde_json::Result<()> {
+        super::write_nothing(out)
+    }
+
+    fn restore(&mut self, _v: serde_json::Value) -> Result<(), String> {
+        Ok(())
     }
 
     fn observe(&mut self, st: &mut State, obs: &Obs<'_>, out: &mut Findings) {

@@ -3,7 +3,7 @@ use std::net::IpAddr;
 use super::*;
 use crate::detect::{Engine, EngineSettings, VecSink};
 use crate::enrich::geo::Location;
-use crate::event::{AuthEvent, EventTime, Outcome, TokenId};
+use crate::event::{AuthEvent, EventTime, Outcome, Severity, TokenId};
 use crate::pipeline::EventSink;
 
 const S: i64 = 1000;

@@ -7,6 +7,7 @@
 //! `min_ips` client addresses, and the ratio must still be above the threshold with the
 //! single noisiest address left out. The condition must then hold for `sustain_secs`.
 
+use std::io::Write;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -14,10 +15,12 @@ use serde_json::json;
 
 use super::health::Health;
 use super::token_spray_kit::{before, ms, ReasonCounts};
-use super::{Common, Detector};
+use super::{from_part, refill, write_part, Detector, Pairs};
+use crate::config::detectors::rejection_ratio::Settings;
 use crate::detect::bounded::{Aged, BoundedMap};
 use crate::detect::window::Window;
-use crate::detect::{Finding, Findings, Obs, Severity};
+use crate::detect::{Finding, Findings, Obs};
+use crate::event::Severity;
 use crate::event::{EventTime, Outcome, Reason};
 
 /// Buckets per window.
@@ -25,62 +28,8 @@ const BUCKETS: usize = 10;
 /// Sources tracked separately, at most (sources come from config, this is a safety cap).
 const MAX_SOURCES: usize = 64;
 
-/// `[detectors.rejection_ratio]` settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Settings {
-    /// Whether the detector runs (default true).
-    pub enabled: bool,
-    /// Sliding window (default 300 s, the `rate(...[5m])` of the `HighTokenFailureRate`
-    /// alert; long enough that one burst of retries does not dominate).
-    pub window_secs: u64,
-    /// Fires when rejected/checked exceeds this (default 0.5, as the alert: more checks
-    /// fail than pass).
-    pub ratio: f64,
-    /// Checks in the window, at least (default 50: below that a handful of 401s from one
-    /// misconfigured client is a majority; the 20 is too few for a busy gateway).
-    pub min_checks: u64,
-    /// Rejections in the window, at least (default 30, the scale of brute-force peers'
-    /// per-IP counts — fail2ban 5, Panther 20 — multiplied by a few clients).
-    pub min_rejected: u64,
-    /// Distinct client addresses with a rejection in the window, at least (default 5: an
-    /// outage or a misconfigured fleet hits many clients; one or two noisy IPs are
-    /// `brute_force`/`token_spray` incidents).
-    pub min_ips: usize,
-    /// The condition must hold this long before a record (default 60 s; the alert's `for:
-    /// 2m` on a 5 m rate, shortened because the 5 m window already smooths bursts).
-    pub sustain_secs: u64,
-    /// No second record for the same key within this (default 900 s).
-    pub cooldown_secs: u64,
-    /// Client addresses tracked per scope for the breadth check (default 10 000; beyond
-    /// it the least recently seen are evicted, which only under-counts breadth).
-    pub max_ips: usize,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            enabled: true,
-            window_secs: 300,
-            ratio: 0.5,
-            min_checks: 50,
-            min_rejected: 30,
-            min_ips: 5,
-            sustain_secs: 60,
-            cooldown_secs: 900,
-            max_ips: 10_000,
-        }
-    }
-}
-
-impl Common for Settings {
-    fn enabled(&self) -> bool {
-        self.enabled
-    }
-}
-
 /// One IP's rejections in the window.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct IpRejections {
     rejected: Window<BUCKETS>,
     last: EventTime,
@@ -104,6 +53,75 @@ struct Scope {
     /// No new finding before this (the cooldown, kept here too so one incident is one
     /// finding rather than one per tick).
     quiet_until: EventTime,
+}
+
+/// A scope as written (borrowing).
+#[derive(Serialize)]
+struct ScopeRef<'a> {
+    name: &'a str,
+    checked: &'a Window<BUCKETS>,
+    rejected: &'a Window<BUCKETS>,
+    reasons: &'a [Window<BUCKETS>; 5],
+    ips: Pairs<'a, IpAddr, IpRejections>,
+    above_since: Option<EventTime>,
+    quiet_until: EventTime,
+}
+
+impl<'a> From<&'a Scope> for ScopeRef<'a> {
+    fn from(s: &'a Scope) -> Self {
+        ScopeRef {
+            name: &s.name,
+            checked: &s.checked,
+            rejected: &s.rejected,
+            reasons: &s.reasons,
+            ips: Pairs(&s.ips),
+            above_since: s.above_since,
+            quiet_until: s.quiet_until,
+        }
+    }
+}
+
+/// A scope as read back.
+#[derive(Deserialize)]
+struct ScopeSnap {
+    name: String,
+    checked: Window<BUCKETS>,
+    rejected: Window<BUCKETS>,
+    reasons: [Window<BUCKETS>; 5],
+    ips: Vec<(IpAddr, IpRejections)>,
+    above_since: Option<EventTime>,
+    quiet_until: EventTime,
+}
+
+impl ScopeSnap {
+    fn into_scope(self, max_ips: usize) -> Scope {
+        let mut ips = BoundedMap::new(max_ips);
+        refill(&mut ips, self.ips);
+        Scope {
+            name: self.name,
+            checked: self.checked,
+            rejected: self.rejected,
+            reasons: self.reasons,
+            ips,
+            above_since: self.above_since,
+            quiet_until: self.quiet_until,
+        }
+    }
+}
+
+/// The persisted state, as written (borrowing).
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    global: ScopeRef<'a>,
+    /// By source index, like `RejectionRatio::sources`.
+    sources: Vec<Option<ScopeRef<'a>>>,
+}
+
+/// The persisted state, as read back.
+#[derive(Deserialize)]
+struct Snapshot {
+    global: ScopeSnap,
+    sources: Vec<Option<ScopeSnap>>,
 }
 
 /// What one evaluation of a scope saw.
@@ -405,6 +423,35 @@ impl Detector for RejectionRatio {
                 .flatten()
                 .map(|s| s.ips.evictions())
                 .sum::<u64>()
+    }
+
+    /// Every scope's windows, addresses, breach start and cooldown: a restart during a
+    /// storm neither restarts its sustain timer nor reports it again.
+    fn write_snapshot(&self, out: &mut dyn Write) -> serde_json::Result<()> {
+        write_part(
+            out,
+            &SnapshotRef {
+                global: ScopeRef::from(&self.global),
+                sources: self
+                    .sources
+                    .iter()
+                    .map(|s| s.as_ref().map(ScopeRef::from))
+                    .collect(),
+            },
+        )
+    }
+
+    fn restore(&mut self, v: serde_json::Value) -> Result<(), String> {
+        let snap: Snapshot = from_part(v)?;
+        let max_ips = self.settings.max_ips;
+        self.global = snap.global.into_scope(max_ips);
+        self.sources = snap
+            .sources
+            .into_iter()
+            .take(MAX_SOURCES)
+            .map(|s| s.map(|s| s.into_scope(max_ips)))
+            .collect();
+        Ok(())
     }
 }
 

@@ -20,6 +20,7 @@
 //!   minutes) do not count (a revoked key still refused after the outage still fires);
 //! - never-seen tokens refused as invalid: guesses, the spray detectors' business.
 
+use std::io::Write;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -27,10 +28,12 @@ use serde_json::json;
 
 use super::health::Health;
 use super::token_spray_kit::{before, ms, ReasonCounts};
-use super::{Common, Detector};
+use super::{from_part, refill, write_part, Detector, Pairs};
+use crate::config::detectors::revoked_reuse::Settings;
 use crate::detect::bounded::{Aged, BoundedMap};
 use crate::detect::window::Window;
-use crate::detect::{Finding, Findings, Obs, Severity};
+use crate::detect::{Finding, Findings, Obs};
+use crate::event::Severity;
 use crate::event::{EventTime, Outcome, Reason, TokenId};
 
 /// Buckets per window.
@@ -38,53 +41,8 @@ const BUCKETS: usize = 10;
 /// Client addresses remembered per token for evidence.
 const IPS: usize = 5;
 
-/// `[detectors.revoked_reuse]` settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Settings {
-    /// Whether the detector runs (default true).
-    pub enabled: bool,
-    /// Refusals of one token in its current streak (no accepted use since the first) within
-    /// the window to fire (default 5). Panther's
-    /// Auth0 rule fires on any refresh-token reuse, but there a reuse is itself proof of
-    /// theft; an API key or access token is legitimately retried once or twice after it
-    /// expires or is rotated, while five in ten minutes is a client (or thief) that keeps
-    /// using it.
-    pub min_uses: u64,
-    /// Sliding window (default 600 s).
-    pub window_secs: u64,
-    /// The streak must have lasted this long (default 60 s): a client whose token expired
-    /// fails a handful of parallel requests and recovers within seconds; a revoked key
-    /// still deployed keeps failing for minutes.
-    pub min_streak_secs: u64,
-    /// No second record for the same token within this (default 3600 s, Panther's 60 m
-    /// dedupe).
-    pub cooldown_secs: u64,
-    /// Tokens tracked at most (default 50 000); the least recently seen are evicted.
-    pub max_tokens: usize,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            enabled: true,
-            min_uses: 5,
-            window_secs: 600,
-            min_streak_secs: 60,
-            cooldown_secs: 3600,
-            max_tokens: 50_000,
-        }
-    }
-}
-
-impl Common for Settings {
-    fn enabled(&self) -> bool {
-        self.enabled
-    }
-}
-
 /// One token's current streak of refusals.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct TokenUses {
     uses: Window<BUCKETS>,
     reasons: ReasonCounts,
@@ -113,6 +71,18 @@ impl TokenUses {
             *slot = Some(ip);
         }
     }
+}
+
+/// The persisted state, as written (borrowing).
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    tokens: Pairs<'a, TokenId, TokenUses>,
+}
+
+/// The persisted state, as read back.
+#[derive(Deserialize)]
+struct Snapshot {
+    tokens: Vec<(TokenId, TokenUses)>,
 }
 
 /// The detector.
@@ -224,6 +194,23 @@ impl Detector for RevokedReuse {
 
     fn evictions(&self) -> u64 {
         self.tokens.evictions()
+    }
+
+    /// The tokens' streaks (with cooldowns) and both outage guards: a restart in the middle
+    /// of a streak neither restarts its count nor forgets an outage under way.
+    fn write_snapshot(&self, out: &mut dyn Write) -> serde_json::Result<()> {
+        write_part(
+            out,
+            &SnapshotRef {
+                tokens: Pairs(&self.tokens),
+            },
+        )
+    }
+
+    fn restore(&mut self, v: serde_json::Value) -> Result<(), String> {
+        let snap: Snapshot = from_part(v)?;
+        refill(&mut self.tokens, snap.tokens);
+        Ok(())
     }
 }
 

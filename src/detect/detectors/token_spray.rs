@@ -7,6 +7,7 @@
 //! most known tokens fail (an auth outage) nothing is reported: see
 //! [`Health`](super::health::Health).
 
+use std::io::Write;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -14,9 +15,11 @@ use serde_json::json;
 
 use super::health::Health;
 use super::token_spray_kit::{before, is_spray_attempt, ms, token_hash, TokenSet};
-use super::{Common, Detector};
+use super::{from_part, refill, write_part, Detector, Pairs};
+use crate::config::detectors::token_spray::Settings;
 use crate::detect::bounded::{Aged, BoundedMap};
-use crate::detect::{Finding, Findings, Obs, Severity};
+use crate::detect::{Finding, Findings, Obs};
+use crate::event::Severity;
 use crate::event::{EventTime, TokenId};
 
 /// Token ids shown in evidence, at most.
@@ -24,47 +27,8 @@ const SAMPLES: usize = 5;
 /// Recent attempted token ids kept (globally) to name samples in evidence.
 const NAMES_CAP: usize = 4096;
 
-/// `[detectors.token_spray]` settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Settings {
-    /// Whether the detector runs (default true).
-    pub enabled: bool,
-    /// Distinct failing unknown tokens from one IP to fire (default 10: Elastic's SSH
-    /// spraying rule wants > 10 distinct users per IP, Splunk's Okta rule > 9; a person
-    /// mistyping a key tries one or two).
-    pub min_tokens: usize,
-    /// Sliding window (default 600 s: the peers use 5 m; 10 m also catches a spray paced
-    /// to stay under a 5 m rule, at no cost because legitimate clients rarely fail with
-    /// even three distinct tokens).
-    pub window_secs: u64,
-    /// No second record for the same IP within this (default 1800 s).
-    pub cooldown_secs: u64,
-    /// IPs tracked at most (default 100 000; each holds up to `min_tokens` 16-byte
-    /// entries); the least recently seen are evicted.
-    pub max_ips: usize,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            enabled: true,
-            min_tokens: 10,
-            window_secs: 600,
-            cooldown_secs: 1800,
-            max_ips: 100_000,
-        }
-    }
-}
-
-impl Common for Settings {
-    fn enabled(&self) -> bool {
-        self.enabled
-    }
-}
-
 /// One IP's recent failing tokens.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct IpState {
     tokens: TokenSet,
     attempts: u32,
@@ -80,7 +44,7 @@ impl Aged for IpState {
 }
 
 /// A token id remembered for evidence.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Name {
     id: TokenId,
     last: EventTime,
@@ -90,6 +54,20 @@ impl Aged for Name {
     fn last_seen(&self) -> EventTime {
         self.last
     }
+}
+
+/// The persisted state, as written (borrowing).
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    ips: Pairs<'a, IpAddr, IpState>,
+    names: Pairs<'a, u64, Name>,
+}
+
+/// The persisted state, as read back.
+#[derive(Deserialize)]
+struct Snapshot {
+    ips: Vec<(IpAddr, IpState)>,
+    names: Vec<(u64, Name)>,
 }
 
 /// The detector.
@@ -203,6 +181,24 @@ impl Detector for TokenSpray {
 
     fn evictions(&self) -> u64 {
         self.ips.evictions()
+    }
+
+    /// The addresses in their window, the token ids evidence names, and the outage guard.
+    fn write_snapshot(&self, out: &mut dyn Write) -> serde_json::Result<()> {
+        write_part(
+            out,
+            &SnapshotRef {
+                ips: Pairs(&self.ips),
+                names: Pairs(&self.names),
+            },
+        )
+    }
+
+    fn restore(&mut self, v: serde_json::Value) -> Result<(), String> {
+        let snap: Snapshot = from_part(v)?;
+        refill(&mut self.ips, snap.ips);
+        refill(&mut self.names, snap.names);
+        Ok(())
     }
 }
 

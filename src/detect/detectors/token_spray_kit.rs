@@ -123,7 +123,7 @@ impl TokenSet {
 }
 
 /// Rejections by reason (indexed like [`Reason::ALL`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct ReasonCounts([u32; 5]);
 
 impl ReasonCounts {

@@ -41,7 +41,7 @@ pub(crate) struct TokenStage {
     settings: EngineSettings,
     sources: Arc<[String]>,
     pub(super) tokens: BoundedMap<TokenId, TokenState>,
-    detectors: TokenDetectors,
+    pub(super) detectors: TokenDetectors,
     pub(super) geo: Option<Arc<dyn GeoLookup>>,
     geo_cache: BoundedMap<IpAddr, GeoEntry>,
     pub(super) metrics: Option<Metrics>,

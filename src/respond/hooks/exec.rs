@@ -12,9 +12,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use super::{payload, CallFuture, CallResult, Hook};
+use crate::config::template::Escape;
 use crate::config::HookConfig;
 use crate::respond::journal::Job;
-use crate::respond::template::Escape;
 use crate::respond::RespondError;
 
 /// A configured program.

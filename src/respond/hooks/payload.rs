@@ -2,9 +2,9 @@
 
 use serde::Serialize;
 
+use crate::config::template::{self, Escape};
 use crate::detect::Detection;
 use crate::respond::journal::Job;
-use crate::respond::template::{self, Escape};
 
 #[derive(Serialize)]
 struct Body<'a> {

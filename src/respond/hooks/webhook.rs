@@ -12,9 +12,9 @@ use reqwest::{Method, StatusCode};
 use sha2::Sha256;
 
 use super::{payload, CallFuture, CallResult, Hook};
+use crate::config::template::Escape;
 use crate::config::HookConfig;
 use crate::respond::journal::Job;
-use crate::respond::template::Escape;
 use crate::respond::RespondError;
 
 /// The signature header: `sha256=<hex HMAC-SHA256 of the body>`.

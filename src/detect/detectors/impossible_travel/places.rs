@@ -61,4 +61,20 @@ impl Places {
     pub(super) fn len(&self) -> usize {
         self.map.len()
     }
+
+    /// Refills the table from [`Places`]' serialised form (`[key, city, seen]` triples).
+    pub(super) fn restore(&mut self, rows: Vec<(u64, Option<String>, EventTime)>) {
+        for (k, city, seen) in rows {
+            let city = city.map(Arc::from);
+            self.map.insert(k, Place { city, seen });
+        }
+    }
+}
+
+/// The table as `[key, city, seen]` triples in its order (the snapshot part), so evidence
+/// after a restart still names where a token came from.
+impl serde::Serialize for Places {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.map.iter().map(|(k, p)| (k, p.city.as_deref(), p.seen)))
+    }
 }

@@ -1,4 +1,5 @@
-//! `{{name}}` placeholder substitution for hook bodies, URLs and arguments.
+//! `{{name}}` placeholder substitution for hook bodies, URLs and arguments: checked when the
+//! config loads (unknown names are errors), filled by `respond`'s hooks.
 //!
 //! Deliberately tiny: a placeholder is `{{` + a name of `[a-z_]` + `}}`; anything else is
 //! copied as it is. Values are escaped by the caller's [`Escape`], so a user name with a
