@@ -59,6 +59,27 @@ pub(crate) fn base_client(c: &mut rdkafka::ClientConfig, k: &crate::config::Kafk
     }
 }
 
+/// Takes the exclusive lock on `path` without waiting; `holder` names who else may hold
+/// it (for the message while it is held). The lock dies with the process, `kill -9`
+/// included.
+#[cfg(feature = "kafka")]
+pub(crate) fn take_lock(path: &std::path::Path, holder: &str) -> Result<std::fs::File, String> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "{} is held by {holder} on this state directory (waiting for it to stop)",
+            path.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
 /// librdkafka's log lines into ours. `[kafka.options]` go to every client a role builds,
 /// so librdkafka's notes that a consumer property means nothing to a producer (and the
 /// reverse) are expected and logged at debug, not as warnings.
