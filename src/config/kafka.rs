@@ -121,6 +121,10 @@ pub struct TopicsConfig {
     /// Freezes and unfreezes (compacted; key = token id or fingerprint, tombstone on
     /// unfreeze), published by the responder, followed by every edge (default `frozen`).
     pub frozen: String,
+    /// Tokens accepted anywhere (compacted; key = token id or fingerprint, value = when
+    /// first accepted), published by the token stage, followed by every IP stage (default
+    /// `tokens.known`).
+    pub known_tokens: String,
 }
 
 impl Default for TopicsConfig {
@@ -130,6 +134,7 @@ impl Default for TopicsConfig {
             by_ip: "auth.by_ip".to_string(),
             detections: "detections".to_string(),
             frozen: "frozen".to_string(),
+            known_tokens: "tokens.known".to_string(),
         }
     }
 }
@@ -276,6 +281,7 @@ impl KafkaConfig {
             ("by_ip", &t.by_ip),
             ("detections", &t.detections),
             ("frozen", &t.frozen),
+            ("known_tokens", &t.known_tokens),
         ];
         for (k, name) in all {
             if !valid_topic(name) {

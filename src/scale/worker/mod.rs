@@ -47,6 +47,7 @@
 
 mod consumer;
 pub mod global;
+mod known;
 mod marks;
 mod names;
 mod partition;

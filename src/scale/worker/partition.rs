@@ -5,6 +5,7 @@ use std::io;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use super::known::{Feed, Taught};
 use super::marks::{Marks, SavedMark};
 use super::names::NameTable;
 use super::{snapshot, HELD_CAP};
@@ -43,6 +44,8 @@ pub(super) struct Partition {
     /// Admitted events not yet released to the engine (saved in the snapshot with the
     /// marks that admitted them).
     pub(super) held: Reorder<wire::WireEvent>,
+    /// Tokens the known-tokens feed taught this partition's engine.
+    taught: Taught,
 }
 
 impl Partition {
@@ -54,12 +57,17 @@ impl Partition {
             next_offset: None,
             verify: None,
             held: Reorder::new(hold, HELD_CAP),
+            taught: Taught::default(),
         }
     }
 
     /// Hands the engine every held event that is due, in event-time order.
-    pub(super) fn release(&mut self, names: &mut NameTable, now: Instant) {
-        release(&mut self.held, &mut self.engine, names, now);
+    pub(super) fn release(&mut self, names: &mut NameTable, feed: &mut Feed, now: Instant) {
+        while let Some(mut w) = self.held.pop_ready(now) {
+            w.event.source = names.index(&w.source_name);
+            feed.before(&w.event, &mut self.taught, &mut self.engine);
+            self.engine.event(w.event);
+        }
     }
 
     /// True (and the mark raised) when the event is new; false for a duplicate.
@@ -89,7 +97,7 @@ impl Partition {
 }
 
 /// Hands `engine` every event of `held` that is due, in event-time order, with this
-/// worker's index of its source name.
+/// worker's index of its source name (the global stage: it needs no known-tokens feed).
 pub(super) fn release(
     held: &mut Reorder<wire::WireEvent>,
     engine: &mut Engine,
