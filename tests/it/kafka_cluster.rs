@@ -424,6 +424,9 @@ fn unix_now() -> u64 {
 const GLOBAL: [&str; 2] = ["distributed_spray", "rejection_ratio"];
 /// Addresses of the distributed spray.
 const SPRAY_IPS: u32 = 12;
+/// Where `tok_roam` is accepted, and where it is refused (other `auth.by_ip` partitions).
+const ROAM_HOME: &str = "10.9.0.1";
+const ROAM_AWAY: &str = "192.0.2.99";
 
 /// One line of the global scenario, 2026-03-02T12:00:00Z plus `sec`; a 401 is an invalid
 /// token.
@@ -444,6 +447,9 @@ fn global_line(sec: u32, token: &str, ip: &str, status: u16) -> String {
 /// * a distributed spray: 12 addresses (`203.0.113.1-12`, spread over every `auth.by_ip`
 ///   partition and both gateways) each try 3 never-seen tokens, one round every 300 s
 ///   from second 300 (the 2nd round makes 10 addresses with 2 tokens: it fires at ~780);
+/// * a valid token refused: `tok_roam` accepted from `10.9.0.1` at second 100 (gateway
+///   A), then refused 40 times as forbidden from `192.0.2.99` (gateway B) from second
+///   1200 — a brute force if the token were unknown, which it is not (known-tokens feed);
 /// * a rejection storm over both gateways from second 1500 to 1800: one rejected check
 ///   a second from 8 addresses, each repeating its own wrong token (more than half of
 ///   the checks fail: rejection_ratio fires after its 60 s sustain).
@@ -472,6 +478,12 @@ fn global_scenario(from: u32, to: u32) -> (String, String) {
                     global_line(s, &tok, &format!("203.0.113.{}", i + 1), 401),
                 );
             }
+        }
+        if s == 100 {
+            put(true, global_line(s, "tok_roam", ROAM_HOME, 200));
+        }
+        if (1200..1280).contains(&s) && s % 2 == 0 {
+            put(false, global_line(s, "tok_roam", ROAM_AWAY, 403));
         }
         if (1500..1800).contains(&s) {
             let i = s % 8;
@@ -586,6 +598,10 @@ fn global_stage_fires_spray_and_rejection_storm_once_across_a_kill_9_of_its_lead
             "replay must raise {det} once: the scenario is wrong ({want:?})"
         );
     }
+    assert!(
+        roam_brute_force(&[dir.join("replay.jsonl")]) == 0,
+        "replay must not take tok_roam's refusals for a brute force"
+    );
 
     let (_ea, _) = start("edge", &edge_a, dir, "edge-a");
     let (_eb, _) = start("edge", &edge_b, dir, "edge-b");
@@ -668,4 +684,36 @@ fn global_stage_fires_spray_and_rejection_storm_once_across_a_kill_9_of_its_lead
         .map(|(p, _, _)| *p)
         .collect();
     assert_eq!(spray.len(), 3, "spray partitions {spray:?}");
+    // tok_roam was accepted and refused through different partitions: only the
+    // known-tokens feed tells the refusing partition that it is a valid token.
+    let partition_of = |ip: &str| {
+        msgs.iter()
+            .find(|(_, k, _)| k.as_deref() == Some(ip.as_bytes()))
+            .map(|(p, _, _)| *p)
+    };
+    let (home, away) = (partition_of(ROAM_HOME), partition_of(ROAM_AWAY));
+    assert!(
+        home.is_some() && home != away,
+        "tok_roam partitions {home:?} {away:?}"
+    );
+    assert_eq!(
+        roam_brute_force(&files),
+        0,
+        "the cluster took tok_roam's refusals for a brute force"
+    );
+}
+
+/// brute_force records about [`ROAM_AWAY`] in a set of JSONL files.
+fn roam_brute_force(files: &[PathBuf]) -> usize {
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter(|l| l.contains("\"detector\":\"brute_force\"") && l.contains(ROAM_AWAY))
+        .count()
 }
