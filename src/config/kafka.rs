@@ -80,7 +80,8 @@ pub struct KafkaConfig {
     pub brokers: Vec<String>,
     /// This edge's id, part of every event id (default: the host name).
     pub edge_id: String,
-    /// Consumer groups are `<group_prefix>-token`, `-ip` and `-respond` (default `tokenwatch`).
+    /// Consumer groups are `<group_prefix>-token`, `-ip`, `-global` and `-respond` (default
+    /// `tokenwatch`).
     pub group_prefix: String,
     /// Topic names.
     pub topics: TopicsConfig,
@@ -89,6 +90,10 @@ pub struct KafkaConfig {
     /// How long a worker holds each event to put edges' interleaved events back in time
     /// order, in ms (default 1000; 0 turns the reorder buffer off).
     pub reorder_ms: u64,
+    /// Whether this worker may be elected to run the global stage (distributed_spray,
+    /// rejection_ratio over every `by_ip` partition; default true). At least one worker
+    /// of the cluster must, or those two detectors do not run.
+    pub global_stage: bool,
     /// librdkafka properties passed through as they are (`sasl.username`, ...); a value may
     /// be `env:NAME` or `file:PATH`, and keys that name a password or secret must be.
     pub options: BTreeMap<String, OptionValue>,
@@ -103,6 +108,7 @@ impl Default for KafkaConfig {
             topics: TopicsConfig::default(),
             producer: ProducerConfig::default(),
             reorder_ms: 1000,
+            global_stage: true,
             options: BTreeMap::new(),
         }
     }

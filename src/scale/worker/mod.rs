@@ -146,7 +146,11 @@ pub fn spawn(
         threads: Vec::new(),
         sink: sink.clone(),
     };
-    for stage in Stage::ALL {
+    // A worker that may not lead the global stage does not even stand by for it.
+    let stages = Stage::ALL
+        .into_iter()
+        .filter(|s| *s != Stage::Global || cfg.kafka.global_stage);
+    for stage in stages {
         let shared = stage::Shared {
             stage,
             topic: stage.topic(cfg),
