@@ -99,7 +99,8 @@ pub(super) fn start(
     c.set("group.id", cfg.kafka.group_id(Stage::Global.group()))
         // The lease reads nothing (its partitions are paused) and commits nothing.
         .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "latest");
+        .set("auto.offset.reset", "latest")
+        .set("statistics.interval.ms", STATS_MS.to_string());
     crate::scale::base_client(&mut c, &cfg.kafka);
     let topic = shared.topic.clone();
     let state = State {
@@ -395,6 +396,18 @@ impl Active {
 impl ClientContext for LeaseCtx {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
         crate::scale::librdkafka_log(level, fac, msg);
+    }
+
+    /// On a standby: the topic's partition count with none owned, so that while no
+    /// worker leads, `TokenwatchKafkaPartitionsUnowned` sees the global stage's partitions
+    /// unowned (the leader's reader reports them, with their lag, while it runs). Delivered
+    /// by the lease's `poll`, never while the loop holds the state.
+    fn stats(&self, st: Statistics) {
+        let s = self.state();
+        if s.active.is_none() {
+            let topic = st.topics.get(&s.shared.topic);
+            apply_stats(&s.shared.km, Stage::Global.label(), topic, &[]);
+        }
     }
 }
 
