@@ -2,9 +2,9 @@
 //!
 //! Three stages, each on a thread of its own ([`Stage`]):
 //! * `by_token` in group `<prefix>-token` runs the per-token detectors (rate_spike,
-//!   impossible_travel, ip_fanout, off_hours, revoked_reuse) — [`consumer`];
+//!   impossible_travel, ip_fanout, off_hours, revoked_reuse) — `consumer`;
 //! * `by_ip` in group `<prefix>-ip` the per-IP ones (brute_force, token_spray) —
-//!   [`consumer`];
+//!   `consumer`;
 //! * the global stage the two that need every address (distributed_spray,
 //!   rejection_ratio): one worker of the cluster, elected by the group `<prefix>-global`,
 //!   reads every `by_ip` partition into one engine; the others stand by — [`global`].
@@ -14,12 +14,12 @@
 //!
 //! # Exactly-once state over at-least-once delivery
 //! * Every event carries its id (edge, file, byte offset). Per partition, the highest
-//!   offset applied for each `(edge, file)` is kept ([`marks`]); an event at or below it
+//!   offset applied for each `(edge, file)` is kept (`marks`); an event at or below it
 //!   is a duplicate (an edge re-publishing after its crash, or this partition read again
 //!   after a worker crash) and is dropped before the engine sees it.
 //! * A partition's snapshot (`state.dir/kafka/<topic>-<partition>.json`: a JSON line with
 //!   the next offset, the marks and the held events, then the engine's bytes, streamed as
-//!   `tokenwatch run` streams its own: [`snapshot`]) is written on revoke, at shutdown and
+//!   `tokenwatch run` streams its own: `snapshot`) is written on revoke, at shutdown and
 //!   every `[detectors] snapshot_interval_secs`, and only then is that offset committed.
 //!   So the committed offset is never past the state on disk: a worker that takes the
 //!   partition over restores the snapshot and the group resumes at the committed offset;
@@ -33,7 +33,7 @@
 //!
 //! # Detections
 //! Each record goes to `state.dir/detections.jsonl` (or `[detectors] output`) and, as JSON
-//! keyed by its id, to `topics.detections` for the responder ([`sink`]). A record
+//! keyed by its id, to `topics.detections` for the responder (`sink`). A record
 //! re-raised after a crash (events after the last snapshot are applied again) carries the
 //! same id.
 //!
