@@ -276,6 +276,8 @@ impl State {
     fn reader(&self) -> Result<BaseConsumer<ReaderCtx>, String> {
         let mut c = rdkafka::ClientConfig::new();
         c.set("enable.auto.commit", "false")
+            // A saved offset gone by retention: from the oldest kept, as the groups do.
+            .set("auto.offset.reset", "earliest")
             .set("statistics.interval.ms", STATS_MS.to_string());
         crate::scale::base_client(&mut c, &self.client);
         let ctx = ReaderCtx {
