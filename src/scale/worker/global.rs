@@ -275,10 +275,16 @@ impl State {
     /// The consumer that reads every partition (assigned, not subscribed).
     fn reader(&self) -> Result<BaseConsumer<ReaderCtx>, String> {
         let mut c = rdkafka::ClientConfig::new();
-        c.set("enable.auto.commit", "false")
-            // A saved offset gone by retention: from the oldest kept, as the groups do.
-            .set("auto.offset.reset", "earliest")
-            .set("statistics.interval.ms", STATS_MS.to_string());
+        // librdkafka assigns only with a group id; this one never joins (no subscribe)
+        // nor commits.
+        c.set(
+            "group.id",
+            format!("{}-reader", self.client.group_id(Stage::Global.group())),
+        )
+        .set("enable.auto.commit", "false")
+        // A saved offset gone by retention: from the oldest kept, as the groups do.
+        .set("auto.offset.reset", "earliest")
+        .set("statistics.interval.ms", STATS_MS.to_string());
         crate::scale::base_client(&mut c, &self.client);
         let ctx = ReaderCtx {
             shared_km: self.shared.km.clone(),

@@ -146,7 +146,9 @@ impl KnownFeed {
 
     fn open(&self) -> Result<BaseConsumer<FeedCtx>, String> {
         let mut c = rdkafka::ClientConfig::new();
-        c.set("enable.auto.commit", "false");
+        // librdkafka assigns only with a group id; this one never joins nor commits.
+        c.set("group.id", self.client.group_id("known-reader"))
+            .set("enable.auto.commit", "false");
         crate::scale::base_client(&mut c, &self.client);
         let reader: BaseConsumer<FeedCtx> = c
             .create_with_context(FeedCtx::default())
