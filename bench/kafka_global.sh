@@ -12,7 +12,9 @@
 #   3. line → rejection_ratio record through the broker (edge + worker idle), reorder_ms
 #      1000 (the default) and 0.
 # Usage: bench/kafka_global.sh [--quick]   (TOKENS=100 ≈ 136 k lines; --quick: 20, 5 trials)
-# Environment: TOKENS, TRIALS, TANSU, BENCH_DIR, CARGO_TARGET_DIR.
+# Environment: TOKENS, TRIALS, TANSU, BENCH_DIR, CARGO_TARGET_DIR; BROKER_KIND=mock runs
+# librdkafka's mock cluster (examples/kafka_mock_broker.rs) instead of tansu: fine for the
+# CPU figures, not for the drain and latency timings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,15 +24,20 @@ if [ "$QUICK" = 1 ]; then TOKENS=${TOKENS:-20}; TRIALS=${TRIALS:-5}; else TOKENS
 WARMUP=2
 DIR=${BENCH_DIR:-${TMPDIR:-/tmp}/tokenwatch-kafka-global-bench}
 RUN=$DIR/run
+BROKER_KIND=${BROKER_KIND:-tansu}
 TANSU=${TANSU:-$(command -v tansu || echo "$HOME/.cargo/bin/tansu")}
-[ -x "$TANSU" ] || { echo "no tansu broker: cargo install tansu --locked --features dynostore" >&2; exit 1; }
+if [ "$BROKER_KIND" = tansu ] && [ ! -x "$TANSU" ]; then
+  echo "no tansu broker: cargo install tansu --locked --features dynostore (or BROKER_KIND=mock)" >&2
+  exit 1
+fi
 command -v valgrind >/dev/null || { echo "no valgrind" >&2; exit 1; }
 
-cargo build --release --quiet --example kafka_bench
+cargo build --release --quiet --example kafka_bench --example kafka_mock_broker
 cargo build --release --quiet
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
 BIN=$TARGET/release/tokenwatch
 HELPER=$TARGET/release/examples/kafka_bench
+MOCK=$TARGET/release/examples/kafka_mock_broker
 
 rm -rf "$RUN"
 mkdir -p "$RUN"
@@ -63,14 +70,29 @@ stop() {
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-start_tansu() {
-  local port=$1 i
+# start_broker: an empty broker with the topics; sets BROKER and TANSU_PID (the broker's
+# process, tansu or the mock cluster).
+start_broker() {
+  local port i
+  if [ "$BROKER_KIND" = mock ]; then
+    "$MOCK" 3 >"$RUN/mock.addr" 2>"$RUN/mock.err" &
+    TANSU_PID=$!
+    PIDS+=("$TANSU_PID")
+    for i in $(seq 300); do [ -s "$RUN/mock.addr" ] && break; sleep 0.1; done
+    BROKER=$(head -1 "$RUN/mock.addr")
+    return 0
+  fi
+  port=$(free_port)
   "$TANSU" --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
     --storage-engine memory://tansu/ --silent </dev/null >"$RUN/tansu-$port.log" 2>&1 &
   TANSU_PID=$!
   PIDS+=("$TANSU_PID")
   for i in $(seq 300); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      BROKER=127.0.0.1:$port
+      "$HELPER" topics "$BROKER" 3
+      return 0
+    fi
     sleep 0.1
   done
   echo "tansu did not listen on $port" >&2
@@ -171,14 +193,11 @@ load() { uptime | sed 's/.*load average: /load /'; }
 RESULTS=$RUN/results
 : > "$RESULTS"
 note() { echo "$*" | tee -a "$RESULTS"; }
-note "log: $NLINES nginx lines; $(nproc) cores; $(load)"
+note "log: $NLINES nginx lines; broker $BROKER_KIND; $(nproc) cores; $(load)"
 
 # ---------------------------------------------------------------- fill
 
-PORT=$(free_port)
-start_tansu "$PORT"
-BROKER=127.0.0.1:$PORT
-"$HELPER" topics "$BROKER" 3
+start_broker
 : > "$RUN/edge.log"
 config edge "$RUN/edge.log" unused 0 true 100
 spawn edge edge
@@ -229,10 +248,7 @@ stop "$TANSU_PID"
 # latency REORDER_MS: a fresh broker, an idle edge and worker, rejection_ratio trials.
 latency() {
   local r=$1 edge_pid edge_addr worker_pid
-  PORT=$(free_port)
-  start_tansu "$PORT"
-  BROKER=127.0.0.1:$PORT
-  "$HELPER" topics "$BROKER" 3
+  start_broker
   : > "$RUN/lat-$r.log"
   config "lat-$r-edge" "$RUN/lat-$r.log" unused "$r" true 10
   config "lat-$r-worker" "$RUN/lat-$r.log" "lat$r" "$r" true 10
