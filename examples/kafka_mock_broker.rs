@@ -10,9 +10,7 @@
 use std::io::Write;
 
 fn main() -> anyhow::Result<()> {
-    let partitions: i32 = std::env::args()
-        .nth(1)
-        .map_or(Ok(3), |p| p.parse())?;
+    let partitions: i32 = std::env::args().nth(1).map_or(Ok(3), |p| p.parse())?;
     let m = rdkafka::mocking::MockCluster::new(1)?;
     for t in ["auth.by_token", "auth.by_ip"] {
         m.create_topic(t, partitions, 1)?;
