@@ -9,6 +9,7 @@
 //! kafka_bench wire BOOTSTRAP BY_TOKEN_RECORDS BY_IP_RECORDS
 //! kafka_bench caught-up BOOTSTRAP GROUP_PREFIX T0_NS TIMEOUT_S BY_TOKEN_RECORDS BY_IP_RECORDS [WORKER_ADDR...]
 //! kafka_bench latency LOG DETECTIONS_JSONL BOOTSTRAP EDGE_ADDR TRIALS WARMUP
+//! kafka_bench global-latency LOG DETECTIONS_JSONL BOOTSTRAP EDGE_ADDR WORKER_ADDR TRIALS WARMUP
 //! ```
 //!
 //! Times are printed in seconds since `T0_NS` (the script's `date +%s%N` just before the
@@ -45,6 +46,8 @@ use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 const BY_TOKEN: &str = "auth.by_token";
 const BY_IP: &str = "auth.by_ip";
 const DETECTIONS: &str = "detections";
+/// The workers' known-tokens feed.
+const KNOWN_TOKENS: &str = "tokens.known";
 /// Broker calls (metadata, watermarks, committed offsets) give up after this.
 const BROKER_WAIT: Duration = Duration::from_secs(5);
 /// A latency trial that has not finished after this counts as missed.
@@ -76,8 +79,18 @@ fn main() -> Result<()> {
             detections: a(2)?.as_ref(),
             bootstrap: a(3)?,
             edge: a(4)?,
+            worker: None,
             trials: a(5)?.parse()?,
             warmup: a(6)?.parse()?,
+        }),
+        "global-latency" => global_latency(&LatencyArgs {
+            log: a(1)?.as_ref(),
+            detections: a(2)?.as_ref(),
+            bootstrap: a(3)?,
+            edge: a(4)?,
+            worker: Some(a(5)?),
+            trials: a(6)?.parse()?,
+            warmup: a(7)?.parse()?,
         }),
         other => bail!("unknown command {other:?}"),
     }
@@ -93,7 +106,8 @@ fn since(t0_ns: u128) -> f64 {
 
 // ---------------------------------------------------------------- topics
 
-/// The two event topics with `partitions` each, and the one-partition detections topic.
+/// The two event topics with `partitions` each, the one-partition detections topic and
+/// the known-tokens feed.
 fn topics(bootstrap: &str, partitions: i32) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -102,6 +116,7 @@ fn topics(bootstrap: &str, partitions: i32) -> Result<()> {
         NewTopic::new(BY_TOKEN, partitions, TopicReplication::Fixed(1)),
         NewTopic::new(BY_IP, partitions, TopicReplication::Fixed(1)),
         NewTopic::new(DETECTIONS, 1, TopicReplication::Fixed(1)),
+        NewTopic::new(KNOWN_TOKENS, 3, TopicReplication::Fixed(1)).set("cleanup.policy", "compact"),
     ];
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -385,6 +400,8 @@ struct LatencyArgs<'a> {
     detections: &'a Path,
     bootstrap: &'a str,
     edge: &'a str,
+    /// The worker (global latency: its global stage must have applied a trial's lead-in).
+    worker: Option<&'a str>,
     trials: usize,
     warmup: usize,
 }
@@ -448,7 +465,11 @@ fn topic_reader(
                 let at = Instant::now();
                 let v: serde_json::Value =
                     serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or_default();
-                let token = v["token"].as_str().unwrap_or_default().to_string();
+                // Global detections name no token: keyed by their detector.
+                let token = match v["token"].as_str() {
+                    Some(t) => t.to_string(),
+                    None => v["detector"].as_str().unwrap_or_default().to_string(),
+                };
                 if tx.send((at, token)).is_err() {
                     return;
                 }
@@ -565,5 +586,124 @@ fn latency(a: &LatencyArgs<'_>) -> Result<()> {
     );
     report("file", file_ok, file_missed);
     report("topic", topic_ok, topic_missed);
+    Ok(())
+}
+
+// ---------------------------------------------------------------- global latency
+
+/// Event time of global trial `n` (nginx's format): 2026-03-02T00:00:00Z + `n` × 1000 s +
+/// `sec`, so each trial's window (300 s) and cooldown (900 s) are past at the next.
+fn global_time(n: usize, sec: usize) -> String {
+    let start = jiff::Timestamp::from_second(1_772_409_600).unwrap_or_default();
+    let secs = i64::try_from(n * 1000 + sec).unwrap_or(0);
+    let t = start
+        .checked_add(jiff::SignedDuration::from_secs(secs))
+        .unwrap_or(start);
+    t.strftime("%d/%b/%Y:%H:%M:%S +0000").to_string()
+}
+
+/// One refused check of global trial `n` at second `sec`, from one of 6 addresses.
+fn global_line(n: usize, sec: usize, i: usize) -> String {
+    format!(
+        "198.19.{}.{} - - [{}] \"POST /v1/chat/completions HTTP/1.1\" 401 0 \"-\" \"bench/1.0\" \"ak_glat{n:06}{i}\" \"invalid\"\n",
+        n % 250,
+        i + 1,
+        global_time(n, sec)
+    )
+}
+
+/// The worker's global stage's applied records.
+fn global_applied(worker: &str) -> Option<f64> {
+    let body = http_get(worker, "/metrics")?;
+    Some(sum(
+        &body,
+        "tokenwatch_kafka_records_total",
+        &["result=\"applied\"", "topic=\"global\""],
+    ))
+}
+
+/// Whether complete lines appended since `seen` hold a record of `detector`.
+fn detector_appeared(out: &mut std::fs::File, seen: &mut u64, detector: &str) -> Result<bool> {
+    use std::io::{Seek, SeekFrom};
+    let len = out.metadata()?.len();
+    if len <= *seen {
+        return Ok(false);
+    }
+    out.seek(SeekFrom::Start(*seen))?;
+    let mut new = Vec::new();
+    out.take(len - *seen).read_to_end(&mut new)?;
+    let Some(end) = new.iter().rposition(|&b| b == b'\n') else {
+        return Ok(false);
+    };
+    *seen += end as u64 + 1;
+    let needle = format!("\"detector\":\"{detector}\"");
+    Ok(String::from_utf8_lossy(&new[..end]).contains(&needle))
+}
+
+/// Line → `rejection_ratio` record through the global stage. Per trial: 180 refused
+/// checks over 90 s of event time from 6 addresses (more than half of at least 50 checks
+/// fail from the 30th second on), written and applied by the global stage first; then the
+/// clock starts before the line at second 90, whose tick finds the condition held for the
+/// 60 s `sustain_secs` and fires.
+fn global_latency(a: &LatencyArgs<'_>) -> Result<()> {
+    let worker = a.worker.context("the worker's address")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (topic_rx, reader) = topic_reader(a.bootstrap, Arc::clone(&stop))?;
+    let mut out = std::fs::File::open(a.detections)
+        .with_context(|| format!("opening {}", a.detections.display()))?;
+    let (mut file_ok, mut topic_ok) = (Vec::new(), Vec::new());
+    let (mut file_missed, mut topic_missed) = (0, 0);
+    for n in 0..a.warmup + a.trials {
+        let base = global_applied(worker).context("scraping the worker")?;
+        let lead: String = (0..180).map(|k| global_line(n, k / 2, k % 6)).collect();
+        append(a.log, &lead)?;
+        let until = Instant::now() + Duration::from_secs(60);
+        while global_applied(worker).unwrap_or(0.0) < base + 180.0 {
+            if Instant::now() > until {
+                bail!("trial {n}: the global stage did not apply the lead-in");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The lead-in's events leave the reorder buffer (up to 1 s): the timed line then
+        // meets an idle pipeline.
+        std::thread::sleep(Duration::from_millis(1100));
+        while topic_rx.try_recv().is_ok() {}
+        let mut seen = out.metadata()?.len();
+        let t0 = Instant::now();
+        append(a.log, &global_line(n, 90, 0))?;
+        let deadline = t0 + TRIAL_DEADLINE;
+        let mut in_file = None;
+        while Instant::now() < deadline {
+            if detector_appeared(&mut out, &mut seen, "rejection_ratio")? {
+                in_file = Some(t0.elapsed());
+                break;
+            }
+            std::thread::sleep(FILE_POLL);
+        }
+        let mut on_topic = None;
+        while on_topic.is_none() && Instant::now() < deadline {
+            while let Ok((at, key)) = topic_rx.try_recv() {
+                if key == "rejection_ratio" {
+                    on_topic = Some(at.saturating_duration_since(t0));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if n < a.warmup {
+            continue;
+        }
+        match in_file {
+            Some(d) => file_ok.push(d),
+            None => file_missed += 1,
+        }
+        match on_topic {
+            Some(d) => topic_ok.push(d),
+            None => topic_missed += 1,
+        }
+    }
+    stop.store(true, Ordering::Release);
+    let _ = reader.join();
+    report("global file", file_ok, file_missed);
+    report("global topic", topic_ok, topic_missed);
     Ok(())
 }

@@ -29,3 +29,10 @@ kafka-topics.sh --bootstrap-server "$BOOTSTRAP" --create --if-not-exists --topic
 kafka-topics.sh --bootstrap-server "$BOOTSTRAP" --create --if-not-exists --topic frozen \
   --partitions 3 --replication-factor "$REPLICAS" \
   --config cleanup.policy=compact --config min.insync.replicas=2
+
+# Tokens accepted anywhere (README "Running on several hosts", worker): the token stage
+# announces each token's first accepted check, every IP stage reads it all. Compacted only:
+# one record per token, kept as long as the token is.
+kafka-topics.sh --bootstrap-server "$BOOTSTRAP" --create --if-not-exists --topic tokens.known \
+  --partitions 3 --replication-factor "$REPLICAS" \
+  --config cleanup.policy=compact --config min.insync.replicas=2

@@ -80,7 +80,8 @@ pub struct KafkaConfig {
     pub brokers: Vec<String>,
     /// This edge's id, part of every event id (default: the host name).
     pub edge_id: String,
-    /// Consumer groups are `<group_prefix>-token`, `-ip` and `-respond` (default `tokenwatch`).
+    /// Consumer groups are `<group_prefix>-token`, `-ip`, `-global` and `-respond` (default
+    /// `tokenwatch`).
     pub group_prefix: String,
     /// Topic names.
     pub topics: TopicsConfig,
@@ -89,6 +90,10 @@ pub struct KafkaConfig {
     /// How long a worker holds each event to put edges' interleaved events back in time
     /// order, in ms (default 1000; 0 turns the reorder buffer off).
     pub reorder_ms: u64,
+    /// Whether this worker may be elected to run the global stage (distributed_spray,
+    /// rejection_ratio over every `by_ip` partition; default true). At least one worker
+    /// of the cluster must, or those two detectors do not run.
+    pub global_stage: bool,
     /// librdkafka properties passed through as they are (`sasl.username`, ...); a value may
     /// be `env:NAME` or `file:PATH`, and keys that name a password or secret must be.
     pub options: BTreeMap<String, OptionValue>,
@@ -103,6 +108,7 @@ impl Default for KafkaConfig {
             topics: TopicsConfig::default(),
             producer: ProducerConfig::default(),
             reorder_ms: 1000,
+            global_stage: true,
             options: BTreeMap::new(),
         }
     }
@@ -121,6 +127,10 @@ pub struct TopicsConfig {
     /// Freezes and unfreezes (compacted; key = token id or fingerprint, tombstone on
     /// unfreeze), published by the responder, followed by every edge (default `frozen`).
     pub frozen: String,
+    /// Tokens accepted anywhere (compacted; key = token id or fingerprint, value = when
+    /// first accepted), published by the token stage, followed by every IP stage (default
+    /// `tokens.known`).
+    pub known_tokens: String,
 }
 
 impl Default for TopicsConfig {
@@ -130,6 +140,7 @@ impl Default for TopicsConfig {
             by_ip: "auth.by_ip".to_string(),
             detections: "detections".to_string(),
             frozen: "frozen".to_string(),
+            known_tokens: "tokens.known".to_string(),
         }
     }
 }
@@ -276,6 +287,7 @@ impl KafkaConfig {
             ("by_ip", &t.by_ip),
             ("detections", &t.detections),
             ("frozen", &t.frozen),
+            ("known_tokens", &t.known_tokens),
         ];
         for (k, name) in all {
             if !valid_topic(name) {

@@ -2,9 +2,11 @@
 //! process, and the stages talk through topics.
 //!
 //! ```text
-//!  edge (per gateway host)                Kafka                         workers (phase 2)
+//!  edge (per gateway host)                Kafka                         workers
 //!  tail ▶ parse ▶ enrich ▶ count ──▶ auth.by_token (key = keyed hash of token id) ──▶ group <prefix>-token
-//!                               └──▶ auth.by_ip    (key = client IP / IPv6 net) ──▶ group <prefix>-ip
+//!                               │                  tokens.known (first acceptances) ◀─┘ │
+//!                               └──▶ auth.by_ip    (key = client IP / IPv6 net) ──▶ group <prefix>-ip ◀┘
+//!                                                                  └──▶ group <prefix>-global (one elected worker)
 //!                                    detections (1 partition) ◀── workers ──▶ group <prefix>-respond
 //! ```
 //!
@@ -12,8 +14,10 @@
 //! publishing pipeline thread over [`publish`] (an idempotent librdkafka producer whose
 //! delivery reports gate the tailer's checkpoints), [`worker`] consumes both event topics
 //! (one engine per partition, [`reorder`] buffer, high-water-mark dedupe, partition
-//! snapshots committed with their offsets) and [`responder`] runs the response policy for
-//! the whole cluster (one active member of the detections group, standbys waiting).
+//! snapshots committed with their offsets; the global stage, one elected worker reading
+//! every `by_ip` partition for distributed_spray and rejection_ratio; the known-tokens
+//! feed from the token stage to the IP stages) and [`responder`] runs the response policy
+//! for the whole cluster (one active member of the detections group, standbys waiting).
 //!
 //! # Guarantees of the edge
 //! * Checks and rejections are counted at the edge only (the same `Pipeline` as
@@ -56,6 +60,27 @@ pub(crate) fn base_client(c: &mut rdkafka::ClientConfig, k: &crate::config::Kafk
         if let Some(v) = v.expose() {
             c.set(key, v);
         }
+    }
+}
+
+/// Takes the exclusive lock on `path` without waiting; `holder` names who else may hold
+/// it (for the message while it is held). The lock dies with the process, `kill -9`
+/// included.
+#[cfg(feature = "kafka")]
+pub(crate) fn take_lock(path: &std::path::Path, holder: &str) -> Result<std::fs::File, String> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "{} is held by {holder} on this state directory (waiting for it to stop)",
+            path.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("{}: {e}", path.display())),
     }
 }
 

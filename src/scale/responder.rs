@@ -266,7 +266,7 @@ impl State {
 
     fn activate(&mut self, c: &BaseConsumer<Ctx>) -> Result<(), String> {
         let dir = self.cfg.state.dir.clone();
-        let lock = take_lock(&dir.join(LOCK_FILE))?;
+        let lock = super::take_lock(&dir.join(LOCK_FILE), "another responder")?;
         let start = self.committed_offset(c)?;
         self.seen = RecentKeys::new(SEEN_IDS);
         if let Some(until) = start {
@@ -487,24 +487,6 @@ fn record_id(payload: &[u8]) -> Option<String> {
     serde_json::from_slice::<Id>(payload).ok().map(|r| r.id)
 }
 
-/// Takes the exclusive lock on `path` without waiting.
-fn take_lock(path: &std::path::Path) -> Result<File, String> {
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
-            "{} is held by another responder on this state directory (waiting for it to stop)",
-            path.display()
-        )),
-        Err(std::fs::TryLockError::Error(e)) => Err(format!("{}: {e}", path.display())),
-    }
-}
-
 /// The consumer's context: the shared state, driven by the rebalance callbacks.
 struct Ctx {
     state: Mutex<State>,
@@ -581,10 +563,10 @@ mod tests {
     fn the_lock_is_exclusive_until_released() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(LOCK_FILE);
-        let held = take_lock(&path).unwrap();
-        let e = take_lock(&path).unwrap_err();
+        let held = super::super::take_lock(&path, "another responder").unwrap();
+        let e = super::super::take_lock(&path, "another responder").unwrap_err();
         assert!(e.contains("held by another responder"), "{e}");
         drop(held);
-        assert!(take_lock(&path).is_ok());
+        assert!(super::super::take_lock(&path, "another responder").is_ok());
     }
 }

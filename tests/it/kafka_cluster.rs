@@ -412,3 +412,308 @@ fn edges_workers_and_responders_freeze_each_attacked_token_once_across_crashes()
     });
     assert_eq!(total as usize, written);
 }
+
+/// Seconds since the epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The global stage's detectors and what replay raises of them on the global scenario.
+const GLOBAL: [&str; 2] = ["distributed_spray", "rejection_ratio"];
+/// Addresses of the distributed spray.
+const SPRAY_IPS: u32 = 12;
+/// Where `tok_roam` is accepted, and where it is refused (other `auth.by_ip` partitions).
+const ROAM_HOME: &str = "10.9.0.1";
+const ROAM_AWAY: &str = "192.0.2.99";
+
+/// One line of the global scenario, 2026-03-02T12:00:00Z plus `sec`; a 401 is an invalid
+/// token.
+fn global_line(sec: u32, token: &str, ip: &str, status: u16) -> String {
+    let reason = if status == 401 {
+        ",\"reason\":\"invalid\""
+    } else {
+        ""
+    };
+    let (h, m, s) = (12 + sec / 3600, (sec / 60) % 60, sec % 60);
+    format!(
+        "{{\"ts\":\"2026-03-02T{h:02}:{m:02}:{s:02}Z\",\"token_id\":\"{token}\",\"ip\":\"{ip}\",\"method\":\"GET\",\"path\":\"/v1/chat\",\"status\":{status}{reason}}}\n"
+    )
+}
+
+/// Seconds `from..to` of the global scenario as (file A lines, file B lines):
+/// * background: 20 known tokens, one accepted check every 2 s, alternating the files;
+/// * a distributed spray: 12 addresses (`203.0.113.1-12`, spread over every `auth.by_ip`
+///   partition and both gateways) each try 3 never-seen tokens, one round every 300 s
+///   from second 300 (the 2nd round makes 10 addresses with 2 tokens: it fires at ~780);
+/// * a valid token refused: `tok_roam` accepted from `10.9.0.1` at second 100 (gateway
+///   A), then refused 40 times as forbidden from `192.0.2.99` (gateway B) from second
+///   1200 — a brute force if the token were unknown, which it is not (known-tokens feed);
+/// * a rejection storm over both gateways from second 1500 to 1800: one rejected check
+///   a second from 8 addresses, each repeating its own wrong token (more than half of
+///   the checks fail: rejection_ratio fires after its 60 s sustain).
+fn global_scenario(from: u32, to: u32) -> (String, String) {
+    let (mut a, mut b) = (String::new(), String::new());
+    let mut put = |even: bool, line: String| {
+        if even {
+            a += &line;
+        } else {
+            b += &line;
+        }
+    };
+    for s in from..to {
+        if s % 2 == 0 {
+            let n = (s / 2) % 20;
+            let line = global_line(s, &format!("tok_bg_{n:02}"), &format!("10.0.{n}.1"), 200);
+            put(n % 2 == 0, line);
+        }
+        for round in 0..3 {
+            let start = 300 + round * 300;
+            if s >= start && (s - start) % 20 == 0 && (s - start) / 20 < SPRAY_IPS {
+                let i = (s - start) / 20;
+                let tok = format!("tok_guess_{i}_{round}");
+                put(
+                    i % 2 == 0,
+                    global_line(s, &tok, &format!("203.0.113.{}", i + 1), 401),
+                );
+            }
+        }
+        if s == 100 {
+            put(true, global_line(s, "tok_roam", ROAM_HOME, 200));
+        }
+        if (1200..1280).contains(&s) && s % 2 == 0 {
+            put(false, global_line(s, "tok_roam", ROAM_AWAY, 403));
+        }
+        if (1500..1800).contains(&s) {
+            let i = s % 8;
+            let line = global_line(
+                s,
+                &format!("tok_typo_{i}"),
+                &format!("198.18.0.{}", i + 1),
+                401,
+            );
+            put(s % 2 == 0, line);
+        }
+    }
+    (a, b)
+}
+
+/// The global detectors' records in a set of JSONL files: id → (detector, times written).
+fn global_records(files: &[PathBuf]) -> BTreeMap<String, (String, usize)> {
+    let mut out: BTreeMap<String, (String, usize)> = BTreeMap::new();
+    for f in files {
+        for (id, (det, n)) in detections(f) {
+            if GLOBAL.contains(&det.as_str()) {
+                out.entry(id).or_insert((det, 0)).1 += n;
+            }
+        }
+    }
+    out
+}
+
+/// `tokenwatch_partitions_owned{topic="global"}` of a worker: the partition count on the
+/// global stage's leader, 0 on a standby.
+fn global_owned(addr: &str) -> Option<f64> {
+    metric(addr, r#"tokenwatch_partitions_owned{topic="global"}"#)
+}
+
+/// A global-stage series of a worker (0 when absent).
+fn global_records_total(addr: &str, result: &str) -> f64 {
+    let series = format!(r#"tokenwatch_kafka_records_total{{result="{result}",topic="global"}}"#);
+    metric(addr, &series).unwrap_or(0.0)
+}
+
+#[test]
+fn global_stage_fires_spray_and_rejection_storm_once_across_a_kill_9_of_its_leader() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let _dump = Dump(dir.to_path_buf());
+    let port = free_port();
+    let _tansu = start_tansu(port, port);
+    let bootstrap = format!("127.0.0.1:{port}");
+    create_topics(&bootstrap);
+    create_detections_topic(&bootstrap);
+    let ctx = Ctx {
+        key: dir.join("fp.key"),
+        admin: dir.join("admin.token"),
+        mmdb: geo_fixture(dir),
+        url: "http://127.0.0.1:9/unused".into(),
+        bootstrap: bootstrap.clone(),
+    };
+    std::fs::write(&ctx.key, FP_KEY).unwrap();
+    std::fs::write(&ctx.admin, ADMIN).unwrap();
+    let (log_a, log_b) = (dir.join("gw-a.log"), dir.join("gw-b.log"));
+    std::fs::write(&log_a, "").unwrap();
+    std::fs::write(&log_b, "").unwrap();
+    // One learned hour is enough for the spray's baseline in a 40-minute scenario; the
+    // same settings go to replay.
+    let cfg = |name: &str, state: &str, log: &Path| {
+        let path = write_config(dir, name, state, log, &ctx);
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "[detectors]\n",
+            &format!(
+                "[detectors]\noutput = \"{}\"\n[detectors.distributed_spray]\nlearning_hours = 1\n[detectors.rejection_ratio]\n",
+                dir.join(format!("{name}.jsonl")).display()
+            ),
+        );
+        // `snapshot_interval_secs` belongs to [detectors], above the detector tables.
+        let text = text
+            .replace("\nsnapshot_interval_secs = 1\n", "\n")
+            .replace("[detectors]\n", "[detectors]\nsnapshot_interval_secs = 1\n");
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let edge_a = cfg("edge-a", "state-edge-a", &log_a);
+    let edge_b = cfg("edge-b", "state-edge-b", &log_b);
+    let workers_cfg: Vec<PathBuf> = (1..=3)
+        .map(|n| cfg(&format!("worker-{n}"), "state-workers", &log_a))
+        .collect();
+    let files: Vec<PathBuf> = (1..=3)
+        .map(|n| dir.join(format!("worker-{n}.jsonl")))
+        .collect();
+
+    let want = {
+        let (fa, fb) = (dir.join("full-a.log"), dir.join("full-b.log"));
+        let (a, b) = global_scenario(0, 2400);
+        std::fs::write(&fa, a).unwrap();
+        std::fs::write(&fb, b).unwrap();
+        let out = dir.join("replay.jsonl");
+        let mut lines: Vec<String> = [&fa, &fb]
+            .iter()
+            .flat_map(|l| {
+                let text = std::fs::read_to_string(l).unwrap();
+                text.lines().map(str::to_string).collect::<Vec<_>>()
+            })
+            .collect();
+        lines.sort();
+        let merged = dir.join("merged.log");
+        std::fs::write(&merged, lines.join("\n") + "\n").unwrap();
+        replay_into(&workers_cfg[0], &merged, &out);
+        global_records(&[out])
+    };
+    for det in GLOBAL {
+        assert!(
+            want.values().filter(|(d, _)| d == det).count() == 1,
+            "replay must raise {det} once: the scenario is wrong ({want:?})"
+        );
+    }
+    assert!(
+        roam_brute_force(&[dir.join("replay.jsonl")]) == 0,
+        "replay must not take tok_roam's refusals for a brute force"
+    );
+
+    let (_ea, _) = start("edge", &edge_a, dir, "edge-a");
+    let (_eb, _) = start("edge", &edge_b, dir, "edge-b");
+    let mut workers = vec![start("worker", &workers_cfg[0], dir, "worker-1")];
+    wait_for(60, "worker 1 elected for the global stage", || {
+        (global_owned(&workers[0].1) == Some(3.0)).then_some(())
+    });
+    workers.push(start("worker", &workers_cfg[1], dir, "worker-2"));
+    let leader = |ws: &[(super::kafka::Proc, String)]| {
+        wait_for(90, "exactly one global stage leader", || {
+            let owned: Vec<f64> = ws
+                .iter()
+                .map(|w| global_owned(&w.1))
+                .collect::<Option<_>>()?;
+            let leaders: Vec<usize> = (0..ws.len()).filter(|&i| owned[i] == 3.0).collect();
+            (leaders.len() == 1 && owned.iter().sum::<f64>() == 3.0).then(|| leaders[0])
+        })
+    };
+    let first = leader(&workers);
+
+    // Phase 1: the first round of the spray; the leader applies it and snapshots.
+    let feed = |from: u32, to: u32| {
+        let (a, b) = global_scenario(from, to);
+        append(&log_a, &a);
+        append(&log_b, &b);
+        a.lines().count() + b.lines().count()
+    };
+    let mut written = feed(0, 600);
+    let phase1 = written as f64;
+    let addr = workers[first].1.clone();
+    wait_for(60, "the leader applied phase 1", || {
+        (global_records_total(&addr, "applied") >= phase1).then_some(())
+    });
+    let applied_at = unix_now();
+    wait_for(30, "a global snapshot after phase 1", || {
+        let at = metric(
+            &addr,
+            r#"tokenwatch_kafka_snapshot_timestamp_seconds{partition="0",topic="global"}"#,
+        )?;
+        (at > applied_at as f64).then_some(())
+    });
+    // Phase 2: the leader dies mid-spray (nothing global raised yet).
+    let (mut dead, _) = workers.remove(first);
+    dead.0.kill().unwrap();
+    dead.0.wait().unwrap();
+    assert!(global_records(&files).is_empty());
+    // The supervisor's restart delay (tansu expires the dead member only when another
+    // joins; see the crash test above).
+    std::thread::sleep(SESSION_TIMEOUT + std::time::Duration::from_secs(1));
+    workers.push(start("worker", &workers_cfg[2], dir, "worker-3"));
+    let next = leader(&workers);
+    written += feed(600, 2400);
+    let total = written as f64;
+    let got = wait_for(120, "the global detections", || {
+        let got = global_records(&files);
+        got.keys().eq(want.keys()).then_some(got)
+    });
+    for (id, (det, n)) in &got {
+        assert_eq!(*n, 1, "{det} {id} raised {n} times");
+    }
+    // The new leader resumed from the snapshot's offsets, not from the beginning.
+    let addr = &workers[next].1;
+    wait_for(60, "the new leader caught up", || {
+        let seen = global_records_total(addr, "applied") + global_records_total(addr, "duplicate");
+        (seen >= total - phase1).then_some(())
+    });
+    let seen = global_records_total(addr, "applied") + global_records_total(addr, "duplicate");
+    assert!(
+        seen < total,
+        "the new leader read everything again ({seen} of {total})"
+    );
+    // The spray's addresses fall into every auth.by_ip partition.
+    let msgs = super::kafka::consume(&bootstrap, "auth.by_ip", written);
+    let spray: BTreeSet<i32> = msgs
+        .iter()
+        .filter(|(_, k, _)| {
+            k.as_deref()
+                .is_some_and(|k| String::from_utf8_lossy(k).starts_with("203.0.113."))
+        })
+        .map(|(p, _, _)| *p)
+        .collect();
+    assert_eq!(spray.len(), 3, "spray partitions {spray:?}");
+    // tok_roam was accepted and refused through different partitions: only the
+    // known-tokens feed tells the refusing partition that it is a valid token.
+    let partition_of = |ip: &str| {
+        msgs.iter()
+            .find(|(_, k, _)| k.as_deref() == Some(ip.as_bytes()))
+            .map(|(p, _, _)| *p)
+    };
+    let (home, away) = (partition_of(ROAM_HOME), partition_of(ROAM_AWAY));
+    assert!(
+        home.is_some() && home != away,
+        "tok_roam partitions {home:?} {away:?}"
+    );
+    assert_eq!(
+        roam_brute_force(&files),
+        0,
+        "the cluster took tok_roam's refusals for a brute force"
+    );
+}
+
+/// brute_force records about [`ROAM_AWAY`] in a set of JSONL files.
+fn roam_brute_force(files: &[PathBuf]) -> usize {
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter(|l| l.contains("\"detector\":\"brute_force\"") && l.contains(ROAM_AWAY))
+        .count()
+}

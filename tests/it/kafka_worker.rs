@@ -272,19 +272,22 @@ impl Drop for Dump {
     }
 }
 
-/// The single-partition detections topic the workers produce to.
+/// The single-partition detections topic the workers produce to, and the compacted
+/// known-tokens feed between their stages.
 pub(super) fn create_detections_topic(bootstrap: &str) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
         .unwrap();
     let topic = NewTopic::new("detections", 1, TopicReplication::Fixed(1));
+    let known = NewTopic::new("tokens.known", 3, TopicReplication::Fixed(1))
+        .set("cleanup.policy", "compact");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     for r in rt
-        .block_on(admin.create_topics([&topic], &AdminOptions::new()))
+        .block_on(admin.create_topics([&topic, &known], &AdminOptions::new()))
         .unwrap()
     {
         r.unwrap();

@@ -7,7 +7,7 @@ use tokenwatch::config::Config;
 use tokenwatch::scale::worker::Stage;
 
 /// Every worker stage there is.
-const STAGES: [Stage; 2] = [Stage::Token, Stage::Ip];
+const STAGES: [Stage; 3] = [Stage::Token, Stage::Ip, Stage::Global];
 
 /// The worker stages in which `name` is enabled.
 fn stages_running(cfg: &Config, name: &str) -> Vec<Stage> {
@@ -25,10 +25,7 @@ fn each_registered_detector_runs_in_exactly_its_declared_worker_stage() {
         let want: &[Stage] = match (e.stage, e.name) {
             (Declared::Token, _) => &[Stage::Token],
             (Declared::Ip, _) => &[Stage::Ip],
-            // No stage sees all traffic yet: distributed_spray runs per `auth.by_ip`
-            // partition, rejection_ratio stays with the edges' counters (README "Kafka").
-            (Declared::Global, "distributed_spray") => &[Stage::Ip],
-            (Declared::Global, _) => &[],
+            (Declared::Global, _) => &[Stage::Global],
         };
         assert_eq!(runs, want, "{} ({:?})", e.name, e.stage);
     }
