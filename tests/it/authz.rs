@@ -451,11 +451,12 @@ fn deny_file_map_recipe_with_nginx_reload() {
         "deny file + nginx reload: freeze -> 403 in {frozen:?}, unfreeze -> 200 in {lifted:?}"
     );
     assert!(frozen < Duration::from_secs(1) && lifted < Duration::from_secs(1));
-    let (_, _, m) = get(&d.addr, "/metrics", "").unwrap();
-    assert!(
-        sample(&m, "tokenwatch_authz_reload_total{result=\"ok\"}") >= Some(2.0),
-        "{m}"
-    );
+    // The reload is counted once `nginx -s reload` has returned, which can be after the
+    // new workers already answer: wait for the count rather than race it.
+    let m = wait_for(5, "two counted reloads", || {
+        let (_, _, m) = get(&d.addr, "/metrics", "")?;
+        (sample(&m, "tokenwatch_authz_reload_total{result=\"ok\"}") >= Some(2.0)).then_some(m)
+    });
     // The write at start, before nginx ran, could not reload it: counted, not fatal.
     assert_eq!(
         sample(&m, "tokenwatch_authz_reload_total{result=\"error\"}"),
