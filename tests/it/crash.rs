@@ -103,8 +103,8 @@ impl Daemon {
     }
 }
 
-/// xorshift64*: seeded, so a failure replays with the same kill points.
-struct Rng(u64);
+/// xorshift64*: seeded, so a failure replays with the same kill points (also `crash_detect`'s).
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -114,8 +114,8 @@ impl Rng {
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+    pub(super) fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
     }
 }
 

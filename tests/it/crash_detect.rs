@@ -9,22 +9,10 @@ use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
-use super::crash::{parse_record, snapshot_offset};
+use super::crash::{parse_record, snapshot_offset, Rng};
 use super::support::{http_get, wait_for, Daemon};
 use tokenwatch::detect::Detection;
 use tokenwatch::gen::{generate, Expect, GenOptions, Label};
-
-/// xorshift64*: seeded, so a failure replays with the same chunks and kill points.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
-    }
-}
 
 fn write_config(dir: &Path, log: &Path) -> std::path::PathBuf {
     let text = format!(
